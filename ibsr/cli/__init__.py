@@ -1,0 +1,1 @@
+"""Click commands: thin fronts over the Python API (`ibsr.Indexer`, `ibsr.Searcher`, ...)."""

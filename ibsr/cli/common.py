@@ -1,0 +1,39 @@
+"""What every ibsr command shares: option names, and errors as one line with no traceback."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from ibsr.errors import IbsrError
+
+
+class IbsrCommand(click.Command):
+    """Turns an `IbsrError` into `error: <message>` on stderr and exit status 1."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except IbsrError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+
+
+class IbsrGroup(click.Group):
+    command_class = IbsrCommand
+
+
+index_option = click.option(
+    "--index", "index", type=click.Path(file_okay=False), default=None, envvar="IBSR_INDEX",
+    help="Index directory. Default: $IBSR_INDEX, else ./ibsr_index.")
+weights_option = click.option(
+    "--weights", type=click.Path(dir_okay=False), default=None,
+    help="Model checkpoint (.pt). Default: the model shipped with ibsr.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of text.")
+device_option = click.option("--device", default=None, help="torch device (cpu, cuda, cuda:1). Default: cuda if available.")
+
+
+def print_json(data) -> None:
+    click.echo(json.dumps(data, indent=2))

@@ -1,0 +1,45 @@
+"""ibsr-search: find the catalog shapes that match query photos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ibsr.cli.common import IbsrCommand, device_option, index_option, json_option, print_json, weights_option
+
+
+@click.command(cls=IbsrCommand)
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@index_option
+@weights_option
+@click.option("--topk", default=10, show_default=True, type=int, help="Number of shapes returned per query.")
+@click.option("--mask", "masks", multiple=True, type=click.Path(),
+              help="Object mask for a query (repeat once per image, in order). Default: the image's alpha "
+                   "channel, else an automatic GrabCut mask.")
+@click.option("--category", default=None, help="Only return shapes of this category.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write an HTML page with each query, its mask and each hit's rendered views.")
+@device_option
+@json_option
+def main(images, index, weights, topk, masks, category, html_path, device, as_json):
+    """Rank the shapes of an index for each query photo (JPEG, PNG, WebP, ...), best first."""
+    from ibsr.indexer import resolve_index_dir
+    from ibsr.searcher import Searcher
+    from ibsr.searcher.results import format_table
+
+    searcher = Searcher(resolve_index_dir(index), weights=weights, device=device)
+    queries = searcher.load_queries(list(images), list(masks) or None)
+    results = searcher.search_queries(queries, topk=topk, category=category)
+    if html_path:
+        Path(html_path).write_text(searcher.html(results, queries))
+    if as_json:
+        print_json([r.to_dict() for r in results])
+        return
+    click.echo("\n\n".join(format_table(r) for r in results))
+    if html_path:
+        click.echo(f"\nwrote {html_path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""Load a mesh from the wild and make it safe to render.
+
+Real catalogs hold multi-part scenes, NaN vertices, degenerate faces, huge coordinates and
+z-up files. Each problem either gets repaired here or becomes a `MeshError` that names the
+file, so one bad mesh is reported and skipped rather than stopping a build.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import trimesh
+
+from ibsr.errors import IbsrError
+from ibsr.indexer.render import normalize_mesh
+
+UP_AXES = ("x", "y", "z", "-x", "-y", "-z")
+
+
+class MeshError(IbsrError):
+    """A mesh that cannot be indexed: skipped (or fatal with --strict)."""
+
+
+def file_hash(path: Path) -> str:
+    """SHA-256 of the file's bytes: the build re-indexes a shape when this changes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_mesh(path: Path, up_axis: str = "y") -> trimesh.Trimesh:
+    """Load, clean and normalize (centred, unit bounding sphere, +y up) one mesh file."""
+    path = Path(path)
+    if not path.is_file():
+        raise MeshError("mesh file not found", path)
+    if path.stat().st_size == 0:
+        raise MeshError("empty file", path)
+    try:
+        mesh = trimesh.load(path, force="mesh", process=False)
+    except Exception as exc:  # trimesh raises many types for corrupt input
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise MeshError(f"cannot load mesh ({reason})", path) from None
+    if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
+        raise MeshError("mesh has no faces", path)
+    return normalize_mesh(_clean(mesh, path), up_axis=up_axis)
+
+
+def _clean(mesh: trimesh.Trimesh, path: Path) -> trimesh.Trimesh:
+    vertices = np.asarray(mesh.vertices, dtype=np.float64)
+    if not np.isfinite(vertices).all():
+        # Drop faces that touch a NaN/inf vertex; a mesh made only of them is unusable.
+        bad_vertex = ~np.isfinite(vertices).all(axis=1)
+        keep = ~bad_vertex[mesh.faces].any(axis=1)
+        if not keep.any():
+            raise MeshError("every face has a NaN or infinite vertex", path)
+        mesh = trimesh.Trimesh(vertices=np.nan_to_num(vertices), faces=mesh.faces[keep], process=False)
+        mesh.remove_unreferenced_vertices()
+        vertices = np.asarray(mesh.vertices, dtype=np.float64)
+    # Bring huge coordinates (1e9 and up) near 1 before trimesh merges vertices on a grid.
+    lo, hi = vertices.min(axis=0), vertices.max(axis=0)
+    scale = np.abs(hi - lo).max()
+    if not np.isfinite(scale) or scale == 0:
+        raise MeshError("mesh has zero extent", path)
+    vertices = (vertices - (lo + hi) / 2) / scale
+    mesh = trimesh.Trimesh(vertices=vertices, faces=mesh.faces, process=True)  # merge duplicates
+    mesh.update_faces(mesh.nondegenerate_faces())
+    mesh.remove_unreferenced_vertices()
+    if len(mesh.faces) == 0:
+        raise MeshError("mesh has only degenerate faces", path)
+    return mesh

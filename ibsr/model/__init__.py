@@ -1,0 +1,43 @@
+"""CMIC networks, losses, color transfer and checkpoint I/O (incl. the authors' Jittor files)."""
+
+from ibsr.model.checkpoint import (
+    checkpoint_id,
+    default_weights_path,
+    init_model,
+    load_checkpoint,
+    load_default_model,
+    save_checkpoint,
+)
+from ibsr.model.cmic import CMIC
+from ibsr.model.color_transfer import color_transfer, lab_to_rgb, rgb_to_lab
+from ibsr.model.config import ARCHS, PAPER, SMALL, ModelConfig
+from ibsr.model.jittor import import_jittor, infer_config, read_jittor_state
+from ibsr.model.losses import CMICLoss, category_loss, cmic_loss, instance_loss
+from ibsr.model.resnet import ResNet, load_imagenet_backbone, resnet
+
+__all__ = [
+    "ARCHS",
+    "CMIC",
+    "CMICLoss",
+    "ModelConfig",
+    "PAPER",
+    "ResNet",
+    "SMALL",
+    "category_loss",
+    "checkpoint_id",
+    "cmic_loss",
+    "color_transfer",
+    "default_weights_path",
+    "import_jittor",
+    "infer_config",
+    "init_model",
+    "instance_loss",
+    "lab_to_rgb",
+    "load_checkpoint",
+    "load_default_model",
+    "load_imagenet_backbone",
+    "read_jittor_state",
+    "resnet",
+    "rgb_to_lab",
+    "save_checkpoint",
+]

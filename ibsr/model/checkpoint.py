@@ -1,0 +1,188 @@
+"""Checkpoint files: one `torch.save` dict that holds the config next to the weights.
+
+    {"format": "ibsr-checkpoint", "version": 1, "config": ModelConfig.to_dict(),
+     "state_dict": CMIC.state_dict(), "info": {...}}
+
+Files are read with `torch.load(weights_only=True)`, so a checkpoint can carry tensors and
+plain Python values only (`info` must hold str/int/float/bool/None and lists/dicts of them),
+and loading one never runs code. The *encoder id* of a checkpoint (`checkpoint_id`) is the
+first 16 hex digits of the file's SHA-256; an index records it and refuses other encoders.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pathlib
+import tempfile
+
+import torch
+
+from ibsr.errors import IbsrError
+from ibsr.model.cmic import CMIC
+from ibsr.model.config import ModelConfig
+
+FORMAT = "ibsr-checkpoint"
+VERSION = 1
+JITTOR_MAGIC = b"HCAJSLHD"
+_HOW_TO_MAKE = "train one with `ibsr-train`, or convert the authors' weights with `ibsr-train import-jittor`"
+
+
+def default_weights_path() -> pathlib.Path:
+    """Where the package's shipped weights live (the file may not exist in a dev checkout)."""
+    return pathlib.Path(__file__).resolve().parent / "weights" / "default.pt"
+
+
+def init_model(config: ModelConfig, seed: int = 0) -> CMIC:
+    """A randomly initialized CMIC, identical for the same (config, seed), in eval mode.
+
+    The global RNG state is left untouched, so callers' own random streams do not shift.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = CMIC(config)
+    return model.eval()
+
+
+def save_checkpoint(model: CMIC, path, info: dict | None = None) -> pathlib.Path:
+    """Write `model` to `path` atomically (a reader never sees a half-written file)."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": model.config.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "info": dict(info or {}),
+    }
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def checkpoint_id(path) -> str:
+    """First 16 hex digits of the file's SHA-256, read in chunks (files can be ~100 MB)."""
+    path = _existing_file(path)
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def load_checkpoint(path, map_location="cpu") -> CMIC:
+    """Rebuild the CMIC stored in `path`, in eval mode. Any bad file is an `IbsrError`."""
+    path = _existing_file(path)
+    payload = _read_payload(path, map_location)
+    try:
+        config = ModelConfig.from_dict(payload["config"])
+    except IbsrError as e:
+        raise IbsrError(f"bad model config in checkpoint ({e}); {_HOW_TO_MAKE}", path) from None
+    model = CMIC(config)
+    state_dict = payload["state_dict"]
+    if not isinstance(state_dict, dict):
+        raise IbsrError(f"checkpoint 'state_dict' is a {type(state_dict).__name__}, not a dict; {_HOW_TO_MAKE}", path)
+    check_state_dict(model, state_dict, path)
+    model.load_state_dict(state_dict)
+    if isinstance(map_location, (str, torch.device)):
+        model.to(map_location)  # the module follows its tensors (e.g. "cuda")
+    return model.eval()
+
+
+def load_default_model(map_location="cpu") -> CMIC:
+    """The shipped weights, or an `IbsrError` that says how to make them."""
+    path = default_weights_path()
+    if not path.is_file():
+        raise IbsrError(
+            f"no default weights are installed at {path}; pass --weights PATH, or {_HOW_TO_MAKE} "
+            f"and copy the result there"
+        )
+    return load_checkpoint(path, map_location)
+
+
+def check_state_dict(model: torch.nn.Module, state_dict: dict, path) -> None:
+    """Refuse a state dict whose key set or shapes differ from `model`'s, naming a few."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    misshaped = [
+        f"{k} {_shape_of(state_dict[k])} != {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state_dict and _shape_of(state_dict[k]) != tuple(v.shape)
+    ]
+    problems = []
+    for label, names in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
+        if names:
+            more = f" (+{len(names) - 3} more)" if len(names) > 3 else ""
+            problems.append(f"{len(names)} {label} keys: {', '.join(names[:3])}{more}")
+    if problems:
+        raise IbsrError(
+            f"weights do not match the checkpoint's model config ({'; '.join(problems)}); "
+            f"the file is damaged or was edited: {_HOW_TO_MAKE}",
+            path,
+        )
+
+
+def _shape_of(value):
+    return tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+
+
+def _existing_file(path) -> pathlib.Path:
+    path = pathlib.Path(path)
+    if not path.exists():
+        raise IbsrError(f"checkpoint not found; check the path, or {_HOW_TO_MAKE}", path)
+    if not path.is_file():
+        raise IbsrError("checkpoint path is not a file; pass the .pt file itself", path)
+    return path
+
+
+def _read_payload(path: pathlib.Path, map_location) -> dict:
+    if _has_jittor_trailer(path):
+        raise IbsrError(
+            "this is one of the authors' Jittor checkpoints, not an ibsr checkpoint; convert it "
+            "with `ibsr-train import-jittor`",
+            path,
+        )
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises many types for bad files: all mean "unreadable"
+        reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        raise IbsrError(
+            f"not a readable ibsr checkpoint (truncated, or not a torch file: {reason}); "
+            f"re-download or re-create it: {_HOW_TO_MAKE}",
+            path,
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise IbsrError(
+            f"not an ibsr checkpoint (no format tag {FORMAT!r}; a bare state dict or another "
+            f"program's file?); {_HOW_TO_MAKE}",
+            path,
+        )
+    version = payload.get("version")
+    if version != VERSION:
+        raise IbsrError(
+            f"checkpoint format version {version!r} is not supported (this ibsr reads version "
+            f"{VERSION}); use the ibsr release that wrote it, or re-create it",
+            path,
+        )
+    for key in ("config", "state_dict"):
+        if key not in payload:
+            raise IbsrError(f"checkpoint lacks {key!r}; the file is damaged: {_HOW_TO_MAKE}", path)
+    return payload
+
+
+def _has_jittor_trailer(path: pathlib.Path) -> bool:
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell() < len(JITTOR_MAGIC):
+            return False
+        f.seek(-len(JITTOR_MAGIC), os.SEEK_END)
+        return f.read() == JITTOR_MAGIC

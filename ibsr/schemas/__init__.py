@@ -1,0 +1,107 @@
+"""Every on-disk format of ibsr, defined once.
+
+Writers and readers import these definitions, so the format lives in one place and is
+checked on open. Bump FORMAT_VERSION on any incompatible change; readers refuse other
+versions with a message that says to rebuild.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import pyarrow as pa
+
+from ibsr.errors import IbsrError
+
+FORMAT_VERSION = 1
+META_FILE = "ibsr_index.json"
+SHAPES_TABLE = "shapes"
+VIEW_DTYPE = "float16"
+
+# Input manifest (CSV header or JSONL keys) for catalogs that are not laid out as folders.
+MANIFEST_FIELDS = ("shape_id", "category", "path")
+# queries.jsonl written by ibsr-data and read by ibsr-eval; paths relative to the file.
+QUERY_FIELDS = ("image", "mask", "shape_id", "category")
+
+
+def shapes_schema(views: int, dim: int) -> pa.Schema:
+    """The LanceDB `shapes` table: one row per catalog shape.
+
+    `views` holds the V x D view embeddings flattened row-major (float16 halves the
+    memory the exact rerank reads); `vector` is the L2-normalized mean of the views, for
+    FAISS / vector search; `thumbnail` is a PNG montage of the rendered views so results
+    can be shown without the meshes.
+    """
+    return pa.schema(
+        [
+            pa.field("shape_id", pa.string(), nullable=False),
+            pa.field("category", pa.string(), nullable=False),
+            pa.field("source_path", pa.string(), nullable=False),
+            pa.field("mesh_hash", pa.string(), nullable=False),
+            pa.field("views", pa.list_(pa.float16(), views * dim), nullable=False),
+            pa.field("vector", pa.list_(pa.float32(), dim), nullable=False),
+            pa.field("thumbnail", pa.binary(), nullable=False),
+            pa.field("encoder_id", pa.string(), nullable=False),
+        ],
+        metadata={"ibsr_format_version": str(FORMAT_VERSION)},
+    )
+
+
+@dataclass(frozen=True)
+class IndexMeta:
+    """Index-level metadata, stored as `ibsr_index.json` beside the table.
+
+    Search refuses an index whose `encoder_id` differs from the query model's, and a build
+    refuses to append shapes encoded by another model or on another rig.
+    """
+
+    encoder_id: str
+    model_config: dict
+    views: int
+    render_size: int
+    rig: dict
+    embed_dim: int
+    up_axis: str = "y"
+    view_dtype: str = VIEW_DTYPE
+    format_version: int = FORMAT_VERSION
+    extra: dict = field(default_factory=dict)
+
+    def write(self, index_dir: Path) -> None:
+        """Write atomically: a crash leaves the old file or the new one, never half."""
+        index_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=index_dir, prefix=".meta-", suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            json.dump(asdict(self), f, indent=2, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, index_dir / META_FILE)
+
+    @classmethod
+    def read(cls, index_dir: Path) -> "IndexMeta":
+        path = index_dir / META_FILE
+        if not index_dir.is_dir():
+            raise IbsrError("no index here; build one with `ibsr-index build CATALOG --index DIR`", index_dir)
+        if not path.is_file():
+            raise IbsrError(
+                f"not an ibsr index (no {META_FILE}); pass --index with a directory made by `ibsr-index build`",
+                index_dir,
+            )
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise IbsrError(f"unreadable index metadata ({exc}); rebuild the index", path) from None
+        if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
+            version = data.get("format_version") if isinstance(data, dict) else None
+            raise IbsrError(
+                f"index format version {version!r}, this ibsr reads version {FORMAT_VERSION}; rebuild the index",
+                path,
+            )
+        known = {f.name for f in fields(cls)}
+        missing = {f.name for f in fields(cls) if f.name not in data} - {"extra", "up_axis", "view_dtype"}
+        if missing:
+            raise IbsrError(f"index metadata lacks {sorted(missing)}; rebuild the index", path)
+        return cls(**{k: v for k, v in data.items() if k in known})

@@ -1,0 +1,157 @@
+"""Turn a query photo into the query encoder's 4-channel input.
+
+load (EXIF orientation, any mode, 16-bit) -> mask (given file, alpha channel, or GrabCut
+from the image border) -> crop to the mask's box with a margin, pad to a square -> resize
+-> RGB and mask scaled to [-1, 1], as the authors feed them.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ibsr.errors import IbsrError
+
+# Refuse images above this many pixels before decoding them (decompression bombs).
+MAX_PIXELS = 80_000_000
+CROP_MARGIN = 0.1  # fraction of the mask box added on every side
+GRABCUT_BORDER = 0.05  # fraction of each side assumed to be background
+GRABCUT_ITERATIONS = 5
+
+
+@dataclass
+class Query:
+    path: str
+    rgb: np.ndarray  # H x W x 3 uint8
+    mask: np.ndarray  # H x W bool
+    mask_source: str  # "file", "alpha", or "grabcut"
+
+
+def load_query(path: str | Path, mask_path: str | Path | None = None) -> Query:
+    rgb, alpha = load_image(path)
+    if mask_path is not None:
+        mask, source = load_mask(mask_path, rgb.shape[:2]), "file"
+    elif alpha is not None:
+        mask, source = alpha > 127, "alpha"
+        _check_not_empty(mask, path, "alpha channel is fully transparent; pass --mask")
+    else:
+        mask, source = grabcut_mask(rgb), "grabcut"
+    return Query(str(path), rgb, mask, source)
+
+
+def load_image(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """RGB uint8 (EXIF-rotated) and the alpha channel if the image has a useful one."""
+    path = Path(path)
+    image = _open(path)
+    try:
+        image = ImageOps.exif_transpose(image)
+        alpha = _alpha(image)
+        rgb = np.asarray(_to_rgb8(image))
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise IbsrError(f"cannot decode image ({exc}); is the file truncated?", path) from None
+    return rgb, alpha
+
+
+def _open(path: Path) -> Image.Image:
+    if not path.is_file():
+        raise IbsrError("query image not found", path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(path)
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                raise IbsrError(f"image is {width}x{height}, over the {MAX_PIXELS:,} pixel limit; downscale it", path)
+            image.load()
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise IbsrError("not an image ibsr can read (JPEG, PNG, WebP, ...); or it is too large to decode safely",
+                        path) from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise IbsrError(f"cannot decode image ({exc}); is the file truncated?", path) from None
+    return image
+
+
+def _alpha(image: Image.Image) -> np.ndarray | None:
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode not in ("RGBA", "LA", "PA"):
+        return None
+    alpha = np.asarray(image.getchannel("A"))
+    return None if alpha.min() == 255 else alpha  # fully opaque alpha says nothing
+
+
+def _to_rgb8(image: Image.Image) -> Image.Image:
+    if image.mode.startswith("I") or image.mode == "F":
+        # 16-bit (or 32-bit) grayscale: map the 16-bit range onto 8 bits.
+        data = np.asarray(image, dtype=np.float64)
+        scale = 255.0 if image.mode == "F" and data.max() <= 1.0 else 1.0 / 257.0
+        image = Image.fromarray(np.clip(data * scale, 0, 255).round().astype(np.uint8))
+    return image.convert("RGB")
+
+
+def load_mask(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
+    """A mask file of the image's size; nonzero (after EXIF rotation) means object."""
+    image = _open(Path(path))
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("RGBA", "LA"):
+        mask = np.asarray(image.getchannel("A")) > 127
+    else:
+        mask = np.asarray(image.convert("L")) > 127
+    if mask.shape != tuple(shape):
+        raise IbsrError(f"mask is {mask.shape[1]}x{mask.shape[0]} but the image is {shape[1]}x{shape[0]}; "
+                        "give a mask of the image's size", path)
+    _check_not_empty(mask, path, "mask is empty (no pixel above 127); give a mask that marks the object")
+    return mask
+
+
+def _check_not_empty(mask: np.ndarray, path, message: str) -> None:
+    if not mask.any():
+        raise IbsrError(message, path)
+
+
+def grabcut_mask(rgb: np.ndarray) -> np.ndarray:
+    """OpenCV GrabCut seeded with the image border as background.
+
+    Falls back to the whole frame when GrabCut finds nothing (a close-up of the object).
+    """
+    h, w = rgb.shape[:2]
+    border_x, border_y = max(1, int(w * GRABCUT_BORDER)), max(1, int(h * GRABCUT_BORDER))
+    if w - 2 * border_x < 2 or h - 2 * border_y < 2:
+        return np.ones((h, w), bool)
+    labels = np.zeros((h, w), np.uint8)
+    rect = (border_x, border_y, w - 2 * border_x, h - 2 * border_y)
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+    cv2.grabCut(bgr, labels, rect, bgd, fgd, GRABCUT_ITERATIONS, cv2.GC_INIT_WITH_RECT)
+    mask = (labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)
+    return mask if mask.any() else np.ones((h, w), bool)
+
+
+def query_tensor(query: Query, size: int) -> np.ndarray:
+    """4 x size x size float32 in [-1, 1]: RGB + mask, cropped around the object."""
+    rgb, mask = crop_to_mask(query.rgb, query.mask)
+    rgb = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
+    mask = cv2.resize(mask.astype(np.uint8) * 255, (size, size), interpolation=cv2.INTER_AREA)
+    x = np.concatenate([rgb.transpose(2, 0, 1), mask[None]], axis=0).astype(np.float32)
+    return x / 127.5 - 1.0
+
+
+def crop_to_mask(rgb: np.ndarray, mask: np.ndarray, margin: float = CROP_MARGIN) -> tuple[np.ndarray, np.ndarray]:
+    """The square around the mask's bounding box plus margin; outside the image is zero."""
+    ys, xs = np.nonzero(mask)
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    side = int(round(max(y1 - y0, x1 - x0) * (1 + 2 * margin)))
+    cy, cx = (y0 + y1) // 2, (x0 + x1) // 2
+    top, left = cy - side // 2, cx - side // 2
+    out_rgb = np.zeros((side, side, 3), np.uint8)
+    out_mask = np.zeros((side, side), bool)
+    sy0, sx0 = max(top, 0), max(left, 0)
+    sy1, sx1 = min(top + side, rgb.shape[0]), min(left + side, rgb.shape[1])
+    out_rgb[sy0 - top:sy1 - top, sx0 - left:sx1 - left] = rgb[sy0:sy1, sx0:sx1]
+    out_mask[sy0 - top:sy1 - top, sx0 - left:sx1 - left] = mask[sy0:sy1, sx0:sx1]
+    return out_rgb, out_mask

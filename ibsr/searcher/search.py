@@ -1,0 +1,110 @@
+"""The Searcher: photos in, ranked catalog shapes out.
+
+It opens an index at one pinned table version, loads every shape's view embeddings once,
+encodes queries in batches, and hands scoring to `ibsr.kernels` through one narrow call
+(`rerank`), restricted by candidate lists when a category is given.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ibsr import kernels
+from ibsr.errors import IbsrError
+from ibsr.indexer.store import ShapeReader
+from ibsr.model import checkpoint_id, default_weights_path, load_checkpoint
+from ibsr.searcher.query import Query, load_query, query_tensor
+from ibsr.searcher.results import Hit, SearchResult, render_html
+
+ENCODE_BATCH = 32
+
+
+class Searcher:
+    """Search one index with the model that built it."""
+
+    def __init__(self, index_dir: Path, weights: Path | None = None, device: str | None = None):
+        self.reader = ShapeReader(Path(index_dir))
+        self.meta = self.reader.meta
+        weights = Path(weights) if weights else default_weights_path()
+        self.model = load_checkpoint(weights)
+        encoder = checkpoint_id(weights)
+        if encoder != self.meta.encoder_id:
+            raise IbsrError(
+                f"index was built with encoder {self.meta.encoder_id}, the query model {weights} is {encoder}; "
+                "pass the --weights the index was built with, or rebuild the index", self.reader.index_dir)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model.to(self.device)
+        self.shapes = self.reader.snapshot()
+        self.views = torch.from_numpy(np.require(self.shapes.views, requirements='W')).to(self.device)
+        self.categories = np.asarray(self.shapes.categories, dtype=object)
+
+    def __len__(self) -> int:
+        return len(self.shapes.shape_ids)
+
+    def search(self, images: list, masks: list | None = None, topk: int = 10,
+               category: str | None = None) -> list[SearchResult]:
+        """Rank the catalog for each image (a path or a `Query`); best first."""
+        queries = self.load_queries(images, masks)
+        return self.search_queries(queries, topk=topk, category=category)
+
+    def load_queries(self, images: list, masks: list | None = None) -> list[Query]:
+        masks = masks or [None] * len(images)
+        if len(masks) != len(images):
+            raise IbsrError(f"{len(masks)} masks for {len(images)} images; give one --mask per query or none")
+        return [im if isinstance(im, Query) else load_query(im, m) for im, m in zip(images, masks)]
+
+    def search_queries(self, queries: list[Query], topk: int = 10, category: str | None = None) -> list[SearchResult]:
+        candidates = self._category_candidates(category, len(queries))
+        topk = self._check_topk(topk)
+        q, wq = self.encode(queries)
+        ranked = kernels.rerank(q, wq, self.views, min(topk, self._pool_size(candidates)), candidates=candidates)
+        return [self._result(query, ranked, i) for i, query in enumerate(queries)]
+
+    def _check_topk(self, topk: int) -> int:
+        if topk < 1:
+            raise IbsrError(f"--topk must be at least 1 (got {topk})")
+        if topk > len(self):
+            raise IbsrError(f"--topk {topk} is larger than the index ({len(self)} shapes); use --topk {len(self)} "
+                            "or less", self.reader.index_dir)
+        return topk
+
+    def _pool_size(self, candidates) -> int:
+        return len(self) if candidates is None else candidates.shape[1]
+
+    def _category_candidates(self, category: str | None, batch: int):
+        if category is None:
+            return None
+        rows = np.flatnonzero(self.categories == category)
+        if rows.size == 0:
+            known = ", ".join(sorted(set(self.shapes.categories)))
+            raise IbsrError(f"no shapes of category {category!r} in the index; categories: {known}",
+                            self.reader.index_dir)
+        return torch.from_numpy(rows).to(self.device).expand(batch, -1)
+
+    @torch.no_grad()
+    def encode(self, queries: list[Query]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Query embeddings q and attention keys W q, encoded in batches."""
+        size = self.model.config.query_size
+        qs = []
+        for start in range(0, len(queries), ENCODE_BATCH):
+            x = np.stack([query_tensor(query, size) for query in queries[start:start + ENCODE_BATCH]])
+            qs.append(self.model.embed_queries(torch.from_numpy(x).to(self.device)))
+        q = torch.cat(qs).float()
+        return q, self.model.attend(q).float()
+
+    def _result(self, query: Query, ranked, i: int) -> SearchResult:
+        hits = []
+        for rank, (score, row, view) in enumerate(zip(ranked.scores[i].tolist(), ranked.indices[i].tolist(),
+                                                      ranked.best_view[i].tolist()), start=1):
+            if row < 0:
+                break
+            hits.append(Hit(rank, self.shapes.shape_ids[row], self.shapes.categories[row], float(score),
+                            self.shapes.source_paths[row], int(view)))
+        return SearchResult(query.path, query.mask_source, hits)
+
+    def html(self, results: list[SearchResult], queries: list[Query]) -> str:
+        shape_ids = sorted({hit.shape_id for r in results for hit in r.hits})
+        return render_html(results, {q.path: q for q in queries}, self.reader.thumbnails(shape_ids))

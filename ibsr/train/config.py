@@ -1,0 +1,272 @@
+"""One training experiment = one TOML file, read with `tomllib` into a `TrainConfig`.
+
+    seed = 0
+
+    [data]
+    train = "data/synth-train"   # dataset folder: catalog/ (or catalog.jsonl) + queries.jsonl
+    val = "data/synth-val"       # optional held-out dataset, same layout ("" = none)
+    cache = "data/cache"         # renderings + decoded queries are cached here
+    up_axis = "y"                # as `ibsr-index build --up-axis`
+
+    [model]
+    preset = "small"             # "small" or "paper"; any ModelConfig field below overrides it
+    # width = 16
+    imagenet_query = ""          # torchvision ImageNet .pth for the query backbone ("" = random init)
+    imagenet_render = ""         # ... for the rendering backbone
+
+    [train]
+    batch_size = 30              # B query images per step, and B unique shapes
+    epochs = 400                 # an epoch = every training image once
+    steps = 0                    # > 0 overrides epochs
+    lr = 5e-5
+    betas = [0.5, 0.999]
+    threads = 2                  # torch CPU threads
+    checkpoint_every = 200       # steps between resumable state saves
+    log_every = 10               # steps between metrics.jsonl lines
+
+    [augment]                    # see ibsr/train/augment.py
+    enabled = true
+    color_transfer = 0.5         # probability per query photo
+    crop_scale = [0.8, 1.0]      # random resized crop: area fraction ...
+    crop_ratio = [0.75, 1.3333]  # ... and aspect ratio range
+    translate = 0.05             # max shift, fraction of the side
+    flip = 0.5                   # horizontal flip probability
+    render_crop_scale = [0.8, 1.0]
+    render_flip = 0.5
+
+    [method]                     # the paper's method, and the switches of its ablations
+    attention = true             # false: score = mean of the view cosines
+    category_loss = true         # false: instance loss only
+    beta1 = 0.2
+    tau = 0.1
+    mask = "concat"              # "concat" (RGB + mask), "none" (no mask), "multiply" (RGB * mask)
+    views = 12                   # views per shape: 1, 2, 3, 4, 6 or 12 (evenly spaced subset)
+
+    [val]
+    every = 250                  # steps between validations (0 = only at the end)
+    topk = 10
+
+Relative paths are resolved against the current working directory (run from the repository
+root). Unknown keys are refused, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ibsr.errors import IbsrError
+from ibsr.model.config import PAPER, SMALL, ModelConfig
+
+PRESETS = {"paper": PAPER, "small": SMALL}
+MASK_MODES = ("concat", "none", "multiply")
+RIG_VIEWS = 12  # the index's camera rig renders 12 views; ablations take an evenly spaced subset
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    train: str = ""
+    val: str = ""
+    cache: str = "data/cache"
+    up_axis: str = "y"
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    preset: str = "small"
+    overrides: dict = field(default_factory=dict)  # ModelConfig fields given in [model]
+    imagenet_query: str = ""
+    imagenet_render: str = ""
+
+    def model_config(self, views: int) -> ModelConfig:
+        base = PRESETS[self.preset].to_dict()
+        base.update(self.overrides)
+        base["views"] = views
+        return ModelConfig.from_dict(base)
+
+
+@dataclass(frozen=True)
+class TrainSection:
+    batch_size: int = 30
+    epochs: int = 400
+    steps: int = 0
+    lr: float = 5e-5
+    betas: tuple = (0.5, 0.999)
+    threads: int = 2
+    checkpoint_every: int = 200
+    log_every: int = 10
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    enabled: bool = True
+    color_transfer: float = 0.5
+    crop_scale: tuple = (0.8, 1.0)
+    crop_ratio: tuple = (0.75, 4 / 3)
+    translate: float = 0.05
+    flip: float = 0.5
+    render_crop_scale: tuple = (0.8, 1.0)
+    render_flip: float = 0.5
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    attention: bool = True
+    category_loss: bool = True
+    beta1: float = 0.2
+    tau: float = 0.1
+    mask: str = "concat"
+    views: int = 12
+
+
+@dataclass(frozen=True)
+class ValConfig:
+    every: int = 250
+    topk: int = 10
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = 0
+    data: DataConfig = DataConfig()
+    model: ModelSection = ModelSection()
+    train: TrainSection = TrainSection()
+    augment: AugmentConfig = AugmentConfig()
+    method: MethodConfig = MethodConfig()
+    val: ValConfig = ValConfig()
+
+    @property
+    def model_config(self) -> ModelConfig:
+        return self.model.model_config(self.method.views)
+
+    def to_dict(self) -> dict:
+        """Plain dict (lists, not tuples) that `from_dict` reads back; stored in checkpoints."""
+        d = dataclasses.asdict(self)
+        model = d.pop("model")
+        d["model"] = {"preset": model["preset"], **model["overrides"],
+                      "imagenet_query": model["imagenet_query"], "imagenet_render": model["imagenet_render"]}
+        return _lists(d)
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "config") -> "TrainConfig":
+        d = dict(d)
+        seed = d.pop("seed", 0)
+        sections = {}
+        for name, klass in (("data", DataConfig), ("train", TrainSection), ("augment", AugmentConfig),
+                            ("method", MethodConfig), ("val", ValConfig)):
+            sections[name] = _section(klass, d.pop(name, {}), name, source)
+        sections["model"] = _model_section(d.pop("model", {}), source)
+        if d:
+            raise IbsrError(f"unknown top-level keys {sorted(d)} (known: seed, data, model, train, "
+                            f"augment, method, val)", source)
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise IbsrError(f"seed must be an integer, not {seed!r}", source)
+        config = cls(seed=seed, **sections)
+        config.validate(source)
+        return config
+
+    def validate(self, source: str = "config") -> None:
+        def bad(message):
+            raise IbsrError(message, source)
+
+        if self.train.batch_size < 2:
+            bad(f"train.batch_size must be >= 2 (contrastive batches need negatives), not {self.train.batch_size}")
+        if self.train.steps < 0 or self.train.epochs < 0 or (self.train.steps == 0 and self.train.epochs == 0):
+            bad("set train.steps > 0 or train.epochs > 0")
+        if self.train.lr <= 0 or len(self.train.betas) != 2:
+            bad("train.lr must be > 0 and train.betas a pair like [0.5, 0.999]")
+        if self.method.mask not in MASK_MODES:
+            bad(f"method.mask must be one of {', '.join(MASK_MODES)}, not {self.method.mask!r}")
+        if self.method.views < 1 or RIG_VIEWS % self.method.views:
+            bad(f"method.views must divide the rig's {RIG_VIEWS} views (1, 2, 3, 4, 6, 12), not {self.method.views}")
+        if self.method.tau <= 0:
+            bad("method.tau must be > 0")
+        a = self.augment
+        for name in ("crop_scale", "crop_ratio", "render_crop_scale"):
+            lo_hi = getattr(a, name)
+            if len(lo_hi) != 2 or not 0 < lo_hi[0] <= lo_hi[1]:
+                bad(f"augment.{name} must be [low, high] with 0 < low <= high, not {list(lo_hi)}")
+        for name in ("crop_scale", "render_crop_scale"):
+            if getattr(a, name)[1] > 1:
+                bad(f"augment.{name} is an area fraction: at most 1")
+        for name in ("color_transfer", "flip", "render_flip"):
+            if not 0 <= getattr(a, name) <= 1:
+                bad(f"augment.{name} is a probability in [0, 1]")
+        if not 0 <= a.translate < 0.5:
+            bad("augment.translate must be in [0, 0.5)")
+        if self.val.every < 0 or self.val.topk < 1:
+            bad("val.every must be >= 0 and val.topk >= 1")
+        if not self.data.train:
+            bad("data.train is required: a dataset folder with catalog/ and queries.jsonl")
+        self.model_config  # raises on a bad model field
+
+
+def load_config(path) -> TrainConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise IbsrError("training config not found; see configs/small.toml for an example", path)
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise IbsrError(f"not valid TOML ({e})", path) from None
+    return TrainConfig.from_dict(raw, str(path))
+
+
+def _section(klass, raw, name: str, source: str):
+    if not isinstance(raw, dict):
+        raise IbsrError(f"[{name}] must be a table", source)
+    fields = {f.name: f for f in dataclasses.fields(klass)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise IbsrError(f"unknown keys in [{name}]: {unknown} (known: {sorted(fields)})", source)
+    values = {}
+    for key, value in raw.items():
+        default = getattr(klass(), key)
+        values[key] = _coerce(value, default, f"{name}.{key}", source)
+    return klass(**values)
+
+
+def _model_section(raw, source: str) -> ModelSection:
+    if not isinstance(raw, dict):
+        raise IbsrError("[model] must be a table", source)
+    raw = dict(raw)
+    preset = raw.pop("preset", "small")
+    if preset not in PRESETS:
+        raise IbsrError(f"model.preset must be one of {', '.join(PRESETS)}, not {preset!r}", source)
+    imagenet = {k: str(raw.pop(k, "")) for k in ("imagenet_query", "imagenet_render")}
+    known = {f.name for f in dataclasses.fields(ModelConfig)} - {"views"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise IbsrError(f"unknown keys in [model]: {unknown} (known: preset, imagenet_query, "
+                        f"imagenet_render, {', '.join(sorted(known))}; views is method.views)", source)
+    return ModelSection(preset=preset, overrides=raw, **imagenet)
+
+
+def _coerce(value, default, name: str, source: str):
+    """Check a TOML value against the field default's type (ints are accepted for floats)."""
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, tuple):
+        ok = isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        value = tuple(float(v) for v in value) if ok else value
+    else:
+        ok = isinstance(value, str)
+    if not ok:
+        raise IbsrError(f"{name} = {value!r} should be like {_lists(default)!r}", source)
+    return value
+
+
+def _lists(x):
+    if isinstance(x, dict):
+        return {k: _lists(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_lists(v) for v in x]
+    return x

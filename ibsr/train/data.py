@@ -1,0 +1,208 @@
+"""Training data: a catalog rendered once, query photos decoded and cropped once, both cached.
+
+A dataset folder holds
+- `catalog/` (`<category>/<name>.obj`, any layout `ibsr-index build` reads) or `catalog.jsonl`
+  (a manifest), and
+- `queries.jsonl`: one `{"image", "mask", "shape_id", "category"}` per line, paths relative to
+  the jsonl (`mask` optional: then the alpha channel or GrabCut, exactly as `ibsr-search`).
+
+This is what `ibsr-data synth` writes. Renderings come from `ibsr.indexer.render_job.render_shape`
+(the index build's own load + normalize + render), so a training view is byte-identical to the
+view the index encodes. Queries go through `ibsr.searcher.query` (`load_query`, then the same
+crop + resize as `query_tensor`), so an un-augmented training input *is* the search-time input.
+
+Caches (`<cache>/renders-<key>.npz`, `<cache>/queries-<key>.npz`) are keyed by the SHA-256 of
+every source file plus the render/query size, rig and up axis: editing one mesh or photo makes a
+new cache, and an epoch never re-renders or re-decodes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from ibsr.errors import IbsrError
+from ibsr.indexer.discover import discover
+from ibsr.indexer.mesh import file_hash
+from ibsr.indexer.render import DEFAULT_RIG
+from ibsr.indexer.render_job import RenderJob, render_shape
+from ibsr.searcher.query import CROP_MARGIN, crop_to_mask, load_query
+
+CACHE_VERSION = 1
+
+
+@dataclass
+class Dataset:
+    """One dataset in memory: N shapes' views, M query inputs, and how they relate."""
+
+    name: str
+    shape_ids: list[str]  # N, sorted
+    shape_category: np.ndarray  # N int64 category index
+    views: np.ndarray  # N x V x S x S uint8 grayscale renderings (the index's)
+    queries: np.ndarray  # M x 4 x Q x Q uint8: RGB + mask (0/255), cropped and resized
+    query_shape: np.ndarray  # M int64 index into shape_ids
+    query_category: np.ndarray  # M int64 category index
+    categories: list[str]  # category index -> name (shared by train and val)
+
+    @property
+    def num_shapes(self) -> int:
+        return len(self.shape_ids)
+
+    @property
+    def num_queries(self) -> int:
+        return len(self.queries)
+
+
+def dataset_paths(folder) -> tuple[Path, Path]:
+    """(catalog folder or manifest, queries.jsonl) of a dataset folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise IbsrError("dataset folder not found; make one with `ibsr-data synth --out DIR`", folder)
+    catalog = folder / "catalog"
+    if not catalog.is_dir():
+        catalog = folder / "catalog.jsonl"
+    if not catalog.exists():
+        raise IbsrError("dataset folder has neither catalog/ nor catalog.jsonl", folder)
+    queries = folder / "queries.jsonl"
+    if not queries.is_file():
+        raise IbsrError("dataset folder has no queries.jsonl (lines of image, mask, shape_id, category)", folder)
+    return catalog, queries
+
+
+def load_dataset(folder, render_size: int, query_size: int, cache_dir, up_axis: str = "y",
+                 categories: list[str] | None = None, progress: bool = True) -> Dataset:
+    """Read (from cache, or render/decode once) one dataset folder.
+
+    `categories` fixes the category numbering (pass the training set's to a validation set);
+    new categories are appended.
+    """
+    catalog, queries_file = dataset_paths(folder)
+    entries = discover(catalog)
+    records = _read_queries(queries_file)
+    categories = list(categories or [])
+    for name in sorted({e.category for e in entries} | {r["category"] for r in records}):
+        if name not in categories:
+            categories.append(name)
+    cat_index = {c: i for i, c in enumerate(categories)}
+    shape_index = {e.shape_id: i for i, e in enumerate(entries)}
+    for r in records:
+        if r["shape_id"] not in shape_index:
+            raise IbsrError(f"query {r['image']} names shape {r['shape_id']!r}, which is not in the catalog "
+                            f"{catalog}", queries_file)
+    views = _cached_renders(entries, render_size, Path(cache_dir), up_axis, progress)
+    photos = _cached_queries(records, queries_file.parent, query_size, Path(cache_dir), progress)
+    return Dataset(
+        name=str(folder),
+        shape_ids=[e.shape_id for e in entries],
+        shape_category=np.array([cat_index[e.category] for e in entries], np.int64),
+        views=views,
+        queries=photos,
+        query_shape=np.array([shape_index[r["shape_id"]] for r in records], np.int64),
+        query_category=np.array([cat_index[r["category"]] for r in records], np.int64),
+        categories=categories,
+    )
+
+
+def _read_queries(path: Path) -> list[dict]:
+    records = []
+    for i, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise IbsrError(f"line {i}: not JSON ({e.msg})", path) from None
+        missing = [k for k in ("image", "shape_id", "category") if not isinstance(row, dict) or not row.get(k)]
+        if missing:
+            raise IbsrError(f"line {i}: missing {', '.join(missing)}", path)
+        records.append(row)
+    if not records:
+        raise IbsrError("queries.jsonl lists no queries", path)
+    return records
+
+
+# --------------------------------------------------------------------------- renderings
+
+
+def _cached_renders(entries, size: int, cache_dir: Path, up_axis: str, progress: bool) -> np.ndarray:
+    hashes = [file_hash(e.path) for e in entries]
+    key = _key({"v": CACHE_VERSION, "kind": "renders", "size": size, "rig": DEFAULT_RIG.to_dict(), "up_axis": up_axis,
+                "shapes": [[e.shape_id, h] for e, h in zip(entries, hashes)]})
+    path = cache_dir / f"renders-{key}.npz"
+    if path.is_file():
+        return np.load(path)["views"]
+    views = []
+    jobs = [RenderJob(e.shape_id, e.category, str(e.path), h, up_axis, size) for e, h in zip(entries, hashes)]
+    for job in tqdm(jobs, desc=f"rendering {len(jobs)} shapes (once)", unit="shape", disable=not progress,
+                    file=sys.stderr):
+        result = render_shape(job)
+        if "error" in result:
+            raise IbsrError(f"cannot render a training shape: {result['error']}; fix or remove it", result["path"])
+        views.append(result["views"])
+    views = np.stack(views)
+    _save_npz(path, views=views)
+    return views
+
+
+# --------------------------------------------------------------------------- queries
+
+
+def query_input(rgb: np.ndarray, mask: np.ndarray, size: int) -> np.ndarray:
+    """4 x size x size uint8 (RGB, mask 0/255): `ibsr.searcher.query.query_tensor` before its
+    final `/ 127.5 - 1` (kept uint8 to cache 4x smaller; `to_float` finishes it exactly)."""
+    rgb, mask = crop_to_mask(rgb, mask)
+    rgb = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
+    mask = cv2.resize(mask.astype(np.uint8) * 255, (size, size), interpolation=cv2.INTER_AREA)
+    return np.concatenate([rgb.transpose(2, 0, 1), mask[None]], axis=0)
+
+
+def _cached_queries(records, root: Path, size: int, cache_dir: Path, progress: bool) -> np.ndarray:
+    files = []
+    for r in records:
+        image = root / r["image"]
+        mask = root / r["mask"] if r.get("mask") else None
+        for p in (image, mask):
+            if p is not None and not p.is_file():
+                raise IbsrError("query file listed in queries.jsonl not found", p)
+        files.append((image, mask))
+    key = _key({"v": CACHE_VERSION, "kind": "queries", "size": size, "margin": CROP_MARGIN,
+                "files": [[file_hash(i), file_hash(m) if m else None] for i, m in files]})
+    path = cache_dir / f"queries-{key}.npz"
+    if path.is_file():
+        return np.load(path)["queries"]
+    out = np.empty((len(files), 4, size, size), np.uint8)
+    for i, (image, mask) in enumerate(tqdm(files, desc=f"decoding {len(files)} query photos (once)",
+                                           unit="photo", disable=not progress, file=sys.stderr)):
+        query = load_query(image, mask)
+        out[i] = query_input(query.rgb, query.mask, size)
+    _save_npz(path, queries=out)
+    return out
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _key(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _save_npz(path: Path, **arrays) -> None:
+    """Atomic write: a crash never leaves a half cache that a later run would trust."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

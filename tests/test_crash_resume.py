@@ -1,0 +1,61 @@
+"""SIGKILL a build at many moments, resume it, and compare with an uninterrupted build."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from ibsr.indexer import ShapeReader
+
+
+def start_build(catalog, index, weights):
+    cmd = [sys.executable, "-m", "ibsr.cli.index", "build", str(catalog), "--index", str(index),
+           "--weights", str(weights), "--batch-size", "1", "--workers", "0", "--quiet"]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONPATH": os.getcwd()})
+
+
+def commits(index) -> int:
+    versions = index / "shapes.lance" / "_versions"
+    return len(list(versions.iterdir())) if versions.is_dir() else 0
+
+
+def wait_for_commit(proc, index, timeout=60.0) -> None:
+    """Until the build commits one more batch (or ends): kills then land mid-build."""
+    start, deadline = commits(index), time.monotonic() + timeout
+    while commits(index) == start and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
+def test_killed_builds_resume_to_the_same_index(tmp_path, catalog, built_index, tiny_weights):
+    index = tmp_path / "killed"
+    rng = random.Random(0)
+    kills = 0
+    for round_no in range(12):
+        proc = start_build(catalog, index, tiny_weights)
+        if round_no == 0:
+            time.sleep(0.3)  # killed while starting up, before anything is written
+        else:
+            wait_for_commit(proc, index)
+            time.sleep(rng.uniform(0.0, 0.15))  # then at a random moment of the next batch
+        if proc.poll() is not None:  # finished before the kill: the build is complete
+            assert proc.returncode == 0, proc.stderr.read().decode()
+            break
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills += 1
+    final = start_build(catalog, index, tiny_weights)
+    assert final.wait() == 0, final.stderr.read().decode()
+    assert kills >= 3
+
+    got, want = ShapeReader(index).snapshot(), ShapeReader(built_index).snapshot()
+    assert got.shape_ids == want.shape_ids  # none missing, none duplicated
+    assert got.categories == want.categories
+    order = {s: i for i, s in enumerate(got.shape_ids)}
+    for j, shape_id in enumerate(want.shape_ids):
+        np.testing.assert_allclose(got.views[order[shape_id]].astype(np.float32),
+                                   want.views[j].astype(np.float32), atol=2e-3)
