@@ -35,7 +35,7 @@ def test_killed_builds_resume_to_the_same_index(tmp_path, catalog, built_index, 
     index = tmp_path / "killed"
     rng = random.Random(0)
     kills = 0
-    for round_no in range(12):
+    for round_no in range(8):
         proc = start_build(catalog, index, tiny_weights)
         if round_no == 0:
             time.sleep(0.3)  # killed while starting up, before anything is written

@@ -63,7 +63,7 @@ def test_scores_match_float64_attention(built_index, tiny_weights, catalog, tmp_
     searcher = Searcher(built_index, weights=tiny_weights)
     mesh = sorted((catalog / "table").iterdir())[1]
     photo = view_photo(mesh, tmp_path / "q.png")
-    [result] = searcher.search([photo], topk=N_SHAPES)
+    [result] = searcher.search([photo], topk=N_SHAPES, prefilter="none")
     expected = float64_scores(tiny_weights, photo, searcher.shapes)
     got = {h.shape_id: h.score for h in result.hits}
     assert len(got) == N_SHAPES
@@ -98,7 +98,7 @@ def test_category_restricts_results(built_index, tiny_weights, catalog, tmp_path
     [result] = searcher.search([photo], topk=3, category="lamp")
     assert [h.category for h in result.hits] == ["lamp"] * 3
     with pytest.raises(IbsrError, match="no shapes of category 'boat'"):
-        searcher.search([photo], category="boat")
+        searcher.search([photo], topk=3, category="boat")
 
 
 @pytest.mark.parametrize("topk, message", [(0, "at least 1"), (N_SHAPES + 1, "larger than the index")])

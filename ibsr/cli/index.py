@@ -9,6 +9,12 @@ import click
 from ibsr.cli.common import IbsrGroup, device_option, index_option, json_option, print_json, weights_option
 
 
+faiss_option = click.option(
+    "--faiss-factory", default=None,
+    help="FAISS index factory string for the prefilter (e.g. Flat, IVF4096,Flat, HNSW32). "
+         "Default: Flat below 100,000 shapes, else IVF with 4*sqrt(N) lists.")
+
+
 @click.group(cls=IbsrGroup)
 def main():
     """Build and inspect ibsr shape indexes."""
@@ -27,9 +33,11 @@ def main():
 @click.option("--strict", is_flag=True, help="Stop at the first mesh that fails to load or render.")
 @click.option("--prune", is_flag=True, help="Remove indexed shapes that are no longer in the catalog.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@faiss_option
 @device_option
 @json_option
-def build(catalog, index, weights, up_axis, batch_size, workers, strict, prune, quiet, device, as_json):
+def build(catalog, index, weights, up_axis, batch_size, workers, strict, prune, quiet, faiss_factory, device,
+          as_json):
     """Index CATALOG: a folder <category>/<name>.<ext> (or <category>/<name>/model.<ext>),
     or a manifest .csv/.jsonl with shape_id,category,path. Formats: obj off ply stl glb gltf.
 
@@ -39,7 +47,7 @@ def build(catalog, index, weights, up_axis, batch_size, workers, strict, prune, 
 
     indexer = Indexer(resolve_index_dir(index), weights=weights, up_axis=up_axis, batch_size=batch_size,
                       workers=workers, device=device)
-    report = indexer.build(catalog, strict=strict, prune=prune, progress=not quiet)
+    report = indexer.build(catalog, strict=strict, prune=prune, progress=not quiet, faiss_factory=faiss_factory)
     summary = {**report.__dict__, **report.rates()}
     if as_json:
         print_json(summary)
@@ -54,6 +62,22 @@ def build(catalog, index, weights, up_axis, batch_size, workers, strict, prune, 
         click.echo(f"{report.not_in_catalog} indexed shapes are not in this catalog (--prune removes them)")
     for failure in report.failed:
         click.echo(f"failed: {failure['path']}: {failure['reason']}")
+
+
+@main.command("reindex-faiss")
+@index_option
+@faiss_option
+@json_option
+def reindex_faiss(index, faiss_factory, as_json):
+    """Rebuild the FAISS prefilter from the LanceDB table (e.g. with another --faiss-factory)."""
+    from ibsr.indexer import resolve_index_dir
+    from ibsr.indexer.faiss_index import rebuild_faiss
+
+    summary = rebuild_faiss(resolve_index_dir(index), faiss_factory)
+    if as_json:
+        print_json(summary)
+    else:
+        click.echo(f"FAISS {summary['factory']} over {summary['count']} shapes (table version {summary['table_version']})")
 
 
 @main.command()

@@ -17,12 +17,20 @@ from ibsr.cli.common import IbsrCommand, device_option, index_option, json_optio
 @click.option("--mask", "masks", multiple=True, type=click.Path(),
               help="Object mask for a query (repeat once per image, in order). Default: the image's alpha "
                    "channel, else an automatic GrabCut mask.")
-@click.option("--category", default=None, help="Only return shapes of this category.")
+@click.option("--category", default=None, help="Only return shapes of this category (skips category prediction).")
+@click.option("--prefilter", default="category", show_default=True, type=click.Choice(["category", "ann", "none"]),
+              help="Candidates for the exact rerank: 'category' reranks every shape of the categories of the "
+                   "query's nearest shapes; 'ann' reranks the --candidates nearest shapes; 'none' reranks all.")
+@click.option("--candidates", default=1000, show_default=True, type=int,
+              help="--prefilter ann: shapes reranked per query.")
+@click.option("--neighbors", default=10, show_default=True, type=int,
+              help="--prefilter category: nearest shapes whose categories are reranked.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None,
               help="Also write an HTML page with each query, its mask and each hit's rendered views.")
 @device_option
 @json_option
-def main(images, index, weights, topk, masks, category, html_path, device, as_json):
+def main(images, index, weights, topk, masks, category, prefilter, candidates, neighbors, html_path, device,
+         as_json):
     """Rank the shapes of an index for each query photo (JPEG, PNG, WebP, ...), best first."""
     from ibsr.indexer import resolve_index_dir
     from ibsr.searcher import Searcher
@@ -30,7 +38,7 @@ def main(images, index, weights, topk, masks, category, html_path, device, as_js
 
     searcher = Searcher(resolve_index_dir(index), weights=weights, device=device)
     queries = searcher.load_queries(list(images), list(masks) or None)
-    results = searcher.search_queries(queries, topk=topk, category=category)
+    results = searcher.search_queries(queries, topk, category, prefilter, candidates, neighbors)
     if html_path:
         Path(html_path).write_text(searcher.html(results, queries))
     if as_json:

@@ -1,7 +1,23 @@
-"""Catalog in, index out: `Indexer` is the entry point."""
+"""Catalog in, index out: `Indexer` is the entry point.
 
-from ibsr.indexer.build import BuildReport, Indexer
-from ibsr.indexer.discover import CatalogEntry, discover
-from ibsr.indexer.store import ShapeReader, resolve_index_dir
+Names are imported on first use: render workers and `ibsr-data` import
+`ibsr.indexer.render` without paying for torch and LanceDB.
+"""
 
-__all__ = ["BuildReport", "CatalogEntry", "Indexer", "ShapeReader", "discover", "resolve_index_dir"]
+_EXPORTS = {
+    "BuildReport": "ibsr.indexer.build",
+    "Indexer": "ibsr.indexer.build",
+    "CatalogEntry": "ibsr.indexer.discover",
+    "discover": "ibsr.indexer.discover",
+    "ShapeReader": "ibsr.indexer.store",
+    "resolve_index_dir": "ibsr.indexer.store",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'ibsr.indexer' has no attribute {name!r}")

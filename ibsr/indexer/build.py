@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from ibsr.errors import IbsrError
 from ibsr.indexer.discover import CatalogEntry, discover
+from ibsr.indexer.faiss_index import faiss_is_current, rebuild_faiss
 from ibsr.indexer.mesh import UP_AXES, file_hash
 from ibsr.indexer.render import DEFAULT_RIG
 from ibsr.indexer.render_job import RenderJob, render_shape
@@ -42,6 +43,7 @@ class BuildReport:
     encode_seconds: float = 0.0
     write_seconds: float = 0.0
     wall_seconds: float = 0.0
+    faiss: dict | None = None  # set when the prefilter was (re)built
 
     def rates(self) -> dict:
         per = lambda secs: round(self.indexed / secs, 2) if secs > 0 else None  # noqa: E731
@@ -74,7 +76,8 @@ class Indexer:
                          render_size=cfg.render_size, rig=DEFAULT_RIG.to_dict(), embed_dim=cfg.embed_dim,
                          up_axis=self.up_axis)
 
-    def build(self, catalog: Path, strict: bool = False, prune: bool = False, progress: bool = True) -> BuildReport:
+    def build(self, catalog: Path, strict: bool = False, prune: bool = False, progress: bool = True,
+              faiss_factory: str | None = None) -> BuildReport:
         started = time.perf_counter()
         entries = discover(Path(catalog))
         self._check_compatible()
@@ -84,6 +87,9 @@ class Indexer:
         self._index(todo, writer, report, strict, progress)
         if report.indexed or report.pruned:
             writer.compact()
+        if writer.table.count_rows() and (report.indexed or report.pruned or faiss_factory
+                                          or not faiss_is_current(self.index_dir)):
+            report.faiss = rebuild_faiss(self.index_dir, faiss_factory)
         report.wall_seconds = time.perf_counter() - started
         return report
 

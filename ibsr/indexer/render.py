@@ -1,10 +1,11 @@
 """Multi-view grayscale rendering of catalog shapes (the CMIC shape representation).
 
 A shape is represented by V (=12) grayscale, Lambertian-shaded views taken from a fixed ring of
-cameras (`CameraRig`). The renderer is a ray caster: one primary ray per pixel, all views cast
-in a single call to trimesh's Embree intersector, flat shading from the hit triangle's normal.
-No texture, no color, no shadows: the paper's grayscale rendering beat a textured pipeline,
-and a ray caster needs no GPU or display.
+cameras (`CameraRig`). The renderer is a ray caster: one primary ray per pixel, the rays of
+all views built at once (cached per rig and size) and sent to trimesh's Embree intersector in
+a few large queries, flat shading from the hit triangle's normal. No texture, no color, no
+shadows: the paper's grayscale rendering beat a textured pipeline, and a ray caster needs no
+GPU or display.
 
 Conventions (see docs/ARCHITECTURE.md, "Camera rig and renderer"):
 - The mesh is normalized first (`normalize_mesh`): bounding box centred at the origin, farthest
@@ -36,6 +37,11 @@ KEY_LIGHT = 0.30  # fixed in the world, from above-front-left: tops read brighte
 KEY_LIGHT_DIR = np.array([-0.35, 0.85, 0.40]) / np.linalg.norm([-0.35, 0.85, 0.40])
 
 _UP_AXES = ("x", "y", "z", "-x", "-y", "-z")
+
+# Rays per Embree query. All views go through one loop of a few large queries; chunks of 32k
+# keep trimesh's float64 temporaries in cache and measured 1.5-1.7x faster than a single
+# 600k-ray query (12 views at 224 px) on this 2-core machine.
+RAY_CHUNK = 32768
 
 
 @dataclass(frozen=True)
@@ -157,7 +163,7 @@ def ray_intersector(mesh: trimesh.Trimesh):
 
 def first_hits(mesh: trimesh.Trimesh, origins: np.ndarray, directions: np.ndarray,
                with_points: bool = False, intersector=None):
-    """Nearest hit of every ray, all rays in one call.
+    """Nearest hit of every ray (all views at once, in chunks of `RAY_CHUNK` rays).
 
     Returns the triangle index per ray (-1 = miss) and, if `with_points`, the (N, 3) hit
     points (NaN on misses; otherwise None). Points cost extra (trimesh computes them in numpy
@@ -168,11 +174,13 @@ def first_hits(mesh: trimesh.Trimesh, origins: np.ndarray, directions: np.ndarra
     points = np.full((len(origins), 3), np.nan) if with_points else None
     if len(mesh.faces) == 0 or len(origins) == 0:
         return tri, points
-    found = intersector.intersects_id(origins, directions, multiple_hits=False,
-                                      return_locations=with_points)
-    tri[found[1]] = found[0]
-    if with_points:
-        points[found[1]] = found[2]
+    for start in range(0, len(origins), RAY_CHUNK):
+        stop = start + RAY_CHUNK
+        found = intersector.intersects_id(origins[start:stop], directions[start:stop],
+                                          multiple_hits=False, return_locations=with_points)
+        tri[start + found[1]] = found[0]
+        if with_points:
+            points[start + found[1]] = found[2]
     return tri, points
 
 

@@ -151,6 +151,12 @@ class ShapeReader:
             vectors=vectors.reshape(n, d),
         )
 
+    def vectors(self) -> tuple[list[str], np.ndarray]:
+        """shape_ids and pooled vectors only (what the FAISS prefilter is built from)."""
+        data = self.table.search().select(["shape_id", "vector"]).limit(None).to_arrow()
+        flat = data.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        return data.column("shape_id").to_pylist(), flat.reshape(data.num_rows, self.meta.embed_dim)
+
     def thumbnails(self, shape_ids: list[str]) -> dict[str, bytes]:
         if not shape_ids:
             return {}

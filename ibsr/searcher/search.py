@@ -16,10 +16,13 @@ from ibsr import kernels
 from ibsr.errors import IbsrError
 from ibsr.indexer.store import ShapeReader
 from ibsr.model import checkpoint_id, default_weights_path, load_checkpoint
+from ibsr.searcher.prefilter import CandidateGroup, Prefilter
 from ibsr.searcher.query import Query, load_query, query_tensor
 from ibsr.searcher.results import Hit, SearchResult, render_html
 
 ENCODE_BATCH = 32
+DEFAULT_CANDIDATES = 1000  # --prefilter ann: shapes reranked per query
+DEFAULT_NEIGHBORS = 10  # --prefilter category: nearest shapes that vote for categories
 
 
 class Searcher:
@@ -39,16 +42,17 @@ class Searcher:
         self.model.to(self.device)
         self.shapes = self.reader.snapshot()
         self.views = torch.from_numpy(np.require(self.shapes.views, requirements='W')).to(self.device)
-        self.categories = np.asarray(self.shapes.categories, dtype=object)
+        self.prefilter = Prefilter(self.reader.index_dir, self.shapes)
 
     def __len__(self) -> int:
         return len(self.shapes.shape_ids)
 
-    def search(self, images: list, masks: list | None = None, topk: int = 10,
-               category: str | None = None) -> list[SearchResult]:
+    def search(self, images: list, masks: list | None = None, topk: int = 10, category: str | None = None,
+               prefilter: str = "category", candidates: int = DEFAULT_CANDIDATES,
+               neighbors: int = DEFAULT_NEIGHBORS) -> list[SearchResult]:
         """Rank the catalog for each image (a path or a `Query`); best first."""
         queries = self.load_queries(images, masks)
-        return self.search_queries(queries, topk=topk, category=category)
+        return self.search_queries(queries, topk, category, prefilter, candidates, neighbors)
 
     def load_queries(self, images: list, masks: list | None = None) -> list[Query]:
         masks = masks or [None] * len(images)
@@ -56,12 +60,31 @@ class Searcher:
             raise IbsrError(f"{len(masks)} masks for {len(images)} images; give one --mask per query or none")
         return [im if isinstance(im, Query) else load_query(im, m) for im, m in zip(images, masks)]
 
-    def search_queries(self, queries: list[Query], topk: int = 10, category: str | None = None) -> list[SearchResult]:
-        candidates = self._category_candidates(category, len(queries))
+    def search_queries(self, queries: list[Query], topk: int = 10, category: str | None = None,
+                       prefilter: str = "category", candidates: int = DEFAULT_CANDIDATES,
+                       neighbors: int = DEFAULT_NEIGHBORS) -> list[SearchResult]:
+        """Encode queries in batches, pick candidates (prefilter), rerank them exactly (kernels)."""
         topk = self._check_topk(topk)
         q, wq = self.encode(queries)
-        ranked = kernels.rerank(q, wq, self.views, min(topk, self._pool_size(candidates)), candidates=candidates)
-        return [self._result(query, ranked, i) for i, query in enumerate(queries)]
+        groups = self.prefilter.groups(q.cpu().numpy(), prefilter, candidates, neighbors, category)
+        results: list[SearchResult | None] = [None] * len(queries)
+        for group in groups:
+            rows, ranked = self._rerank_group(q, wq, group, topk)
+            for j, i in enumerate(group.queries.tolist()):
+                results[i] = self._result(queries[i], ranked, j, rows, group.categories)
+        return results
+
+    def _rerank_group(self, q, wq, group: CandidateGroup, topk: int):
+        """One rerank call for queries that share a candidate set; returns row map + results."""
+        members = torch.from_numpy(group.queries).to(self.device)
+        q, wq = q[members], wq[members]
+        if group.per_query_rows is not None:
+            candidates = torch.from_numpy(group.per_query_rows).to(self.device)
+            return None, kernels.rerank(q, wq, self.views, topk, candidates=candidates)
+        if group.rows is None:
+            return None, kernels.rerank(q, wq, self.views, topk)
+        rows = torch.from_numpy(group.rows).to(self.device)
+        return group.rows, kernels.rerank(q, wq, self.views.index_select(0, rows), topk)
 
     def _check_topk(self, topk: int) -> int:
         if topk < 1:
@@ -70,19 +93,6 @@ class Searcher:
             raise IbsrError(f"--topk {topk} is larger than the index ({len(self)} shapes); use --topk {len(self)} "
                             "or less", self.reader.index_dir)
         return topk
-
-    def _pool_size(self, candidates) -> int:
-        return len(self) if candidates is None else candidates.shape[1]
-
-    def _category_candidates(self, category: str | None, batch: int):
-        if category is None:
-            return None
-        rows = np.flatnonzero(self.categories == category)
-        if rows.size == 0:
-            known = ", ".join(sorted(set(self.shapes.categories)))
-            raise IbsrError(f"no shapes of category {category!r} in the index; categories: {known}",
-                            self.reader.index_dir)
-        return torch.from_numpy(rows).to(self.device).expand(batch, -1)
 
     @torch.no_grad()
     def encode(self, queries: list[Query]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,15 +105,16 @@ class Searcher:
         q = torch.cat(qs).float()
         return q, self.model.attend(q).float()
 
-    def _result(self, query: Query, ranked, i: int) -> SearchResult:
+    def _result(self, query: Query, ranked, i: int, rows, categories) -> SearchResult:
         hits = []
-        for rank, (score, row, view) in enumerate(zip(ranked.scores[i].tolist(), ranked.indices[i].tolist(),
-                                                      ranked.best_view[i].tolist()), start=1):
-            if row < 0:
+        for rank, (score, index, view) in enumerate(zip(ranked.scores[i].tolist(), ranked.indices[i].tolist(),
+                                                        ranked.best_view[i].tolist()), start=1):
+            if index < 0:
                 break
+            row = index if rows is None else int(rows[index])
             hits.append(Hit(rank, self.shapes.shape_ids[row], self.shapes.categories[row], float(score),
                             self.shapes.source_paths[row], int(view)))
-        return SearchResult(query.path, query.mask_source, hits)
+        return SearchResult(query.path, query.mask_source, hits, list(categories))
 
     def html(self, results: list[SearchResult], queries: list[Query]) -> str:
         shape_ids = sorted({hit.shape_id for r in results for hit in r.hits})

@@ -1,0 +1,31 @@
+"""CMIC training (ICCV 2021, as in DESIGN.md "The method"): config files, cached data, batches of
+unique shapes, augmentation, the loop with validation and resumable checkpoints.
+
+    from ibsr.train import load_config, train
+    summary = train(load_config("configs/small.toml"), "runs/small")
+"""
+
+from ibsr.train.batch import Batch, make_batch, sample_batch, steps_per_epoch
+from ibsr.train.config import TrainConfig, load_config
+from ibsr.train.data import Dataset, load_dataset
+from ibsr.train.evaluate import batch_scores, evaluate, retrieval_metrics
+from ibsr.train.loop import RunSummary, Trainer, batch_loss, train, views_index
+
+__all__ = [
+    "Batch",
+    "Dataset",
+    "RunSummary",
+    "TrainConfig",
+    "Trainer",
+    "batch_loss",
+    "batch_scores",
+    "evaluate",
+    "load_config",
+    "load_dataset",
+    "make_batch",
+    "retrieval_metrics",
+    "sample_batch",
+    "steps_per_epoch",
+    "train",
+    "views_index",
+]

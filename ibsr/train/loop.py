@@ -1,0 +1,323 @@
+"""The CMIC training loop: batches of unique shapes, attention scores, instance + category loss.
+
+A run directory (`--out`) holds
+
+    config.json     the experiment's full config (every default filled in)
+    state.pt        resumable state: model, optimizer, step, RNG state, best metrics, history
+    metrics.jsonl   one line per `log_every` steps ({"step", "loss", "instance", "category"})
+                    and one per validation ({"step", "val": {...}})
+    best.pt         ibsr checkpoint (`save_checkpoint`) of the best validation top-1 so far
+    last.pt         ibsr checkpoint of the final step
+
+All randomness (batch order, fill shapes, augmentation) is drawn from generators seeded by
+(seed, step), so a run resumed from `state.pt` takes exactly the steps the uninterrupted run
+would have taken; the torch global RNG state is saved and restored as well.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ibsr.errors import IbsrError
+from ibsr.model.checkpoint import init_model, save_checkpoint
+from ibsr.model.cmic import CMIC
+from ibsr.model.losses import CMICLoss, cmic_loss
+from ibsr.model.resnet import load_imagenet_backbone
+from ibsr.train.augment import apply_mask_mode, augment_queries, augment_views, plain_queries, plain_views
+from ibsr.train.batch import AUGMENT_STREAM, Batch, sample_batch, step_rng, steps_per_epoch
+from ibsr.train.config import RIG_VIEWS, TrainConfig
+from ibsr.train.data import Dataset, load_dataset
+from ibsr.train.evaluate import batch_scores, evaluate
+
+STATE_FORMAT = "ibsr-train-state"
+STATE_VERSION = 1
+# Keys that may change when a run is resumed (length, logging and checkpoint cadence, threads).
+RESUMABLE_CHANGES = {("train", "steps"), ("train", "epochs"), ("train", "threads"), ("train", "channels_last"),
+                     ("train", "checkpoint_every"), ("train", "log_every"), ("val", "every")}
+
+
+def views_index(views: int) -> np.ndarray:
+    """Evenly spaced subset of the rig's 12 views (all 12 for the method)."""
+    return np.arange(0, RIG_VIEWS, RIG_VIEWS // views)
+
+
+def batch_loss(model: CMIC, data: Dataset, views: np.ndarray, batch: Batch, config: TrainConfig,
+               rng: np.random.Generator | None) -> CMICLoss:
+    """The CMIC loss of one batch; `rng` None = no augmentation. `views` is `data.views` already
+    cut to the configured views."""
+    qx = torch.from_numpy(data.queries[batch.images])
+    vx = torch.from_numpy(views[batch.shapes])
+    if rng is not None and config.augment.enabled:
+        q_in, v_in = augment_queries(qx, config.augment, rng), augment_views(vx, config.augment, rng)
+    else:
+        q_in, v_in = plain_queries(qx), plain_views(vx)
+    q_in = apply_mask_mode(q_in, config.method.mask)
+    if config.train.channels_last:
+        q_in = q_in.contiguous(memory_format=torch.channels_last)
+    q = model.embed_queries(q_in)
+    v = model.embed_views(v_in)
+    scores = batch_scores(model, q, v, config.method.attention)  # B x S
+    m = config.method
+    return cmic_loss(scores.t(), torch.from_numpy(batch.image_shape),
+                     torch.from_numpy(data.shape_category[batch.shapes]),
+                     torch.from_numpy(data.query_category[batch.images]),
+                     tau=m.tau, beta1=m.beta1 if m.category_loss else 0.0)
+
+
+@dataclass
+class RunSummary:
+    out: str
+    step: int
+    steps: int
+    seconds_per_step: float
+    best: dict | None
+    best_checkpoint: str | None
+    last_checkpoint: str
+    history: list
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+class Trainer:
+    """`Trainer(config, out_dir).run()`; `resume=True` continues from `out_dir/state.pt`."""
+
+    def __init__(self, config: TrainConfig, out_dir, resume: bool = False, command: str = "",
+                 progress: bool = True):
+        self.config = config
+        self.out = Path(out_dir)
+        self.resume = resume
+        self.command = command
+        self.progress = progress
+        self.step = 0
+        self.best: dict | None = None
+        self.history: list[dict] = []
+        self._check_out_dir()
+        torch.set_num_threads(config.train.threads)
+        c = config
+        mc = c.model_config
+        self.train_data = load_dataset(c.data.train, mc.render_size, mc.query_size, c.data.cache,
+                                       c.data.up_axis, progress=progress)
+        self.val_data = None
+        if c.data.val:
+            self.val_data = load_dataset(c.data.val, mc.render_size, mc.query_size, c.data.cache, c.data.up_axis,
+                                         categories=self.train_data.categories, progress=progress)
+        self.views_index = views_index(c.method.views)
+        self.train_views = np.ascontiguousarray(self.train_data.views[:, self.views_index])
+        self.steps_per_epoch = steps_per_epoch(self.train_data.num_queries, c.train.batch_size)
+        self.total_steps = c.train.steps or c.train.epochs * self.steps_per_epoch
+        self.model = init_model(mc, c.seed)
+        if c.train.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=c.train.lr, betas=tuple(c.train.betas))
+        if resume:
+            self._load_state()
+        else:
+            self._imagenet_init()
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.json").write_text(json.dumps(c.to_dict(), indent=2) + "\n")
+        self.model.train()
+
+    # ------------------------------------------------------------------ the loop
+
+    def train_step(self) -> CMICLoss:
+        c = self.config
+        batch = sample_batch(self.train_data.query_shape, self.train_data.num_shapes, c.train.batch_size,
+                             c.seed, self.step)
+        loss = batch_loss(self.model, self.train_data, self.train_views, batch, c,
+                          step_rng(c.seed, AUGMENT_STREAM, self.step))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.total.backward()
+        self.optimizer.step()
+        self.step += 1
+        return loss
+
+    def run(self) -> RunSummary:
+        c = self.config
+        stop = _TerminateAsInterrupt()
+        started, first_step = time.perf_counter(), self.step
+        bar = tqdm(total=self.total_steps, initial=self.step, unit="step", desc="training",
+                   disable=not self.progress, file=sys.stderr, mininterval=5 if not sys.stderr.isatty() else 0.1)
+        try:
+            with stop:
+                if self.step == 0 and self.val_data is not None:
+                    self._validate(bar)
+                while self.step < self.total_steps:
+                    loss = self.train_step()
+                    values = {"loss": loss.total.item(), "instance": loss.instance.item(),
+                              "category": loss.category.item()}
+                    bar.update(1)
+                    bar.set_postfix({k[:4]: f"{v:.3f}" for k, v in values.items()}
+                                    | ({"top1": f"{self.best['top1']:.3f}"} if self.best else {}), refresh=False)
+                    if self.step % c.train.log_every == 0:
+                        self._log({"step": self.step, "epoch": round(self.step / self.steps_per_epoch, 3), **values})
+                    done = self.step == self.total_steps
+                    if self.val_data is not None and (done or (c.val.every and self.step % c.val.every == 0)):
+                        self._validate(bar)
+                    if done or self.step % c.train.checkpoint_every == 0:
+                        self._save_state()
+        except KeyboardInterrupt:
+            self._save_state()
+            bar.close()
+            raise IbsrError(f"interrupted at step {self.step}/{self.total_steps}; state saved in "
+                            f"{self.out / 'state.pt'}, continue with --resume") from None
+        bar.close()
+        seconds = (time.perf_counter() - started) / max(1, self.step - first_step)
+        last = save_checkpoint(self.model, self.out / "last.pt", self._info(None))
+        best = self.out / "best.pt"
+        return RunSummary(str(self.out), self.step, self.total_steps, round(seconds, 4), self.best,
+                          str(best) if best.is_file() else None, str(last), self.history)
+
+    # ------------------------------------------------------------------ validation
+
+    def validate(self) -> dict:
+        c = self.config
+        return evaluate(self.model, self.val_data, self.views_index, c.method.mask, c.method.attention, c.val.topk)
+
+    def _validate(self, bar) -> None:
+        t0 = time.perf_counter()
+        metrics = self.validate()
+        metrics["seconds"] = round(time.perf_counter() - t0, 2)
+        record = {"step": self.step, "epoch": round(self.step / self.steps_per_epoch, 3), **metrics}
+        self.history.append(record)
+        self._log({"step": self.step, "val": metrics})
+        k = self.config.val.topk
+        improved = self.best is None or _rank(metrics, k) > _rank(self.best, k)
+        if improved:
+            self.best = record
+            save_checkpoint(self.model, self.out / "best.pt", self._info(record))
+        bar.write(f"step {self.step}: val top1 {metrics['top1']:.3f} top{k} {metrics[f'top{k}']:.3f} "
+                  f"category {metrics['category']:.3f}" + (" (best so far, saved best.pt)" if improved else ""),
+                  file=sys.stderr)
+
+    # ------------------------------------------------------------------ files
+
+    def _info(self, val: dict | None) -> dict:
+        return {
+            "trained_by": "ibsr-train",
+            "command": self.command,
+            "config": self.config.to_dict(),
+            "step": self.step,
+            "epoch": round(self.step / self.steps_per_epoch, 3),
+            "train_data": {"path": self.train_data.name, "shapes": self.train_data.num_shapes,
+                           "queries": self.train_data.num_queries, "categories": self.train_data.categories},
+            "val": val,
+            "val_history": list(self.history),
+        }
+
+    def _log(self, record: dict) -> None:
+        with open(self.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def _check_out_dir(self) -> None:
+        state = self.out / "state.pt"
+        if self.resume and not state.is_file():
+            raise IbsrError("nothing to resume: no state.pt in the run folder; drop --resume to start", self.out)
+        if not self.resume and state.is_file():
+            raise IbsrError("run folder already holds a run (state.pt); pass --resume to continue it, "
+                            "or choose another --out", self.out)
+
+    def _save_state(self) -> None:
+        payload = {
+            "format": STATE_FORMAT, "version": STATE_VERSION,
+            "config": self.config.to_dict(),
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": {"torch": torch.get_rng_state()},
+            "best": self.best,
+            "history": self.history,
+        }
+        tmp = self.out / ".state.pt.tmp"
+        torch.save(payload, tmp)
+        tmp.replace(self.out / "state.pt")
+
+    def _load_state(self) -> None:
+        path = self.out / "state.pt"
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise IbsrError(f"unreadable training state ({type(e).__name__}); start a new run", path) from None
+        if not isinstance(payload, dict) or payload.get("format") != STATE_FORMAT:
+            raise IbsrError("not an ibsr-train state file", path)
+        if payload.get("version") != STATE_VERSION:
+            raise IbsrError(f"training state version {payload.get('version')!r} is not supported", path)
+        changed = _config_changes(payload["config"], self.config.to_dict()) - RESUMABLE_CHANGES
+        if changed:
+            names = ", ".join(".".join(k) for k in sorted(changed))
+            raise IbsrError(f"the config differs from the run's in {names}; only the length (train.steps, "
+                            f"train.epochs), threads and logging/validation intervals may change on --resume",
+                            path)
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        torch.set_rng_state(payload["rng"]["torch"])
+        self.step = int(payload["step"])
+        self.best = payload["best"]
+        self.history = list(payload["history"])
+        if self.step > self.total_steps:
+            raise IbsrError(f"the run is already at step {self.step}, past this config's {self.total_steps} "
+                            f"steps; raise train.steps or train.epochs to continue", path)
+
+    def _imagenet_init(self) -> None:
+        m = self.config.model
+        for path, encoder in ((m.imagenet_query, self.model.query_encoder), (m.imagenet_render, self.model.rendering_encoder)):
+            if not path:
+                continue
+            if not Path(path).is_file():
+                raise IbsrError("ImageNet weights not found (a torchvision resnet*.pth state dict)", path)
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as e:
+                raise IbsrError(f"unreadable ImageNet weights ({type(e).__name__})", path) from None
+            if isinstance(state, dict) and "state_dict" in state:
+                state = state["state_dict"]
+            load_imagenet_backbone(encoder.resnet, state)
+
+
+def train(config: TrainConfig, out_dir, resume: bool = False, command: str = "", progress: bool = True) -> RunSummary:
+    """Train (or resume) one run; returns its summary."""
+    return Trainer(config, out_dir, resume=resume, command=command, progress=progress).run()
+
+
+def _rank(metrics: dict, k: int) -> tuple:
+    return (metrics["top1"], metrics[f"top{k}"], metrics["category"])
+
+
+def _config_changes(old: dict, new: dict, prefix=()) -> set:
+    changes = set()
+    for key in set(old) | set(new):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changes |= _config_changes(a, b, prefix + (key,))
+        elif a != b:
+            changes.add(prefix + (key,))
+    return changes
+
+
+class _TerminateAsInterrupt:
+    """SIGTERM (e.g. `kill PID`) stops the run like Ctrl-C: the state is saved first."""
+
+    def __enter__(self):
+        try:
+            self._old = signal.signal(signal.SIGTERM, self._handler)
+        except ValueError:  # not the main thread
+            self._old = None
+        return self
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
+        return False
+
+    @staticmethod
+    def _handler(signum, frame):
+        raise KeyboardInterrupt

@@ -1,0 +1,87 @@
+"""FAISS prefilter: stored beside the table, rebuilt when stale, and the three search modes."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from ibsr.cli import index as index_cli
+from ibsr.errors import IbsrError
+from ibsr.indexer import Indexer, ShapeReader
+from ibsr.indexer.faiss_index import FAISS_DIR, IDS_FILE, faiss_is_current, read_faiss
+from ibsr.searcher import Searcher
+
+from test_index_search import N_SHAPES, view_photo
+
+
+@pytest.fixture(scope="module")
+def photos(catalog, tmp_path_factory):
+    out = tmp_path_factory.mktemp("photos")
+    meshes = [sorted((catalog / c).iterdir())[0] for c in ("chair", "table", "lamp")]
+    return [view_photo(m, out / f"q{i}.png", view=2 * i) for i, m in enumerate(meshes)]
+
+
+def test_build_writes_a_current_prefilter(built_index):
+    index, meta = read_faiss(built_index)
+    assert index.ntotal == N_SHAPES and meta["factory"] == "Flat"
+    assert meta["table_version"] == ShapeReader(built_index).version and faiss_is_current(built_index)
+    assert sorted(meta["shape_ids"]) == sorted(ShapeReader(built_index).snapshot().shape_ids)
+
+
+def test_missing_prefilter_is_rebuilt_by_the_next_build(index_copy, tiny_weights, catalog):
+    shutil.rmtree(index_copy / FAISS_DIR)
+    report = Indexer(index_copy, weights=tiny_weights).build(catalog, progress=False)
+    assert report.indexed == 0 and report.faiss["count"] == N_SHAPES and faiss_is_current(index_copy)
+
+
+def test_none_is_exhaustive_and_ann_reranks_exactly(built_index, tiny_weights, photos):
+    searcher = Searcher(built_index, weights=tiny_weights)
+    full = searcher.search(photos, topk=N_SHAPES, prefilter="none")
+    ann = searcher.search(photos, topk=3, prefilter="ann", candidates=4)
+    nearest = searcher.prefilter.nearest(searcher.encode(searcher.load_queries(photos))[0].numpy(), 4)
+    for f, a, near in zip(full, ann, nearest):
+        exact = {h.shape_id: h.score for h in f.hits}
+        allowed = {searcher.shapes.shape_ids[r] for r in near}
+        assert len(a.hits) == 3 and {h.shape_id for h in a.hits} <= allowed
+        for hit in a.hits:  # same exact score as the exhaustive search
+            assert hit.score == pytest.approx(exact[hit.shape_id], abs=1e-5)
+        best_allowed = sorted(allowed, key=lambda s: -exact[s])[:3]
+        assert [h.shape_id for h in a.hits] == best_allowed
+
+
+def test_category_mode_reranks_predicted_categories(built_index, tiny_weights, photos):
+    searcher = Searcher(built_index, weights=tiny_weights)
+    results = searcher.search(photos, topk=3, prefilter="category", neighbors=2)
+    full = searcher.search(photos, topk=N_SHAPES, prefilter="none")
+    for r, f in zip(results, full):
+        assert 1 <= len(r.predicted_categories) <= 2
+        assert all(h.category in r.predicted_categories for h in r.hits)
+        in_categories = [h for h in f.hits if h.category in r.predicted_categories][:len(r.hits)]
+        assert [h.shape_id for h in r.hits] == [h.shape_id for h in in_categories]
+    with pytest.raises(IbsrError, match="--neighbors"):
+        searcher.search(photos, topk=3, neighbors=0)
+    with pytest.raises(IbsrError, match="--prefilter"):
+        searcher.search(photos, topk=3, prefilter="magic")
+
+
+def test_stale_prefilter_is_not_used(index_copy, tiny_weights, photos):
+    meta_path = index_copy / FAISS_DIR / IDS_FILE
+    meta = json.loads(meta_path.read_text())
+    meta["table_version"] = -1
+    meta_path.write_text(json.dumps(meta))
+    searcher = Searcher(index_copy, weights=tiny_weights)
+    assert searcher.prefilter.index.ntotal == N_SHAPES
+    assert np.array_equal(searcher.prefilter.faiss_rows, np.arange(N_SHAPES))  # built from the snapshot
+
+
+def test_reindex_faiss_cli(index_copy):
+    runner = CliRunner()
+    ok = runner.invoke(index_cli.main, ["reindex-faiss", "--index", str(index_copy), "--faiss-factory", "IVF2,Flat",
+                                        "--json"])
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.output)["factory"] == "IVF2,Flat" and read_faiss(index_copy)[1]["factory"] == "IVF2,Flat"
+    bad = runner.invoke(index_cli.main, ["reindex-faiss", "--index", str(index_copy), "--faiss-factory", "Nope42"])
+    assert bad.exit_code == 1 and bad.output.startswith("error: ") and "Nope42" in bad.output
+    assert read_faiss(index_copy)[1]["factory"] == "IVF2,Flat"  # the old prefilter is untouched
