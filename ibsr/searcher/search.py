@@ -7,6 +7,9 @@ encodes queries in batches, and hands scoring to `ibsr.kernels` through one narr
 
 from __future__ import annotations
 
+import time
+from collections import defaultdict
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +46,7 @@ class Searcher:
         self.shapes = self.reader.snapshot()
         self.views = torch.from_numpy(np.require(self.shapes.views, requirements='W')).to(self.device)
         self.prefilter = Prefilter(self.reader.index_dir, self.shapes)
+        self.timings: dict[str, float] = defaultdict(float)  # stage -> seconds, see _timed
 
     def __len__(self) -> int:
         return len(self.shapes.shape_ids)
@@ -58,21 +62,36 @@ class Searcher:
         masks = masks or [None] * len(images)
         if len(masks) != len(images):
             raise IbsrError(f"{len(masks)} masks for {len(images)} images; give one --mask per query or none")
-        return [im if isinstance(im, Query) else load_query(im, m) for im, m in zip(images, masks)]
+        with self._timed("load"):
+            return [im if isinstance(im, Query) else load_query(im, m) for im, m in zip(images, masks)]
 
     def search_queries(self, queries: list[Query], topk: int = 10, category: str | None = None,
                        prefilter: str = "category", candidates: int = DEFAULT_CANDIDATES,
                        neighbors: int = DEFAULT_NEIGHBORS) -> list[SearchResult]:
         """Encode queries in batches, pick candidates (prefilter), rerank them exactly (kernels)."""
         topk = self._check_topk(topk)
-        q, wq = self.encode(queries)
-        groups = self.prefilter.groups(q.cpu().numpy(), prefilter, candidates, neighbors, category)
+        with self._timed("encode"):
+            q, wq = self.encode(queries)
+        with self._timed("prefilter"):
+            groups = self.prefilter.groups(q.cpu().numpy(), prefilter, candidates, neighbors, category)
         results: list[SearchResult | None] = [None] * len(queries)
         for group in groups:
-            rows, ranked = self._rerank_group(q, wq, group, topk)
+            with self._timed("rerank"):
+                rows, ranked = self._rerank_group(q, wq, group, topk)
             for j, i in enumerate(group.queries.tolist()):
                 results[i] = self._result(queries[i], ranked, j, rows, group.categories)
         return results
+
+    @contextmanager
+    def _timed(self, stage: str):
+        """Accumulate wall time per search stage in `self.timings` (seconds)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        start = time.perf_counter()
+        yield
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.timings[stage] += time.perf_counter() - start
 
     def _rerank_group(self, q, wq, group: CandidateGroup, topk: int):
         """One rerank call for queries that share a candidate set; returns row map + results."""

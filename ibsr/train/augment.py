@@ -43,7 +43,8 @@ def augment_queries(x: torch.Tensor, cfg: AugmentConfig, rng: np.random.Generato
     if cfg.color_transfer > 0 and b > 1:
         chosen = torch.from_numpy(rng.random(b) < cfg.color_transfer)
         if chosen.any():
-            style = torch.roll(torch.arange(b), int(rng.integers(1, b)))
+            chosen = chosen.to(x.device)
+            style = torch.roll(torch.arange(b, device=x.device), int(rng.integers(1, b)))
             recoloured = color_transfer(rgb, rgb[style], mask > 0.5, mask[style] > 0.5)
             rgb = torch.where(chosen.view(b, 1, 1, 1), recoloured, rgb)
     out = torch.cat([rgb, mask], dim=1) * 2.0 - 1.0
@@ -104,6 +105,6 @@ def _affines(rng, n: int, scale, ratio, translate: float, flip: float) -> torch.
 
 
 def _resample(x: torch.Tensor, theta: torch.Tensor, fill: float) -> torch.Tensor:
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    grid = F.affine_grid(theta.to(device=x.device, dtype=x.dtype), list(x.shape), align_corners=False)
     # grid_sample pads with 0: shift so that the padding lands on `fill`.
     return F.grid_sample(x - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + fill

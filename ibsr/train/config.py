@@ -21,6 +21,7 @@
     lr = 5e-5
     betas = [0.5, 0.999]
     threads = 2                  # torch CPU threads
+    device = "auto"              # "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1"
     channels_last = true         # NHWC convolutions: ~2-3x faster training on CPU, same math
     checkpoint_every = 200       # steps between resumable state saves
     log_every = 10               # steps between metrics.jsonl lines
@@ -96,6 +97,7 @@ class TrainSection:
     lr: float = 5e-5
     betas: tuple = (0.5, 0.999)
     threads: int = 2
+    device: str = "auto"
     channels_last: bool = True
     checkpoint_every: int = 200
     log_every: int = 10

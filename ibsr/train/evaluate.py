@@ -27,13 +27,14 @@ def embed_all(model: CMIC, queries: np.ndarray, views: np.ndarray, mask_mode: st
               chunk: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     """Eval-mode embeddings of uint8 query inputs (M x 4 x Q x Q) and views (N x V x S x S)."""
     was_training = model.training
+    device = next(model.parameters()).device
     model.eval()
     try:
-        q = torch.cat([model.embed_queries(apply_mask_mode(plain_queries(torch.from_numpy(queries[i:i + chunk])),
-                                                           mask_mode))
+        q = torch.cat([model.embed_queries(apply_mask_mode(plain_queries(torch.from_numpy(queries[i:i + chunk])
+                                                                         .to(device)), mask_mode))
                        for i in range(0, len(queries), chunk)])
         shapes_per_chunk = max(1, chunk // 4)
-        v = torch.cat([model.embed_views(plain_views(torch.from_numpy(views[i:i + shapes_per_chunk])))
+        v = torch.cat([model.embed_views(plain_views(torch.from_numpy(views[i:i + shapes_per_chunk]).to(device)))
                        for i in range(0, len(views), shapes_per_chunk)])
     finally:
         model.train(was_training)
@@ -44,7 +45,7 @@ def retrieval_metrics(scores: torch.Tensor, query_shape: np.ndarray, shape_categ
                       query_category: np.ndarray, topk: int = 10) -> dict:
     """Metrics of an M x N score matrix (higher = better) against the true shapes."""
     k = min(topk, scores.shape[1])
-    ranked = torch.topk(scores, k, dim=1).indices.numpy()
+    ranked = torch.topk(scores, k, dim=1).indices.cpu().numpy()
     truth = np.asarray(query_shape).reshape(-1, 1)
     return {
         "top1": float((ranked[:, 0] == truth[:, 0]).mean()),

@@ -41,7 +41,7 @@ from ibsr.train.evaluate import batch_scores, evaluate
 STATE_FORMAT = "ibsr-train-state"
 STATE_VERSION = 1
 # Keys that may change when a run is resumed (length, logging and checkpoint cadence, threads).
-RESUMABLE_CHANGES = {("train", "steps"), ("train", "epochs"), ("train", "threads"), ("train", "channels_last"),
+RESUMABLE_CHANGES = {("train", "steps"), ("train", "epochs"), ("train", "threads"), ("train", "channels_last"), ("train", "device"),
                      ("train", "checkpoint_every"), ("train", "log_every"), ("val", "every")}
 
 
@@ -54,8 +54,9 @@ def batch_loss(model: CMIC, data: Dataset, views: np.ndarray, batch: Batch, conf
                rng: np.random.Generator | None) -> CMICLoss:
     """The CMIC loss of one batch; `rng` None = no augmentation. `views` is `data.views` already
     cut to the configured views."""
-    qx = torch.from_numpy(data.queries[batch.images])
-    vx = torch.from_numpy(views[batch.shapes])
+    device = next(model.parameters()).device
+    qx = torch.from_numpy(data.queries[batch.images]).to(device)
+    vx = torch.from_numpy(views[batch.shapes]).to(device)
     if rng is not None and config.augment.enabled:
         q_in, v_in = augment_queries(qx, config.augment, rng), augment_views(vx, config.augment, rng)
     else:
@@ -67,9 +68,9 @@ def batch_loss(model: CMIC, data: Dataset, views: np.ndarray, batch: Batch, conf
     v = model.embed_views(v_in)
     scores = batch_scores(model, q, v, config.method.attention)  # B x S
     m = config.method
-    return cmic_loss(scores.t(), torch.from_numpy(batch.image_shape),
-                     torch.from_numpy(data.shape_category[batch.shapes]),
-                     torch.from_numpy(data.query_category[batch.images]),
+    return cmic_loss(scores.t(), torch.from_numpy(batch.image_shape).to(device),
+                     torch.from_numpy(data.shape_category[batch.shapes]).to(device),
+                     torch.from_numpy(data.query_category[batch.images]).to(device),
                      tau=m.tau, beta1=m.beta1 if m.category_loss else 0.0)
 
 
@@ -115,7 +116,8 @@ class Trainer:
         self.train_views = np.ascontiguousarray(self.train_data.views[:, self.views_index])
         self.steps_per_epoch = steps_per_epoch(self.train_data.num_queries, c.train.batch_size)
         self.total_steps = c.train.steps or c.train.epochs * self.steps_per_epoch
-        self.model = init_model(mc, c.seed)
+        self.device = _device(c.train.device)
+        self.model = init_model(mc, c.seed).to(self.device)
         if c.train.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=c.train.lr, betas=tuple(c.train.betas))
@@ -244,7 +246,7 @@ class Trainer:
     def _load_state(self) -> None:
         path = self.out / "state.pt"
         try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
+            payload = torch.load(path, map_location=self.device, weights_only=True)
         except Exception as e:
             raise IbsrError(f"unreadable training state ({type(e).__name__}); start a new run", path) from None
         if not isinstance(payload, dict) or payload.get("format") != STATE_FORMAT:
@@ -259,7 +261,7 @@ class Trainer:
                             path)
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
-        torch.set_rng_state(payload["rng"]["torch"])
+        torch.set_rng_state(payload["rng"]["torch"].cpu())
         self.step = int(payload["step"])
         self.best = payload["best"]
         self.history = list(payload["history"])
@@ -286,6 +288,18 @@ class Trainer:
 def train(config: TrainConfig, out_dir, resume: bool = False, command: str = "", progress: bool = True) -> RunSummary:
     """Train (or resume) one run; returns its summary."""
     return Trainer(config, out_dir, resume=resume, command=command, progress=progress).run()
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise IbsrError(f"train.device = {name!r} is not a torch device (auto, cpu, cuda, cuda:1)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise IbsrError(f"train.device = {name!r} but torch sees no CUDA GPU; use \"auto\" or \"cpu\"")
+    return device
 
 
 def _rank(metrics: dict, k: int) -> tuple:

@@ -1,0 +1,74 @@
+"""ibsr-eval: measure retrieval accuracy and speed on labelled query photos.
+
+    ibsr-eval --index ibsr_index --queries data/queries.jsonl
+    ibsr-eval --index pix3d_index --queries pix3d/pix3d.json --weights weights/pix3d.pt --json
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+
+from ibsr.cli.common import IbsrCommand, device_option, index_option, json_option, print_json, weights_option
+
+
+@click.command(cls=IbsrCommand)
+@index_option
+@click.option("--queries", "queries_path", required=True, type=click.Path(dir_okay=False),
+              help="Labelled queries: an ibsr queries.jsonl (lines of image, mask, shape_id, category; paths "
+                   "relative to the file; mask and category optional) or Pix3D's pix3d.json (img, mask, model, "
+                   "category; the shape id is <category>/<name> of model/<category>/<name>/model.obj, as "
+                   "`ibsr-index build pix3d/model` names it).")
+@weights_option
+@click.option("--batch-size", default=64, show_default=True, type=int,
+              help="Queries loaded and searched together (memory is bounded by one batch).")
+@click.option("--limit", default=None, type=int,
+              help="Evaluate only the first N queries (of those whose shape is in the index).")
+@click.option("--topk", default=None, type=int,
+              help="Hits ranked per query. Default: every shape of the index, so ranks and MRR are exact; "
+                   "a smaller value (at least 10) is faster on huge indexes, and MRR becomes a lower bound.")
+@click.option("--prefilter", default="category", show_default=True, type=click.Choice(["category", "ann", "none"]),
+              help="Candidates for the exact rerank, as in ibsr-search; 'none' ranks every shape (the method's "
+                   "own accuracy). A true shape that the prefilter leaves out counts as a miss (see 'found').")
+@click.option("--candidates", default=None, type=int,
+              help="--prefilter ann: shapes reranked per query (default: ibsr-search's).")
+@click.option("--neighbors", default=None, type=int,
+              help="--prefilter category: nearest shapes whose categories are reranked (default: ibsr-search's).")
+@click.option("--oracle-category", is_flag=True,
+              help="Rank only the shapes of each query's true category (as if every search passed --category).")
+@click.option("--strict", is_flag=True,
+              help="Fail on a query whose shape is not in the index or whose photo cannot be read "
+                   "(default: exclude it from the metrics, count it and warn).")
+@click.option("--per-query", is_flag=True, help="With --json: include every query's record (truth, rank, top-10 ids).")
+@click.option("--progress/--no-progress", default=None,
+              help="Progress bar on stderr. Default: when stderr is a terminal.")
+@device_option
+@json_option
+def main(index, queries_path, weights, batch_size, limit, topk, prefilter, candidates, neighbors, oracle_category,
+         strict, per_query, progress, device, as_json):
+    """Report top-1/5/10 instance accuracy, category accuracy, mean reciprocal rank, a per-category
+    table and queries/s of an index on labelled query photos."""
+    from ibsr.eval import evaluate, format_report, read_queries
+    from ibsr.indexer import resolve_index_dir
+    from ibsr.searcher import Searcher
+
+    queries = read_queries(queries_path)  # before opening the index: a bad file fails fast
+    start = time.perf_counter()
+    searcher = Searcher(resolve_index_dir(index), weights=weights, device=device)
+    open_s = time.perf_counter() - start
+    report = evaluate(searcher, queries, batch_size=batch_size, topk=topk, prefilter=prefilter,
+                      candidates=candidates, neighbors=neighbors, oracle_category=oracle_category, strict=strict,
+                      limit=limit, source=str(queries_path),
+                      progress=sys.stderr.isatty() if progress is None else progress,
+                      warn=lambda message: click.echo(f"warning: {message}", err=True))
+    report.timings["open_s"] = open_s
+    if as_json:
+        print_json(report.to_dict(per_query=per_query))
+        return
+    click.echo(format_report(report))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,295 @@
+"""ibsr.train and ibsr-train: batches, data caches, augmentation, the loop, resume, import-jittor.
+
+Everything runs on a tiny generated dataset (3 categories x 3 shapes x 2 photos) and the tiny
+model of conftest (width 8, 32 px), so each test takes seconds on a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from conftest import TINY
+from ibsr.errors import IbsrError
+from ibsr.train import TrainConfig, Trainer, batch_loss, load_dataset, make_batch, sample_batch
+from ibsr.train.augment import apply_mask_mode, augment_queries, augment_views, plain_queries, plain_views
+from ibsr.train.batch import steps_per_epoch
+from ibsr.train.config import AugmentConfig
+
+MODEL = {k: v for k, v in TINY.items() if k != "views"}
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory):
+    from ibsr.cli.data import main as data_main
+
+    root = tmp_path_factory.mktemp("train-data") / "ds"
+    result = CliRunner().invoke(data_main, ["synth", "--out", str(root), "--categories", "chair,table,lamp",
+                                            "--shapes-per-category", "3", "--queries-per-shape", "2",
+                                            "--seed", "5", "--size", "64", "--json"])
+    assert result.exit_code == 0, result.output
+    return root
+
+
+def tiny_config(dataset_dir, cache, **sections) -> TrainConfig:
+    raw = {
+        "seed": 3,
+        "data": {"train": str(dataset_dir), "val": str(dataset_dir), "cache": str(cache)},
+        "model": {"preset": "small", **MODEL},
+        "train": {"batch_size": 6, "steps": 4, "epochs": 0, "lr": 1e-3, "threads": 1,
+                  "checkpoint_every": 2, "log_every": 1},
+        "val": {"every": 2},
+    }
+    for name, values in sections.items():
+        raw.setdefault(name, {}).update(values)
+    return TrainConfig.from_dict(raw)
+
+
+# --------------------------------------------------------------------------- batches
+
+
+def test_batch_holds_unique_shapes_including_the_images_own_filled_to_b():
+    query_shape = np.array([0, 0, 1, 1, 2, 3, 3, 4, 5, 6, 7, 8, 9, 9])
+    for step in range(20):
+        batch = sample_batch(query_shape, num_shapes=12, batch_size=6, seed=1, step=step)
+        assert len(batch.images) == 6
+        assert len(batch.shapes) == 6 and len(set(batch.shapes.tolist())) == 6
+        # every image's shape is in the batch, and image_shape points at it
+        assert np.array_equal(batch.shapes[batch.image_shape], query_shape[batch.images])
+        # the images' shapes come first, the fill after
+        own = list(dict.fromkeys(query_shape[batch.images].tolist()))
+        assert batch.shapes[:len(own)].tolist() == own
+
+
+def test_batch_is_deterministic_in_seed_and_step_and_covers_an_epoch():
+    query_shape = np.arange(20) % 7
+    a = sample_batch(query_shape, 7, 5, seed=4, step=3)
+    b = sample_batch(query_shape, 7, 5, seed=4, step=3)
+    c = sample_batch(query_shape, 7, 5, seed=5, step=3)
+    assert all(np.array_equal(x, y) for x, y in zip(a.__dict__.values(), b.__dict__.values()))
+    assert not (np.array_equal(a.images, c.images) and np.array_equal(a.shapes, c.shapes))
+    # one epoch = every image exactly once (20 images, batches of 5)
+    assert steps_per_epoch(20, 5) == 4
+    seen = np.concatenate([sample_batch(query_shape, 7, 5, 4, s).images for s in range(4)])
+    assert sorted(seen.tolist()) == list(range(20))
+
+
+def test_batch_with_a_catalog_smaller_than_b():
+    batch = make_batch(np.array([0, 1, 2]), np.array([0, 1, 1]), num_shapes=3, batch_size=8,
+                       rng=np.random.default_rng(0))
+    assert sorted(batch.shapes.tolist()) == [0, 1, 2]
+    assert batch.image_shape.tolist() == [0, 1, 1]
+
+
+# --------------------------------------------------------------------------- config
+
+
+def test_config_files_load_and_typos_are_refused(tmp_path):
+    from ibsr.train import load_config
+
+    for name in ("small", "paper"):
+        config = load_config(f"configs/{name}.toml")
+        assert config.method.tau == 0.1 and config.method.beta1 == 0.2 and config.train.batch_size == 30
+    assert load_config("configs/paper.toml").train.lr == 5e-5
+    bad = tmp_path / "bad.toml"
+    for text, message in [('[data]\ntrain = "x"\n[train]\nlr_rate = 1\n', "unknown keys in [train]"),
+                          ('[data]\ntrain = "x"\n[method]\nviews = 5\n', "method.views"),
+                          ('[data]\ntrain = "x"\n[method]\nmask = "blend"\n', "method.mask"),
+                          ('[data]\ntrain = "x"\n[train]\nbatch_size = "30"\n', "train.batch_size"),
+                          ('[data]\ntrain = "x"\n[model]\nviews = 6\n', "method.views"),
+                          ("[data\n", "not valid TOML")]:
+        bad.write_text(text)
+        with pytest.raises(IbsrError, match=message.replace("[", r"\[").replace("]", r"\]")):
+            load_config(bad)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def test_cached_data_equals_the_index_and_search_preprocessing(dataset_dir, tmp_path):
+    from ibsr.indexer.discover import discover
+    from ibsr.indexer.mesh import file_hash
+    from ibsr.indexer.render_job import RenderJob, render_shape
+    from ibsr.searcher.query import load_query, query_tensor
+
+    data = load_dataset(dataset_dir, 32, 32, tmp_path / "cache", progress=False)
+    assert data.num_shapes == 9 and data.num_queries == 18 and data.categories == ["chair", "lamp", "table"]
+    entry = discover(dataset_dir / "catalog")[4]
+    job = RenderJob(entry.shape_id, entry.category, str(entry.path), file_hash(entry.path), "y", 32)
+    assert np.array_equal(data.views[4], render_shape(job)["views"])  # the index's renderings
+    record = json.loads((dataset_dir / "queries.jsonl").read_text().splitlines()[7])
+    query = load_query(dataset_dir / record["image"], dataset_dir / record["mask"])
+    expected = query_tensor(query, 32)  # the searcher's exact input
+    np.testing.assert_allclose(plain_queries(torch.from_numpy(data.queries[7:8]))[0].numpy(), expected, atol=1e-6)
+    assert data.shape_ids[data.query_shape[7]] == record["shape_id"]
+    # second load comes from the cache files, identical
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 2
+    again = load_dataset(dataset_dir, 32, 32, tmp_path / "cache", progress=False)
+    assert np.array_equal(again.views, data.views) and np.array_equal(again.queries, data.queries)
+
+
+# --------------------------------------------------------------------------- augmentation
+
+
+def test_augmentation_ranges_and_one_flip_per_shape():
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.integers(0, 256, (4, 4, 16, 16), dtype=np.uint8))
+    x[:, 3] = torch.where(x[:, 3] > 127, 255, 0).to(torch.uint8)
+    out = augment_queries(x, AugmentConfig(), np.random.default_rng(1))
+    assert out.shape == (4, 4, 16, 16) and out.min() >= -1 - 1e-5 and out.max() <= 1 + 1e-5
+    off = AugmentConfig(color_transfer=0.0, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), translate=0.0, flip=0.0)
+    torch.testing.assert_close(augment_queries(x, off, np.random.default_rng(1)), plain_queries(x), atol=1e-5, rtol=0)
+    views = torch.from_numpy(rng.integers(0, 256, (3, 12, 16, 16), dtype=np.uint8))
+    mirror = AugmentConfig(render_crop_scale=(1.0, 1.0), render_flip=1.0)
+    torch.testing.assert_close(augment_views(views, mirror, np.random.default_rng(2)),
+                               plain_views(views).flip(-1), atol=1e-5, rtol=0)
+    # a crop is drawn per shape: all views of a shape get the same transform
+    crop = AugmentConfig(render_crop_scale=(0.5, 0.6), render_flip=0.5)
+    same = torch.from_numpy(np.repeat(views[:, :1].numpy(), 12, axis=1))
+    out = augment_views(same, crop, np.random.default_rng(3))
+    assert torch.equal(out[:, :1].expand_as(out), out)
+
+
+def test_mask_modes():
+    x = torch.rand(2, 4, 8, 8) * 2 - 1
+    x[:, 3] = torch.where(x[:, 3] > 0, 1.0, -1.0)
+    assert torch.equal(apply_mask_mode(x, "concat"), x)
+    none = apply_mask_mode(x, "none")
+    assert torch.equal(none[:, :3], x[:, :3]) and bool((none[:, 3] == 1).all())
+    mult = apply_mask_mode(x, "multiply")
+    background = (x[:, 3:] < 0).expand(-1, 3, -1, -1)
+    assert bool((mult[:, :3][background] == -1).all())
+    assert torch.allclose(mult[:, :3][~background], x[:, :3][~background])
+
+
+# --------------------------------------------------------------------------- training
+
+
+def test_a_few_steps_reduce_the_loss_on_a_fixed_batch(dataset_dir, tmp_path):
+    config = tiny_config(dataset_dir, tmp_path / "cache", data={"val": ""}, train={"steps": 8},
+                         augment={"enabled": False})
+    trainer = Trainer(config, tmp_path / "run", progress=False)
+    batch = sample_batch(trainer.train_data.query_shape, trainer.train_data.num_shapes, 6, config.seed, 0)
+
+    def fixed_loss():
+        with torch.no_grad():
+            return batch_loss(trainer.model, trainer.train_data, trainer.train_views, batch, config, None).total.item()
+
+    before = fixed_loss()
+    for _ in range(8):
+        loss = trainer.train_step()
+        assert torch.isfinite(loss.total)
+    assert trainer.step == 8
+    assert fixed_loss() < before - 0.05
+
+
+@pytest.mark.parametrize("method", [{"attention": False, "category_loss": False, "mask": "multiply", "views": 3}])
+def test_ablation_switches_train(dataset_dir, tmp_path, method):
+    config = tiny_config(dataset_dir, tmp_path / "cache", method=method, train={"steps": 1}, val={"every": 0})
+    summary = Trainer(config, tmp_path / "run", progress=False).run()
+    assert summary.step == 1 and summary.history[-1]["shapes"] == 9
+    assert np.isfinite(summary.history[-1]["top1"])
+
+
+def test_resume_continues_at_the_same_step_with_the_same_state(dataset_dir, tmp_path):
+    cache = tmp_path / "cache"
+    straight = Trainer(tiny_config(dataset_dir, cache), tmp_path / "a", progress=False)
+    summary = straight.run()
+    assert summary.step == 4 and [h["step"] for h in summary.history] == [0, 2, 4]
+
+    first = Trainer(tiny_config(dataset_dir, cache, train={"steps": 2}), tmp_path / "b", progress=False)
+    first.run()
+    with pytest.raises(IbsrError, match="--resume"):
+        Trainer(tiny_config(dataset_dir, cache), tmp_path / "b", progress=False)
+    with pytest.raises(IbsrError, match="method.tau"):
+        Trainer(tiny_config(dataset_dir, cache, method={"tau": 0.2}), tmp_path / "b", resume=True, progress=False)
+    resumed = Trainer(tiny_config(dataset_dir, cache), tmp_path / "b", resume=True, progress=False)
+    assert resumed.step == 2
+    resumed_summary = resumed.run()
+    assert resumed_summary.step == 4
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-5, rtol=1e-4, msg=name)
+    assert [h["step"] for h in resumed_summary.history] == [0, 2, 4]
+    assert resumed_summary.history[-1]["top1"] == summary.history[-1]["top1"]
+
+
+def test_best_checkpoint_is_an_ibsr_checkpoint_with_info(dataset_dir, tmp_path):
+    from ibsr.model import load_checkpoint
+
+    trainer = Trainer(tiny_config(dataset_dir, tmp_path / "cache"), tmp_path / "run", command="ibsr-train run x",
+                      progress=False)
+    summary = trainer.run()
+    model = load_checkpoint(summary.best_checkpoint)
+    assert model.config.width == 8 and model.config.query_size == 32
+    payload = torch.load(summary.best_checkpoint, weights_only=True)
+    info = payload["info"]
+    assert info["command"] == "ibsr-train run x" and info["config"]["method"]["tau"] == 0.1
+    assert info["step"] == summary.best["step"] and set(info["val"]) >= {"top1", "top10", "category"}
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert sum("val" in line for line in lines) == 3 and sum("loss" in line for line in lines) == 4
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_cli_run_json_and_errors(dataset_dir, tmp_path):
+    from ibsr.cli.train import main
+
+    config = tmp_path / "c.toml"
+    config.write_text(f'seed = 1\n[data]\ntrain = "{dataset_dir}"\ncache = "{tmp_path / "cache"}"\n'
+                      f'[model]\n' + "".join(f"{k} = {json.dumps(v)}\n" for k, v in MODEL.items()) +
+                      '[train]\nbatch_size = 6\nsteps = 2\nepochs = 0\nthreads = 1\n')
+    runner = CliRunner()
+    result = runner.invoke(main, ["run", "--config", str(config), "--out", str(tmp_path / "r"), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["step"] == 2 and summary["best_checkpoint"] is None and summary["last_checkpoint"].endswith("last.pt")
+    again = runner.invoke(main, ["run", "--config", str(config), "--out", str(tmp_path / "r")])
+    assert again.exit_code == 1 and "--resume" in again.output and "Traceback" not in again.output
+    missing = runner.invoke(main, ["run", "--config", str(tmp_path / "nope.toml"), "--out", str(tmp_path / "s")])
+    assert missing.exit_code == 1 and "config not found" in missing.output
+    help_text = runner.invoke(main, ["run", "--help"]).output
+    assert "--resume" in help_text and "--json" in help_text
+
+
+def _jittor_file(model, path):
+    """The authors' on-disk format: pickle protocol 4 of {name: float32 ndarray} without
+    num_batches_tracked, then SHA-1 of the stream and b"HCAJSLHD"."""
+    arrays = {k: v.detach().numpy().astype(np.float32) for k, v in model.state_dict().items()
+              if not k.endswith("num_batches_tracked")}
+    stream = pickle.dumps(arrays, protocol=4)
+    path.write_bytes(stream + hashlib.sha1(stream).digest() + b"HCAJSLHD")
+
+
+def test_import_jittor_cli_round_trips_a_checkpoint(tmp_path):
+    from ibsr.cli.train import main
+    from ibsr.model import ModelConfig, init_model, load_checkpoint
+
+    source = init_model(ModelConfig(**TINY), seed=11)
+    with torch.no_grad():  # non-trivial BatchNorm statistics, so eval mode is really tested
+        for name, buffer in source.named_buffers():
+            if name.endswith("running_mean"):
+                buffer.normal_(0, 0.1)
+            elif name.endswith("running_var"):
+                buffer.uniform_(0.5, 1.5)
+    jittor = tmp_path / "cmic_pix3d.pt"
+    _jittor_file(source, jittor)
+    out = tmp_path / "converted.pt"
+    result = CliRunner().invoke(main, ["import-jittor", str(jittor), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "query_arch=resnet18" in result.output and "width=8" in result.output and "embed_dim=64" in result.output
+    model = load_checkpoint(out)
+    q, v = torch.rand(2, 4, 32, 32) * 2 - 1, torch.rand(3, 12, 1, 32, 32) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(model.embed_queries(q), source.embed_queries(q), atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(model.embed_views(v), source.embed_views(v), atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(model.attend(q[:, 0, 0, :].new_ones(2, 64)), source.attend(q.new_ones(2, 64)))
+    bad = CliRunner().invoke(main, ["import-jittor", str(tmp_path / "missing.pt"), "--out", str(out)])
+    assert bad.exit_code == 1 and "not found" in bad.output
