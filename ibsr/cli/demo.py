@@ -33,6 +33,7 @@ def main(out, shapes_per_category, photos_per_category, seed, topk, weights, as_
     """Generate a catalog and photos, index the catalog, search each photo, show the results."""
     from ibsr.indexer import Indexer
     from ibsr.searcher import Searcher
+    from ibsr.searcher.results import html_page
     from ibsr.synth import catalog_shape, write_catalog, write_queries
 
     say = (lambda *a, **k: None) if as_json else click.echo
@@ -50,7 +51,7 @@ def main(out, shapes_per_category, photos_per_category, seed, topk, weights, as_
     # The photos come with their true object masks, as Pix3D's evaluation does.
     queries = searcher.load_queries([out / r["image"] for r in records], [out / r["mask"] for r in records])
     results = searcher.search_queries(queries, topk=topk)
-    (out / "results.html").write_text(searcher.html(results, queries))
+    (out / "results.html").write_text(html_page(searcher.html_sections(results, queries), "ibsr demo"))
     rows = [_row(record, result) for record, result in zip(records, results)]
     if as_json:
         print_json({"results": [r.to_dict() for r in results], "summary": _summary(rows)})

@@ -6,7 +6,11 @@ from pathlib import Path
 
 import click
 
+from ibsr.errors import IbsrError
 from ibsr.cli.common import IbsrCommand, device_option, index_option, json_option, print_json, weights_option
+
+
+QUERY_CHUNK = 64  # photos decoded, encoded and reranked together
 
 
 @click.command(cls=IbsrCommand)
@@ -34,13 +38,21 @@ def main(images, index, weights, topk, masks, category, prefilter, candidates, n
     """Rank the shapes of an index for each query photo (JPEG, PNG, WebP, ...), best first."""
     from ibsr.indexer import resolve_index_dir
     from ibsr.searcher import Searcher
-    from ibsr.searcher.results import format_table
+    from ibsr.searcher.results import format_table, html_page
 
+    if masks and len(masks) != len(images):
+        raise IbsrError(f"{len(masks)} --mask for {len(images)} images; give one --mask per image, in order, or none")
     searcher = Searcher(resolve_index_dir(index), weights=weights, device=device)
-    queries = searcher.load_queries(list(images), list(masks) or None)
-    results = searcher.search_queries(queries, topk, category, prefilter, candidates, neighbors)
+    results, sections = [], []
+    for start in range(0, len(images), QUERY_CHUNK):  # bounded memory for thousands of photos
+        chunk = slice(start, start + QUERY_CHUNK)
+        queries = searcher.load_queries(list(images[chunk]), list(masks[chunk]) or None)
+        found = searcher.search_queries(queries, topk, category, prefilter, candidates, neighbors)
+        results.extend(found)
+        if html_path:
+            sections.extend(searcher.html_sections(found, queries))
     if html_path:
-        Path(html_path).write_text(searcher.html(results, queries))
+        Path(html_path).write_text(html_page(sections))
     if as_json:
         print_json([r.to_dict() for r in results])
         return

@@ -64,26 +64,27 @@ body{font-family:system-ui,sans-serif;margin:24px;color:#222}
 section{border-top:1px solid #ccc;padding:12px 0}
 .query img{height:192px;margin-right:8px;border:1px solid #ddd}
 table{border-collapse:collapse}td,th{padding:4px 10px;text-align:left;vertical-align:middle}
-td img{height:96px;image-rendering:pixelated}
+td img{height:144px}
 """
 
 
-def render_html(results: list[SearchResult], queries: dict, thumbnails: dict[str, bytes]) -> str:
-    """A self-contained page: each query, its mask, and each hit's rendered views."""
-    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>ibsr search results</title>",
-             f"<style>{PAGE_STYLE}</style></head><body><h1>ibsr search results</h1>"]
-    for result in results:
-        query = queries[result.query]
-        mask = (query.mask.astype(np.uint8) * 255)
-        parts.append(f"<section><h2>{html.escape(result.query)}</h2><div class='query'>"
-                     f"<img alt='query' src='{_data_uri(_preview(query.rgb))}'>"
-                     f"<img alt='mask ({html.escape(result.mask_source)})' src='{_data_uri(_preview(mask))}'>"
-                     f"</div><table><tr><th>rank</th><th>score</th><th>shape</th><th>views</th></tr>")
-        for hit in result.hits:
-            parts.append(f"<tr><td>{hit.rank}</td><td>{hit.score:.4f}</td>"
-                         f"<td>{html.escape(hit.shape_id)}<br><small>{html.escape(hit.source_path)}</small></td>"
-                         f"<td><img alt='views of {html.escape(hit.shape_id)}' "
-                         f"src='{_thumbnail_uri(thumbnails.get(hit.shape_id))}'></td></tr>")
-        parts.append("</table></section>")
-    parts.append("</body></html>")
+def html_section(result: SearchResult, query, thumbnails: dict[str, bytes]) -> str:
+    """One query's block: the photo, its mask, and a row per hit with the hit's rendered views."""
+    mask = query.mask.astype(np.uint8) * 255
+    parts = [f"<section><h2>{html.escape(result.query)}</h2><div class='query'>"
+             f"<img alt='query' src='{_data_uri(_preview(query.rgb))}'>"
+             f"<img alt='mask ({html.escape(result.mask_source)})' src='{_data_uri(_preview(mask))}'>"
+             f"</div><table><tr><th>rank</th><th>score</th><th>shape</th><th>views</th></tr>"]
+    for hit in result.hits:
+        parts.append(f"<tr><td>{hit.rank}</td><td>{hit.score:.4f}</td>"
+                     f"<td>{html.escape(hit.shape_id)}<br><small>{html.escape(hit.source_path)}</small></td>"
+                     f"<td><img alt='views of {html.escape(hit.shape_id)}' "
+                     f"src='{_thumbnail_uri(thumbnails.get(hit.shape_id))}'></td></tr>")
+    parts.append("</table></section>")
     return "".join(parts)
+
+
+def html_page(sections: list[str], title: str = "ibsr search results") -> str:
+    """A self-contained page (images inlined as data URIs)."""
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{PAGE_STYLE}</style></head><body><h1>{html.escape(title)}</h1>{''.join(sections)}</body></html>")

@@ -21,7 +21,7 @@ from ibsr.indexer.store import ShapeReader
 from ibsr.model import checkpoint_id, default_weights_path, load_checkpoint
 from ibsr.searcher.prefilter import CandidateGroup, Prefilter
 from ibsr.searcher.query import Query, load_query, query_tensor
-from ibsr.searcher.results import Hit, SearchResult, render_html
+from ibsr.searcher.results import Hit, SearchResult, html_section
 
 ENCODE_BATCH = 32
 DEFAULT_CANDIDATES = 1000  # --prefilter ann: shapes reranked per query
@@ -135,6 +135,8 @@ class Searcher:
                             self.shapes.source_paths[row], int(view)))
         return SearchResult(query.path, query.mask_source, hits, list(categories))
 
-    def html(self, results: list[SearchResult], queries: list[Query]) -> str:
+    def html_sections(self, results: list[SearchResult], queries: list[Query]) -> list[str]:
+        """HTML blocks for `html_page`: each query, its mask and its hits' rendered views."""
         shape_ids = sorted({hit.shape_id for r in results for hit in r.hits})
-        return render_html(results, {q.path: q for q in queries}, self.reader.thumbnails(shape_ids))
+        thumbnails = self.reader.thumbnails(shape_ids)
+        return [html_section(r, q, thumbnails) for r, q in zip(results, queries)]

@@ -1,0 +1,23 @@
+"""The shipped model, ibsr/model/weights/default.pt: made by configs/small.toml (configs/README.md)."""
+
+from __future__ import annotations
+
+import torch
+
+from ibsr.model import SMALL, default_weights_path, load_default_model
+
+
+def test_default_weights_are_the_small_preset_with_their_provenance():
+    path = default_weights_path()
+    assert path.is_file(), "ibsr/model/weights/default.pt is missing: see configs/README.md"
+    assert path.stat().st_size < 15 * 2**20
+    model = load_default_model()
+    assert model.config == SMALL
+    info = torch.load(path, map_location="cpu", weights_only=True)["info"]
+    assert info["trained_by"] == "ibsr-train" and info["command"].startswith("ibsr-train run --config configs/small.toml")
+    assert info["config"]["model"]["preset"] == "small"
+    assert {"top1", "top10", "category"} <= set(info["val"]) and info["val"]["top1"] > 0.1  # chance is 1/80
+    # finite, normalized embeddings
+    with torch.no_grad():
+        q = model.embed_queries(torch.rand(2, 4, SMALL.query_size, SMALL.query_size) * 2 - 1)
+    assert torch.isfinite(q).all() and torch.allclose(q.norm(dim=-1), torch.ones(2), atol=1e-5)
