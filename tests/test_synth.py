@@ -143,3 +143,13 @@ def test_cli_synth(tmp_path):
     assert len((out / "queries.jsonl").read_text().splitlines()) == 4
     bad = runner.invoke(main, ["synth", "--out", str(out), "--categories", "chair,spaceship"])
     assert bad.exit_code == 2 and "spaceship" in bad.output
+
+
+def test_first_photo_continues_the_photo_sequence(tmp_path):
+    from ibsr.synth import catalog_shape, write_shape_queries
+
+    shape = catalog_shape("stool", 0, seed=5)
+    all_three = write_shape_queries(shape, tmp_path / "a", 3, seed=5, size=48)
+    last_only = write_shape_queries(shape, tmp_path / "b", 1, seed=5, size=48, first=2)
+    assert last_only[0]["image"] == all_three[2]["image"]
+    assert (tmp_path / "a" / all_three[2]["image"]).read_bytes() == (tmp_path / "b" / last_only[0]["image"]).read_bytes()

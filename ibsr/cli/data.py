@@ -42,6 +42,9 @@ def _categories(ctx, param, value):
               help="Shapes generated per category.")
 @click.option("--queries-per-shape", default=4, show_default=True, type=click.IntRange(min=0),
               help="Query photos (JPEG + mask PNG) rendered per shape; 0 writes no queries.")
+@click.option("--first-photo", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Number the photos of each shape from this index: photos K.. of the same shapes are new "
+                   "photos, e.g. held-out photos of training shapes that training never saw.")
 @click.option("--seed", default=7, show_default=True, type=int,
               help="Random seed: the same seed writes byte-identical files.")
 @click.option("--size", default=256, show_default=True, type=click.IntRange(min=16, max=2048),
@@ -50,7 +53,7 @@ def _categories(ctx, param, value):
               type=click.Choice(["obj", "ply", "off", "stl", "glb"]), help="Mesh file format.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print a JSON summary on stdout instead of a text line (no progress bar).")
-def synth(out_dir, categories, shapes_per_category, queries_per_shape, seed, size, fmt, as_json):
+def synth(out_dir, categories, shapes_per_category, queries_per_shape, first_photo, seed, size, fmt, as_json):
     """Write a procedural furniture catalog and query photos of its shapes."""
     from tqdm import tqdm
 
@@ -64,7 +67,7 @@ def synth(out_dir, categories, shapes_per_category, queries_per_shape, seed, siz
         with tqdm(total=total, unit="shape", disable=as_json, file=sys.stderr) as bar:
             for shape in iter_shapes(categories, shapes_per_category, seed):
                 shapes.append(write_shape(shape, out_dir, fmt))
-                queries.extend(write_shape_queries(shape, out_dir, queries_per_shape, seed, size))
+                queries.extend(write_shape_queries(shape, out_dir, queries_per_shape, seed, size, first=first_photo))
                 bar.update(1)
         write_jsonl(out_dir / "catalog.jsonl", shapes)
         if queries_per_shape:

@@ -2,6 +2,8 @@
 
     ibsr-eval --index ibsr_index --queries data/queries.jsonl
     ibsr-eval --index pix3d_index --queries pix3d/pix3d.json --weights weights/pix3d.pt --json
+    ibsr-eval --index ibsr_index --queries data/queries.jsonl --report eval.html --shape-metrics
+    ibsr-eval --index ibsr_index --queries data/queries.jsonl --ray      # query loading on Ray
 """
 
 from __future__ import annotations
@@ -42,32 +44,66 @@ from ibsr.cli.common import IbsrCommand, device_option, index_option, json_optio
               help="Fail on a query whose shape is not in the index or whose photo cannot be read "
                    "(default: exclude it from the metrics, count it and warn).")
 @click.option("--per-query", is_flag=True, help="With --json: include every query's record (truth, rank, top-10 ids).")
+@click.option("--report", "report_path", default=None, type=click.Path(dir_okay=False),
+              help="Also write a self-contained HTML page: summary, latency per stage, per-category bars, "
+                   "accuracy versus k, category confusion, and a gallery of failed and correct queries with "
+                   "their top-5 shapes.")
+@click.option("--shape-metrics", is_flag=True,
+              help="Chamfer distance and voxel IoU between each query's top-1 shape and its true shape (as "
+                   "Pix3D's evaluation), from the catalog meshes at the index's source paths.")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+              help="Decode, mask and encode the query photos on Ray workers (pip install 'ibsr[ray]'); the "
+                   "rerank stays here, in batches. --ray alone starts Ray on this machine; --ray auto joins the "
+                   "cluster `ray start --head` runs here; --ray ray://HOST:10001 a remote one.")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar on stderr. Default: when stderr is a terminal.")
 @device_option
 @json_option
 def main(index, queries_path, weights, batch_size, limit, topk, prefilter, candidates, neighbors, oracle_category,
-         strict, per_query, progress, device, as_json):
+         strict, per_query, report_path, shape_metrics, ray_address, progress, device, as_json):
     """Report top-1/5/10 instance accuracy, category accuracy, mean reciprocal rank, a per-category
     table and queries/s of an index on labelled query photos."""
     from ibsr.eval import evaluate, format_report, read_queries
     from ibsr.indexer import resolve_index_dir
     from ibsr.searcher import Searcher
 
+    if ray_address is not None:
+        from ibsr.indexer.ray_backend import import_ray
+        import_ray()  # not installed: say how to install it first
     queries = read_queries(queries_path)  # before opening the index: a bad file fails fast
     start = time.perf_counter()
     searcher = Searcher(resolve_index_dir(index), weights=weights, device=device)
     open_s = time.perf_counter() - start
-    report = evaluate(searcher, queries, batch_size=batch_size, topk=topk, prefilter=prefilter,
-                      candidates=candidates, neighbors=neighbors, oracle_category=oracle_category, strict=strict,
-                      limit=limit, source=str(queries_path),
-                      progress=sys.stderr.isatty() if progress is None else progress,
-                      warn=lambda message: click.echo(f"warning: {message}", err=True))
+    options = dict(batch_size=batch_size, topk=topk, prefilter=prefilter, candidates=candidates, neighbors=neighbors,
+                   oracle_category=oracle_category, strict=strict, limit=limit, source=str(queries_path),
+                   progress=sys.stderr.isatty() if progress is None else progress,
+                   warn=lambda message: click.echo(f"warning: {message}", err=True))
+    if ray_address is None:
+        report = evaluate(searcher, queries, **options)
+    else:
+        from ibsr.eval.ray_eval import evaluate_with_ray
+        report = evaluate_with_ray(searcher, queries, address=ray_address, **options)
     report.timings["open_s"] = open_s
+    extra = {}
+    if shape_metrics:
+        from ibsr.eval.report import format_shape_metrics, shape_metrics as measure_shapes
+        extra["shape_metrics"] = measure_shapes(report, searcher)
+    if report_path:
+        from ibsr.eval.report import measure_latency, write_html_report
+        extra["latency"] = measure_latency(searcher, report, candidates=candidates, neighbors=neighbors)
+        extra["report"] = str(write_html_report(report_path, report, searcher, extra["latency"],
+                                                extra.get("shape_metrics")))
     if as_json:
-        print_json(report.to_dict(per_query=per_query))
+        data = {**report.to_dict(per_query=per_query), **extra}
+        if "shape_metrics" in data and not per_query:
+            data["shape_metrics"] = {k: v for k, v in data["shape_metrics"].items() if k != "per_query"}
+        print_json(data)
         return
     click.echo(format_report(report))
+    if shape_metrics:
+        click.echo(format_shape_metrics(extra["shape_metrics"]))
+    if report_path:
+        click.echo(f"report: {extra['report']}")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import os
 
 import click
 
+from ibsr.indexer.render import UP_AXES
 from ibsr.cli.common import IbsrGroup, device_option, index_option, json_option, print_json, weights_option
 
 
@@ -20,11 +21,18 @@ def main():
     """Build and inspect ibsr shape indexes."""
 
 
+ray_option = click.option(
+    "--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+    help="Render and encode on Ray (pip install 'ibsr[ray]'): --ray alone starts Ray on this machine; "
+         "--ray auto joins the cluster `ray start --head` runs here; --ray ray://HOST:10001 a remote one. "
+         "Same index as without Ray; --workers is then unused.")
+
+
 @main.command()
 @click.argument("catalog", type=click.Path())
 @index_option
 @weights_option
-@click.option("--up-axis", default="y", show_default=True, type=click.Choice(["x", "y", "z", "-x", "-y", "-z"]),
+@click.option("--up-axis", default="y", show_default=True, type=click.Choice(UP_AXES),
               help="Which axis of the mesh files points up (ShapeNet: y; many CAD/scan files: z).")
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1),
               help="Shapes encoded and committed together; a killed build loses at most one batch.")
@@ -34,10 +42,11 @@ def main():
 @click.option("--prune", is_flag=True, help="Remove indexed shapes that are no longer in the catalog.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @faiss_option
+@ray_option
 @device_option
 @json_option
-def build(catalog, index, weights, up_axis, batch_size, workers, strict, prune, quiet, faiss_factory, device,
-          as_json):
+def build(catalog, index, weights, up_axis, batch_size, workers, strict, prune, quiet, faiss_factory, ray_address,
+          device, as_json):
     """Index CATALOG: a folder <category>/<name>.<ext> (or <category>/<name>/model.<ext>),
     or a manifest .csv/.jsonl with shape_id,category,path. Formats: obj off ply stl glb gltf.
 
@@ -45,9 +54,13 @@ def build(catalog, index, weights, up_axis, batch_size, workers, strict, prune, 
     killed build resumes where it stopped."""
     from ibsr.indexer import Indexer, resolve_index_dir
 
+    if ray_address is not None:
+        from ibsr.indexer.ray_backend import import_ray
+        import_ray()  # not installed: say how to install it before touching the index
     indexer = Indexer(resolve_index_dir(index), weights=weights, up_axis=up_axis, batch_size=batch_size,
                       workers=workers, device=device)
-    report = indexer.build(catalog, strict=strict, prune=prune, progress=not quiet, faiss_factory=faiss_factory)
+    report = indexer.build(catalog, strict=strict, prune=prune, progress=not quiet, faiss_factory=faiss_factory,
+                           ray=ray_address)
     summary = {**report.__dict__, **report.rates()}
     if as_json:
         print_json(summary)

@@ -77,14 +77,20 @@ class Indexer:
                          up_axis=self.up_axis)
 
     def build(self, catalog: Path, strict: bool = False, prune: bool = False, progress: bool = True,
-              faiss_factory: str | None = None) -> BuildReport:
+              faiss_factory: str | None = None, ray: str | None = None) -> BuildReport:
+        """ray: None builds in this process (+ render workers); an address ("local", "auto",
+        "ray://host:10001") renders and encodes on Ray instead (`indexer/ray_backend.py`)."""
         started = time.perf_counter()
         entries = discover(Path(catalog))
         self._check_compatible()
         writer = ShapeWriter(self.index_dir, self.meta)
         report = BuildReport(index=str(self.index_dir), catalog_shapes=len(entries))
         todo = self._changed(entries, writer.indexed_hashes(), report, writer, prune)
-        self._index(todo, writer, report, strict, progress)
+        if ray is None:
+            self._index(todo, writer, report, strict, progress)
+        else:
+            from ibsr.indexer.ray_backend import index_with_ray
+            index_with_ray(self, todo, writer, report, strict, progress, address=ray)
         if report.indexed or report.pruned:
             writer.compact()
         if writer.table.count_rows() and (report.indexed or report.pruned or faiss_factory

@@ -14,9 +14,7 @@ import numpy as np
 import trimesh
 
 from ibsr.errors import IbsrError
-from ibsr.indexer.render import normalize_mesh
-
-UP_AXES = ("x", "y", "z", "-x", "-y", "-z")
+from ibsr.indexer.render import UP_AXES, normalize_mesh  # noqa: F401 (UP_AXES re-exported for the CLI)
 
 
 class MeshError(IbsrError):

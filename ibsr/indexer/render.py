@@ -36,7 +36,7 @@ HEADLIGHT = 0.48  # light at the camera: every visible surface gets some light
 KEY_LIGHT = 0.30  # fixed in the world, from above-front-left: tops read brighter than sides
 KEY_LIGHT_DIR = np.array([-0.35, 0.85, 0.40]) / np.linalg.norm([-0.35, 0.85, 0.40])
 
-_UP_AXES = ("x", "y", "z", "-x", "-y", "-z")
+UP_AXES = ("x", "y", "z", "-x", "-y", "-z")
 
 # Rays per Embree query. All views go through one loop of a few large queries; chunks of 32k
 # keep trimesh's float64 temporaries in cache and measured 1.5-1.7x faster than a single
@@ -227,7 +227,7 @@ def up_axis_rotation(up_axis: str) -> np.ndarray:
         "-x": ([0, 0, 1], -math.pi / 2),
     }
     if axis not in angles:
-        raise IbsrError(f"unknown up axis {up_axis!r}: use one of {', '.join(_UP_AXES)}")
+        raise IbsrError(f"unknown up axis {up_axis!r}: use one of {', '.join(UP_AXES)}")
     direction, angle = angles[axis]
     rotation = trimesh.transformations.rotation_matrix(angle, direction)
     rotation[np.abs(rotation) < 1e-12] = 0.0  # exact zeros: keep vertices bit-stable

@@ -65,11 +65,14 @@ def write_catalog(out_dir, categories, shapes_per_category: int, seed: int, fmt:
 
 
 def write_shape_queries(shape: SynthShape, out_dir, queries_per_shape: int, seed: int,
-                        size: int = 256) -> list[dict]:
-    """Render and write the query photos of one shape; return their queries.jsonl records."""
+                        size: int = 256, first: int = 0) -> list[dict]:
+    """Render and write photos first..first+n-1 of one shape; return their queries.jsonl records.
+
+    Photo k of a shape is the same for every `first`, so `first` past the photos used in
+    training gives new photos of the training shapes."""
     out_dir = Path(out_dir)
     records = []
-    for k in range(queries_per_shape):
+    for k in range(first, first + queries_per_shape):
         rng = derive_rng(seed, PHOTO_STREAM, shape.shape_id, k)
         rgb, mask, params = sample_query_photo(shape, rng, size)
         stem = Path("queries") / f"{shape.shape_id}_{k}"

@@ -1,0 +1,261 @@
+"""The index build on Ray (`ibsr-index build CATALOG --ray [ADDRESS]`): the same index, more machines.
+
+    ibsr-index build catalog/ --ray                    # start Ray on this machine for the build
+    ibsr-index build catalog/ --ray auto               # the cluster that `ray start --head` runs here
+    ibsr-index build catalog/ --ray ray://head:10001   # a remote cluster (Ray client)
+
+`Indexer.build` does discovery, the incremental check (`_changed`), compaction and the FAISS
+rebuild exactly as without Ray; only the render + encode + write loop (`Indexer._index`)
+is replaced by a Ray Data pipeline:
+
+    from_items(render jobs) -> map(render)           CPU tasks, one shape per row (render_job.py)
+                            -> map_batches(encoder)  actor pool holding the model: one GPU per
+                                                     actor when the cluster has GPUs, else CPU
+                            -> iter_batches          the driver commits each batch of
+                                                     --batch-size shapes with ShapeWriter.upsert
+
+Writing from the driver keeps LanceDB single-writer and keeps the crash-safety of the local
+build: one merge-insert on shape_id per batch = one atomic commit, so a killed build rerun
+neither loses nor duplicates shapes. Ray retries a task or restarts an actor whose worker
+died (Ray Data's defaults: tasks and actor calls are retried without limit). Rows come back
+in catalog order (`preserve_order`), so the table has the rows in the same order as a local
+build. A mesh that fails to load or render travels through the pipeline as an error row and
+is reported (or fatal with --strict) exactly as in the local build.
+
+Every node needs ibsr installed (`pip install ibsr[ray]`) and must read the catalog files at
+the paths the driver sees (a shared file system); the model weights are shipped to the
+encoder actors from the driver, so they need no copy of the checkpoint.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import sys
+import time
+
+import numpy as np
+
+from ibsr.errors import IbsrError
+
+LOCAL = "local"  # --ray without an address: start a Ray instance on this machine for the build
+INSTALL_HINT = "pip install 'ibsr[ray]' (or: pip install 'ray[data]>=2.9')"
+CPU_ENCODERS_PER_CPUS = 8  # CPU-only clusters: one encoder actor per 8 CPUs (at least 1)
+# Memory reserved per render / photo-decoding task. Besides being about what one needs, it
+# keeps Ray Data from fusing these CPU tasks into the encoder actors (it fuses a task map into
+# the next actor map when their resource requests are equal), which would serialize them.
+TASK_MEMORY = 256 * 2 ** 20
+
+
+def import_ray():
+    """The `ray` module, or an IbsrError saying how to install it."""
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise IbsrError(f"--ray needs Ray, which is not installed: {INSTALL_HINT}") from None
+    return ray
+
+
+class ray_session:
+    """Use the Ray instance this process already joined, else connect to `address` (or start
+    a local one for LOCAL/None); shut it down afterwards only if this session started it."""
+
+    def __init__(self, address: str | None = LOCAL):
+        self.address = address or LOCAL
+        self.started = False
+
+    def __enter__(self):
+        ray = import_ray()
+        if ray.is_initialized():
+            return ray
+        options = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=True)
+        options["address"] = "local" if self.address == LOCAL else self.address
+        try:
+            ray.init(**options)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise IbsrError(f"cannot connect to Ray at {self.address!r} ({exc}); start it with "
+                            "`ray start --head`, or pass --ray without an address to run Ray locally") from None
+        self.started = True
+        return ray
+
+    def __exit__(self, *exc):
+        if self.started:
+            import ray
+            ray.shutdown()
+
+
+class ShapeEncoder:
+    """Ray Data actor: holds the model, turns rendered views into view embeddings.
+
+    Input batch: the render rows (views N x V x S x S uint8, error "" for rendered shapes).
+    Output: the same rows without `views`, with `embeddings` N x V x D float32 (zeros for
+    error rows) and the batch's encode time spread over its rows.
+    """
+
+    def __init__(self, config: dict, state, device: str):
+        import torch
+
+        self.device = torch.device(device)
+        self.model = load_model(config, state, device)
+
+    def encode_views(self, views: np.ndarray) -> np.ndarray:
+        """Indexer.encode_views itself (it reads only self.model and self.device): same numbers."""
+        from ibsr.indexer.build import Indexer
+
+        return Indexer.encode_views(self, views)
+
+    def __call__(self, batch: dict) -> dict:
+        started = time.perf_counter()
+        views = batch.pop("views")
+        ok = np.asarray(batch["error"]) == ""
+        if ok.any():
+            encoded = self.encode_views(np.ascontiguousarray(views[ok]))
+            embeddings = np.zeros((len(ok), *encoded.shape[1:]), np.float32)
+            embeddings[ok] = encoded
+        else:  # nothing rendered in this batch: keep the column's shape
+            embeddings = np.zeros((len(ok), views.shape[1], self.model.config.embed_dim), np.float32)
+        batch["embeddings"] = embeddings
+        batch["encode_seconds"] = np.full(len(ok), (time.perf_counter() - started) / len(ok))
+        return batch
+
+
+def render_row(job: dict, views: int, size: int) -> dict:
+    """`render_shape` as a Ray Data row: every row has the same columns (errors included)."""
+    from ibsr.indexer.render_job import RenderJob, render_shape
+
+    result = render_shape(RenderJob(**job))
+    error = result.get("error", "")
+    return {
+        "shape_id": job["shape_id"], "category": job["category"], "source_path": job["path"],
+        "mesh_hash": job["mesh_hash"], "path": job["path"], "error": error,
+        "views": np.zeros((views, size, size), np.uint8) if error else result["views"],
+        "thumbnail": b"" if error else result["thumbnail"],
+        "render_seconds": 0.0 if error else result["render_seconds"],
+    }
+
+
+def index_with_ray(indexer, todo: list, writer, report, strict: bool, progress: bool,
+                   address: str | None = LOCAL, encoders: int | None = None) -> None:
+    """Render, encode and commit the shapes of `todo` ((CatalogEntry, mesh hash) pairs) on Ray.
+
+    `indexer` is the calling `Indexer` (its model, meta, batch size and failure reporting),
+    `writer`/`report` are the build's. encoders: size of the encoder actor pool (default: one
+    per GPU of the cluster, else one per CPU_ENCODERS_PER_CPUS CPUs).
+    """
+    from tqdm import tqdm
+
+    from ibsr.indexer.store import make_rows
+
+    if not todo:
+        return
+    meta, batch_size = indexer.meta, indexer.batch_size
+    jobs = [{"shape_id": e.shape_id, "category": e.category, "path": str(e.path), "mesh_hash": digest,
+             "up_axis": indexer.up_axis, "size": meta.render_size} for e, digest in todo]
+    with ray_session(address) as ray, ordered_pipeline(ray):
+        dataset = _pipeline(ray, indexer, jobs, encoders)
+        bar = tqdm(total=len(jobs), unit="shape", desc="indexing (ray)", disable=not progress, file=sys.stderr)
+        for batch in dataset.iter_batches(batch_size=batch_size, batch_format="numpy"):
+            rows, embeddings = [], []
+            for i in range(len(batch["shape_id"])):
+                bar.update(1)
+                if batch["error"][i]:
+                    indexer._fail({"path": str(batch["path"][i]), "error": str(batch["error"][i])}, report, strict, bar)
+                    continue
+                report.render_seconds += float(batch["render_seconds"][i])
+                report.encode_seconds += float(batch["encode_seconds"][i])
+                rows.append({"shape_id": str(batch["shape_id"][i]), "category": str(batch["category"][i]),
+                             "source_path": str(batch["source_path"][i]), "mesh_hash": str(batch["mesh_hash"][i]),
+                             "thumbnail": bytes(batch["thumbnail"][i]), "encoder_id": indexer.encoder_id})
+                embeddings.append(batch["embeddings"][i])
+            if rows:  # one LanceDB commit per batch, from this process only
+                started = time.perf_counter()
+                writer.upsert(make_rows(writer.schema, rows, np.stack(embeddings).astype(np.float32)))
+                report.write_seconds += time.perf_counter() - started
+                report.indexed += len(rows)
+        bar.close()
+
+
+class ordered_pipeline:
+    """Ray Data options for our pipelines while they run: rows in input order, no Ray
+    progress bars (the caller shows its own); restored afterwards."""
+
+    def __init__(self, ray):
+        self.context = ray.data.DataContext.get_current()
+        self.logger = logging.getLogger("ray.data")
+
+    def __enter__(self):
+        options = self.context.execution_options
+        self.saved = (options.preserve_order, self.context.enable_progress_bars, self.logger.level)
+        options.preserve_order = True
+        self.context.enable_progress_bars = False
+        self.logger.setLevel(logging.ERROR)  # no execution-plan chatter on the command line
+        return self.context
+
+    def __exit__(self, *exc):
+        options = self.context.execution_options
+        options.preserve_order, self.context.enable_progress_bars, level = self.saved
+        self.logger.setLevel(level)
+
+
+def encoder_pool(ray, device, encoders: int | None = None) -> dict:
+    """map_batches arguments for an actor pool of encoders: one GPU per actor when the
+    cluster has GPUs (unless `device` is an explicit CPU on a CUDA driver), else CPU actors."""
+    import torch
+
+    resources = ray.cluster_resources()
+    cpus, gpus = int(resources.get("CPU", 1)), int(resources.get("GPU", 0))
+    use_gpus = gpus > 0 and not (device.type == "cpu" and torch.cuda.is_available())
+    if encoders is None:
+        encoders = gpus if use_gpus else max(1, cpus // CPU_ENCODERS_PER_CPUS)
+    return {"compute": ray.data.ActorPoolStrategy(size=encoders), "num_gpus": 1 if use_gpus else None,
+            "num_cpus": 1, "device": "cuda" if use_gpus else "cpu"}
+
+
+def model_payload(ray, model) -> dict:
+    """Constructor arguments that rebuild `model` in an actor: its config and its weights, put
+    in the object store once. Actors thus run the driver's model whatever the nodes hold."""
+    state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
+    return {"config": model.config.to_dict(), "state": ray.put(state)}
+
+
+def load_model(config: dict, state, device: str):
+    """The model of `model_payload`, in eval mode on `device` (inside an actor)."""
+    import ray
+    import torch
+
+    from ibsr.model import ModelConfig, init_model
+
+    if isinstance(state, ray.ObjectRef):
+        state = ray.get(state)
+    model = init_model(ModelConfig.from_dict(config))
+    model.load_state_dict(state)
+    return model.to(torch.device(device)).eval()
+
+
+def cluster_cpus(ray) -> int:
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+def _pipeline(ray, indexer, jobs: list[dict], encoders: int | None):
+    pool = encoder_pool(ray, indexer.device, encoders)
+    per_block = max(1, min(indexer.batch_size, math.ceil(len(jobs) / (4 * cluster_cpus(ray)))))  # spread renders
+    dataset = from_items(ray, jobs, math.ceil(len(jobs) / per_block))
+    dataset = dataset.map(render_row, fn_kwargs={"views": indexer.meta.views, "size": indexer.meta.render_size},
+                          num_cpus=1, memory=TASK_MEMORY)
+    return dataset.map_batches(
+        ShapeEncoder, batch_size=indexer.batch_size, batch_format="numpy",
+        fn_constructor_kwargs={**model_payload(ray, indexer.model), "device": pool["device"]},
+        compute=pool["compute"], num_gpus=pool["num_gpus"], num_cpus=pool["num_cpus"])
+
+
+def from_items(ray, items: list, blocks: int):
+    """ray.data.from_items with `blocks` blocks (the keyword changed name in Ray 2.10)."""
+    keyword = "override_num_blocks" if "override_num_blocks" in inspect.signature(ray.data.from_items).parameters \
+        else "parallelism"
+    return ray.data.from_items(items, **{keyword: blocks})
+
+
+__all__ = ["INSTALL_HINT", "LOCAL", "ShapeEncoder", "encoder_pool", "from_items", "import_ray", "index_with_ray",
+           "load_model", "model_payload", "ordered_pipeline", "ray_session", "render_row"]
