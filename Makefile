@@ -3,15 +3,21 @@
 #   make test   set up .venv and run the test suite (what CI runs)
 VENV ?= .venv
 STAMP := $(VENV)/.ibsr-installed
+TEST_STAMP := $(VENV)/.ibsr-test-installed
 
-.PHONY: setup demo test
+.PHONY: setup test-setup demo test
 setup: $(STAMP)
 $(STAMP): pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh $(VENV)
 	touch $(STAMP)
 
+test-setup: $(TEST_STAMP)
+$(TEST_STAMP): pyproject.toml scripts/setup.sh
+	bash scripts/setup.sh --test $(VENV)
+	touch $(STAMP) $(TEST_STAMP)
+
 demo: setup
 	$(VENV)/bin/ibsr-demo
 
-test: setup
+test: test-setup
 	$(VENV)/bin/python -m pytest -q

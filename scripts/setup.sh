@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Create (or update) the virtual environment and install ibsr into it.
-#   scripts/setup.sh [VENV_DIR]        (default .venv)
+#   scripts/setup.sh [--test] [VENV_DIR]        (default .venv)
+# --test also installs what the test suite needs: pytest, the `ray` extra, and Debian's
+# chromium (the evaluation report is rendered headless in a test).
 # torch: an already installed torch is kept (GPU users install theirs first, or set
 # IBSR_TORCH_SPEC, e.g. IBSR_TORCH_SPEC="torch==2.13.0"). Without CUDA we install the CPU
 # build so pip never pulls a multi-GB CUDA wheel: from a local wheel store when pip has one
 # (pip's find-links), else from PyTorch's CPU index.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+TEST=0
+if [ "${1:-}" = "--test" ]; then TEST=1; shift; fi
 VENV="${1:-.venv}"
 PY="${PYTHON:-python3}"
 
@@ -25,4 +29,13 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
            --extra-index-url https://pypi.org/simple
   fi
 fi
-"${PIP[@]}" install -e ".[test]"
+if [ "$TEST" = 1 ]; then
+  "${PIP[@]}" install -e ".[test,ray]"
+  if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+    echo "ibsr setup: installing Debian's chromium for the report test" >&2
+    $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+  fi
+else
+  "${PIP[@]}" install -e .
+fi

@@ -54,6 +54,14 @@ def test_webp_and_grabcut_finds_the_object(tmp_path):
     assert iou > 0.8
 
 
+def test_grabcut_is_deterministic():
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 255, (80, 100, 3), dtype=np.uint8)
+    rgb[20:60, 30:70] = (30, 200, 40)
+    masks = [q.grabcut_mask(rgb) for _ in range(3)]
+    assert all((m == masks[0]).all() for m in masks)
+
+
 def test_mask_file(tmp_path):
     rgb, mask = scene()
     Image.fromarray(rgb).save(tmp_path / "x.png")

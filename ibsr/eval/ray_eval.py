@@ -55,7 +55,10 @@ def evaluate_with_ray(searcher, queries: list[EvalQuery], address: str | None = 
         known = known[:limit]
     with ray_session(address) as ray, ordered_pipeline(ray):
         rows = _encoded_rows(ray, searcher, known, encoders)
-        return evaluate(RayQueries(searcher, rows), queries, batch_size=batch_size, limit=limit, **options)
+        try:
+            return evaluate(RayQueries(searcher, rows), queries, batch_size=batch_size, limit=limit, **options)
+        finally:
+            rows.close()  # end the Ray iteration while Ray is still up
 
 
 class RayQueries:
@@ -90,18 +93,12 @@ class RayQueries:
         return [EncodedQuery(row["image"], row["mask_source"], row["q"], row["wq"]) for row in rows]
 
     def search_queries(self, queries: list[EncodedQuery], *args, **kwargs):
-        """Searcher.search_queries on queries encoded by the workers: its `encode` step is
-        replaced, for this call, by the embeddings they computed."""
+        """Searcher.search_encoded on the embeddings the workers computed."""
         import torch
 
-        searcher = self.searcher
-        q = torch.from_numpy(np.stack([x.q for x in queries])).to(searcher.device)
-        wq = torch.from_numpy(np.stack([x.wq for x in queries])).to(searcher.device)
-        searcher.encode = lambda _queries: (q, wq)  # instance attribute shadows the method
-        try:
-            return searcher.search_queries(queries, *args, **kwargs)
-        finally:
-            del searcher.encode
+        q = torch.from_numpy(np.stack([x.q for x in queries]))
+        wq = torch.from_numpy(np.stack([x.wq for x in queries]))
+        return self.searcher.search_encoded(queries, q, wq, *args, **kwargs)
 
 
 def query_row(row: dict, size: int) -> dict:
@@ -129,7 +126,7 @@ class QueryEncoder:
         import torch
 
         with torch.no_grad():
-            x = torch.from_numpy(np.ascontiguousarray(batch.pop("x"))).to(self.device)
+            x = torch.from_numpy(np.array(batch.pop("x"), dtype=np.float32)).to(self.device)  # a writable copy
             q = self.model.embed_queries(x).float()
             wq = self.model.attend(q).float()
         batch["q"], batch["wq"] = q.cpu().numpy(), wq.cpu().numpy()

@@ -217,8 +217,8 @@ th:first-child,td:first-child{text-align:left}th{background:#f5f5f5}
 .gallery .item{border:1px solid #ddd;border-radius:6px;padding:8px;margin:10px 0;display:flex;gap:10px;
  align-items:flex-start}
 .item .photo img{width:150px;height:150px;object-fit:contain;background:#fafafa;border:1px solid #ddd}
-.item .photo{width:160px;font-size:12px;word-break:break-all}
-.hit{width:136px;font-size:11px;text-align:center;word-break:break-all}
+.item .photo{width:170px;flex:none;font-size:12px;overflow-wrap:anywhere}
+.hit{width:136px;font-size:11px;text-align:center;overflow-wrap:anywhere}
 .hit img{width:128px;border:3px solid #ccc;border-radius:4px;background:#fff}
 .hit.ok img{border-color:#2e9d4b}.hit.bad img{border-color:#d0453a}.hit.truth img{border-color:#2e6fd0}
 .tag{display:inline-block;padding:1px 6px;border-radius:8px;font-size:11px;color:#fff}
@@ -437,13 +437,19 @@ def _gallery_item(record, thumbnails, photos, category_of, geometry) -> str:
     return "".join(parts)
 
 
+def _spread(items: list, n: int) -> list:
+    """n items evenly spaced over `items` (first and last included), in order."""
+    if len(items) <= n:
+        return list(items)
+    return [items[int(i)] for i in np.unique(np.linspace(0, len(items) - 1, n).round())]
+
+
 def gallery_records(records: list[dict], failed: int = GALLERY_FAILED, correct: int = GALLERY_CORRECT):
-    """(failed, correct) records shown: misses first by how far the truth fell, then hits."""
-    misses = sorted((r for r in records if r["rank"] != 1),
-                    key=lambda r: (-(r["rank"] or 10 ** 9), r["line"]))
-    hits = [r for r in records if r["rank"] == 1]
-    step = max(1, len(hits) // correct) if hits else 1
-    return misses[:failed], hits[::step][:correct]
+    """(failed, correct) records shown. Misses are sorted by how far the true shape fell (not
+    ranked first) and sampled evenly, from the worst to the near misses; hits are sampled
+    evenly in file order."""
+    misses = sorted((r for r in records if r["rank"] != 1), key=lambda r: (-(r["rank"] or 10 ** 9), r["line"]))
+    return _spread(misses, failed), _spread([r for r in records if r["rank"] == 1], correct)
 
 
 def html_report(report, thumbnails: dict[str, bytes], photos: dict[str, str], category_of: dict[str, str],
@@ -482,9 +488,10 @@ def html_report(report, thumbnails: dict[str, bytes], photos: dict[str, str], ca
 <div>{_per_category_table(report, shapes)}</div></div>
 <h2>Accuracy versus k</h2>{svg_curve(report.curve)}
 <h2>Confusion between categories</h2>{_confusion_html(confusion(report.records, category_of))}
-<h2>Failed queries</h2><p class='note'>Queries whose true shape is not ranked first ({total_misses} in all; the
-{len(misses)} whose true shape fell furthest are shown). Green: the true shape; red: another shape; blue: the true
-shape when it is not in the top {GALLERY_HITS}.</p><div class='gallery'>{items(misses)}</div>
+<h2>Failed queries</h2><p class='note'>Queries whose true shape is not ranked first: {len(misses)} of
+{total_misses}, from the one whose true shape fell furthest to near misses. Each row: the photo, then the top
+{GALLERY_HITS} shapes (green: the true shape; red: another shape; blue: the true shape when it is not in the top
+{GALLERY_HITS}).</p><div class='gallery'>{items(misses)}</div>
 <h2>Correct queries</h2><div class='gallery'>{items(hits)}</div>
 </body></html>"""
 

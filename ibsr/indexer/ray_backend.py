@@ -34,6 +34,7 @@ import logging
 import math
 import sys
 import time
+import warnings
 
 import numpy as np
 
@@ -73,7 +74,9 @@ class ray_session:
         options = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=True)
         options["address"] = "local" if self.address == LOCAL else self.address
         try:
-            ray.init(**options)
+            with warnings.catch_warnings():  # Ray forks its services; LanceDB warns about forks
+                warnings.filterwarnings("ignore", message=".*fork", category=RuntimeWarning)
+                ray.init(**options)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise IbsrError(f"cannot connect to Ray at {self.address!r} ({exc}); start it with "
                             "`ray start --head`, or pass --ray without an address to run Ray locally") from None

@@ -127,6 +127,7 @@ def grabcut_mask(rgb: np.ndarray) -> np.ndarray:
     rect = (border_x, border_y, w - 2 * border_x, h - 2 * border_y)
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+    cv2.setRNGSeed(0)  # GrabCut seeds its colour models with k-means: same image, same mask
     cv2.grabCut(bgr, labels, rect, bgd, fgd, GRABCUT_ITERATIONS, cv2.GC_INIT_WITH_RECT)
     mask = (labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)
     return mask if mask.any() else np.ones((h, w), bool)

@@ -1,8 +1,9 @@
 """The Searcher: photos in, ranked catalog shapes out.
 
 It opens an index at one pinned table version, loads every shape's view embeddings once,
-encodes queries in batches, and hands scoring to `ibsr.kernels` through one narrow call
-(`rerank`), restricted by candidate lists when a category is given.
+encodes queries in batches, asks the prefilter (`prefilter.py`, FAISS) which shapes each
+query's rerank should look at, and hands exact scoring to `ibsr.kernels` through one narrow
+call (`rerank`), one call per group of queries that share a candidate set.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class Searcher:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model.to(self.device)
         self.shapes = self.reader.snapshot()
-        self.views = torch.from_numpy(np.require(self.shapes.views, requirements='W')).to(self.device)
+        self.views = torch.from_numpy(np.require(self.shapes.views, requirements="W")).to(self.device)
         self.prefilter = Prefilter(self.reader.index_dir, self.shapes)
         self.timings: dict[str, float] = defaultdict(float)  # stage -> seconds, see _timed
 
@@ -72,6 +73,16 @@ class Searcher:
         topk = self._check_topk(topk)
         with self._timed("encode"):
             q, wq = self.encode(queries)
+        return self.search_encoded(queries, q, wq, topk, category, prefilter, candidates, neighbors)
+
+    def search_encoded(self, queries: list, q: torch.Tensor, wq: torch.Tensor, topk: int = 10,
+                       category: str | None = None, prefilter: str = "category",
+                       candidates: int = DEFAULT_CANDIDATES, neighbors: int = DEFAULT_NEIGHBORS) -> list[SearchResult]:
+        """Prefilter + rerank for queries already encoded (q, W q: B x D), e.g. by Ray workers.
+
+        `queries` only needs `.path` and `.mask_source` per query (for the results)."""
+        topk = self._check_topk(topk)
+        q, wq = q.to(self.device, torch.float32), wq.to(self.device, torch.float32)
         with self._timed("prefilter"):
             groups = self.prefilter.groups(q.cpu().numpy(), prefilter, candidates, neighbors, category)
         results: list[SearchResult | None] = [None] * len(queries)
