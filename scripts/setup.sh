@@ -24,9 +24,14 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
     "${PIP[@]}" install torch                       # CUDA build from PyPI
   else
     echo "ibsr setup: no CUDA device, installing the CPU build of torch" >&2
-    "${PIP[@]}" install --no-index torch==2.13.0 2>/dev/null \
-      || "${PIP[@]}" install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu \
-           --extra-index-url https://pypi.org/simple
+    # A CPU wheel in pip's local wheel store (find-links) installs offline; its dependencies
+    # then come from the usual index. Elsewhere, PyTorch's CPU index.
+    if "${PIP[@]}" install --no-index --no-deps torch==2.13.0 2>/dev/null; then
+      "${PIP[@]}" install torch==2.13.0
+    else
+      "${PIP[@]}" install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu \
+        --extra-index-url https://pypi.org/simple
+    fi
   fi
 fi
 if [ "$TEST" = 1 ]; then

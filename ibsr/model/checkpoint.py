@@ -108,21 +108,23 @@ def load_default_model(map_location="cpu") -> CMIC:
     return load_checkpoint(path, map_location)
 
 
-def check_state_dict(model: torch.nn.Module, state_dict: dict, path) -> None:
-    """Refuse a state dict whose key set or shapes differ from `model`'s, naming a few."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
-    misshaped = [
-        f"{k} {_shape_of(state_dict[k])} != {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state_dict and _shape_of(state_dict[k]) != tuple(v.shape)
-    ]
+def key_mismatches(expected: dict, state: dict, skip_missing=lambda key: False) -> list[str]:
+    """What differs between a model's state dict and loaded weights, a few names per kind."""
+    missing = [k for k in expected if k not in state and not skip_missing(k)]
+    unexpected = [k for k in state if k not in expected]
+    misshaped = [f"{k} {_shape_of(state[k])} != {tuple(v.shape)}"
+                 for k, v in expected.items() if k in state and _shape_of(state[k]) != tuple(v.shape)]
     problems = []
     for label, names in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
         if names:
             more = f" (+{len(names) - 3} more)" if len(names) > 3 else ""
             problems.append(f"{len(names)} {label} keys: {', '.join(names[:3])}{more}")
+    return problems
+
+
+def check_state_dict(model: torch.nn.Module, state_dict: dict, path) -> None:
+    """Refuse a state dict whose key set or shapes differ from `model`'s, naming a few."""
+    problems = key_mismatches(model.state_dict(), state_dict)
     if problems:
         raise IbsrError(
             f"weights do not match the checkpoint's model config ({'; '.join(problems)}); "
@@ -132,7 +134,9 @@ def check_state_dict(model: torch.nn.Module, state_dict: dict, path) -> None:
 
 
 def _shape_of(value):
-    return tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+    """A tensor's or ndarray's shape; the type name for anything else (a corrupt entry)."""
+    shape = getattr(value, "shape", None)
+    return tuple(shape) if shape is not None else type(value).__name__
 
 
 def _existing_file(path) -> pathlib.Path:

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from ibsr.errors import IbsrError
+from ibsr.model.checkpoint import key_mismatches
 from ibsr.model.cmic import CMIC
 from ibsr.model.config import ModelConfig
 
@@ -238,16 +239,8 @@ def import_jittor(path, config: ModelConfig | None = None) -> CMIC:
 
 def _torch_state_dict(model: CMIC, state: dict[str, np.ndarray], path) -> dict[str, torch.Tensor]:
     expected = model.state_dict()
-    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
-    unused = [k for k in state if k not in expected]
-    misshaped = [
-        f"{k} {state[k].shape} != {tuple(v.shape)}" for k, v in expected.items() if k in state and state[k].shape != tuple(v.shape)
-    ]
-    problems = []
-    for label, names in (("missing", missing), ("unused", unused), ("mis-shaped", misshaped)):
-        if names:
-            more = f" (+{len(names) - 3} more)" if len(names) > 3 else ""
-            problems.append(f"{len(names)} {label}: {', '.join(names[:3])}{more}")
+    # jittor has no num_batches_tracked buffers: torch's are filled in below
+    problems = key_mismatches(expected, state, skip_missing=lambda k: k.endswith("num_batches_tracked"))
     if problems:
         raise IbsrError(
             f"Jittor checkpoint does not fit the model {model.config.query_arch}/"
