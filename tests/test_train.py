@@ -220,6 +220,34 @@ def test_resume_continues_at_the_same_step_with_the_same_state(dataset_dir, tmp_
     assert resumed_summary.history[-1]["top1"] == summary.history[-1]["top1"]
 
 
+def test_lr_schedule_is_constant_then_a_cosine_to_zero():
+    from ibsr.train.config import TrainSection
+
+    train = TrainSection(lr=1e-3, lr_decay_steps=4, steps=10)
+    rates = [train.lr_at(step, 10) for step in range(10)]
+    assert rates[:6] == [1e-3] * 6
+    assert rates[6] == pytest.approx(1e-3) and rates[8] == pytest.approx(0.5e-3)
+    assert all(a > b > 0 for a, b in zip(rates[6:], rates[7:]))
+    assert TrainSection(lr=1e-3).lr_at(9, 10) == 1e-3
+
+
+def test_a_constant_run_resumes_into_a_decay_phase_and_applies_it(dataset_dir, tmp_path):
+    cache = tmp_path / "cache"
+    Trainer(tiny_config(dataset_dir, cache, train={"steps": 2}), tmp_path / "run", progress=False).run()
+    with pytest.raises(IbsrError, match="changes the rate of step 1"):
+        Trainer(tiny_config(dataset_dir, cache, train={"steps": 4, "lr_decay_steps": 4}), tmp_path / "run",
+                resume=True, progress=False)
+    with pytest.raises(IbsrError, match="lr_decay_steps"):
+        tiny_config(dataset_dir, cache, train={"steps": 4, "lr_decay_steps": 5})
+    resumed = Trainer(tiny_config(dataset_dir, cache, train={"steps": 4, "lr_decay_steps": 2}), tmp_path / "run",
+                      resume=True, progress=False)
+    rates = []
+    for _ in range(2):
+        resumed.train_step()
+        rates.append(resumed.optimizer.param_groups[0]["lr"])
+    assert rates == [pytest.approx(1e-3), pytest.approx(0.5e-3)]
+
+
 def test_best_checkpoint_is_an_ibsr_checkpoint_with_info(dataset_dir, tmp_path):
     from ibsr.model import load_checkpoint
 
@@ -237,6 +265,32 @@ def test_best_checkpoint_is_an_ibsr_checkpoint_with_info(dataset_dir, tmp_path):
 
 
 # --------------------------------------------------------------------------- CLI
+
+
+def test_cli_eval_scores_each_checkpoint_as_it_was_trained(dataset_dir, tmp_path):
+    from ibsr.cli.train import main
+
+    cache = tmp_path / "cache"
+    full = Trainer(tiny_config(dataset_dir, cache), tmp_path / "full", progress=False).run()
+    ablated = Trainer(tiny_config(dataset_dir, cache, method={"attention": False, "mask": "none", "views": 3}),
+                      tmp_path / "ablated", progress=False).run()
+    result = CliRunner().invoke(main, ["eval", full.last_checkpoint, ablated.last_checkpoint, "--data",
+                                       str(dataset_dir), "--cache", str(cache), "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)["results"]
+    # The same weights, data and scoring as the run's last validation: the same numbers.
+    for row, summary in zip(rows, (full, ablated)):
+        assert row["step"] == 4 and row["queries"] == 18 and row["shapes"] == 9
+        assert {k: row[k] for k in ("top1", "top10", "category")} == \
+               {k: summary.history[-1][k] for k in ("top1", "top10", "category")}
+    assert (rows[1]["views"], rows[1]["mask"], rows[1]["attention"]) == (3, "none", False)
+    assert "mean_of_views" not in rows[1]
+    assert 1 <= rows[0]["attention_spread"]["effective_views"] <= 12
+    assert 1 / 12 <= rows[0]["attention_spread"]["max_weight"] <= 1
+    table = CliRunner().invoke(main, ["eval", full.last_checkpoint, "--data", str(dataset_dir), "--cache", str(cache)])
+    assert table.exit_code == 0 and "mean-of-views" in table.output and "18 queries against 9 shapes" in table.output
+    missing = CliRunner().invoke(main, ["eval", str(tmp_path / "nope.pt"), "--data", str(dataset_dir)])
+    assert missing.exit_code == 1 and "nope.pt" in missing.output and "Traceback" not in missing.output
 
 
 def test_cli_run_json_and_errors(dataset_dir, tmp_path):

@@ -2,6 +2,7 @@
 
 from ibsr.model.checkpoint import (
     checkpoint_id,
+    checkpoint_info,
     default_weights_path,
     init_model,
     load_checkpoint,
@@ -25,6 +26,7 @@ __all__ = [
     "SMALL",
     "category_loss",
     "checkpoint_id",
+    "checkpoint_info",
     "cmic_loss",
     "color_transfer",
     "default_weights_path",

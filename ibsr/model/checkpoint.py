@@ -97,6 +97,13 @@ def load_checkpoint(path, map_location="cpu") -> CMIC:
     return model.eval()
 
 
+def checkpoint_info(path) -> dict:
+    """The `info` dict a checkpoint was saved with (`ibsr-train` stores its config, step and
+    validation there); {} for checkpoints written without one."""
+    info = _read_payload(_existing_file(path), "cpu").get("info")
+    return info if isinstance(info, dict) else {}
+
+
 def load_default_model(map_location="cpu") -> CMIC:
     """The shipped weights, or an `IbsrError` that says how to make them."""
     path = default_weights_path()

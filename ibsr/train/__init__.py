@@ -6,10 +6,10 @@ unique shapes, augmentation, the loop with validation and resumable checkpoints.
 """
 
 from ibsr.train.batch import Batch, make_batch, sample_batch, steps_per_epoch
-from ibsr.train.config import TrainConfig, load_config
+from ibsr.train.config import TrainConfig, load_config, views_index
 from ibsr.train.data import Dataset, load_dataset
-from ibsr.train.evaluate import batch_scores, evaluate, retrieval_metrics
-from ibsr.train.loop import RunSummary, Trainer, batch_loss, train, views_index
+from ibsr.train.evaluate import batch_scores, evaluate, evaluate_checkpoint, retrieval_metrics
+from ibsr.train.loop import RunSummary, Trainer, batch_loss, train
 
 __all__ = [
     "Batch",
@@ -20,6 +20,7 @@ __all__ = [
     "batch_loss",
     "batch_scores",
     "evaluate",
+    "evaluate_checkpoint",
     "load_config",
     "load_dataset",
     "make_batch",

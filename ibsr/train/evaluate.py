@@ -11,8 +11,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ibsr.model.checkpoint import checkpoint_info, load_checkpoint
 from ibsr.model.cmic import CMIC
 from ibsr.train.augment import apply_mask_mode, plain_queries, plain_views
+from ibsr.train.config import views_index
 
 
 def batch_scores(model: CMIC, q: torch.Tensor, views: torch.Tensor, attention: bool = True) -> torch.Tensor:
@@ -63,3 +65,37 @@ def evaluate(model: CMIC, data, views_index: np.ndarray, mask_mode: str = "conca
     q, v = embed_all(model, data.queries, data.views[:, views_index], mask_mode)
     scores = torch.cat([batch_scores(model, q[i:i + 256], v, attention) for i in range(0, len(q), 256)])
     return retrieval_metrics(scores, data.query_shape, data.shape_category, data.query_category, topk)
+
+
+@torch.no_grad()
+def attention_spread(model: CMIC, q: torch.Tensor, own_views: torch.Tensor) -> dict:
+    """How peaked the attention is on each query's own shape (B x D queries, B x V x D views):
+    the mean effective number of views exp(entropy of w) (V = uniform, i.e. the mean of views;
+    1 = a single view) and the mean largest weight."""
+    weights = torch.softmax(torch.einsum("bd,bvd->bv", model.attend(q), own_views), dim=-1)
+    entropy = -(weights * weights.clamp_min(1e-12).log()).sum(dim=-1)
+    return {"effective_views": float(entropy.exp().mean()), "max_weight": float(weights.amax(dim=-1).mean())}
+
+
+def evaluate_checkpoint(path, data, topk: int = 10) -> dict:
+    """Metrics of one checkpoint on a `Dataset`, scored the way it was trained (its training
+    config's mask mode, views and attention switch; the method's defaults otherwise).
+
+    For attention models it also reports the same embeddings scored by the mean of the view
+    cosines (`mean_of_views`) and the attention's spread, which tell whether the attention
+    does anything beyond averaging the views."""
+    model = load_checkpoint(path)
+    info = checkpoint_info(path)
+    method = info.get("config", {}).get("method", {})
+    mask_mode, attention = method.get("mask", "concat"), method.get("attention", True)
+    views = views_index(model.config.views)
+    q, v = embed_all(model, data.queries, data.views[:, views], mask_mode)
+    scores = torch.cat([batch_scores(model, q[i:i + 256], v, attention) for i in range(0, len(q), 256)])
+    result = {"checkpoint": str(path), "step": info.get("step"), "views": len(views), "mask": mask_mode,
+              "attention": attention, "category_loss": method.get("category_loss", True),
+              **retrieval_metrics(scores, data.query_shape, data.shape_category, data.query_category, topk)}
+    if attention:
+        mean = retrieval_metrics(batch_scores(model, q, v, attention=False), data.query_shape, data.shape_category, data.query_category, topk)
+        result["mean_of_views"] = {k: mean[k] for k in ("top1", f"top{topk}", "category")}
+        result["attention_spread"] = attention_spread(model, q, v[torch.from_numpy(data.query_shape)])
+    return result

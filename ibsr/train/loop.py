@@ -34,20 +34,18 @@ from ibsr.model.losses import CMICLoss, cmic_loss
 from ibsr.model.resnet import load_imagenet_backbone
 from ibsr.train.augment import apply_mask_mode, augment_queries, augment_views, plain_queries, plain_views
 from ibsr.train.batch import AUGMENT_STREAM, Batch, sample_batch, step_rng, steps_per_epoch
-from ibsr.train.config import RIG_VIEWS, TrainConfig
+from ibsr.train.config import TrainConfig, views_index
 from ibsr.train.data import Dataset, load_dataset
 from ibsr.train.evaluate import batch_scores, evaluate
 
 STATE_FORMAT = "ibsr-train-state"
 STATE_VERSION = 1
 # Keys that may change when a run is resumed (length, logging and checkpoint cadence, threads).
-RESUMABLE_CHANGES = {("train", "steps"), ("train", "epochs"), ("train", "threads"), ("train", "channels_last"), ("train", "device"),
-                     ("train", "checkpoint_every"), ("train", "log_every"), ("val", "every")}
-
-
-def views_index(views: int) -> np.ndarray:
-    """Evenly spaced subset of the rig's 12 views (all 12 for the method)."""
-    return np.arange(0, RIG_VIEWS, RIG_VIEWS // views)
+# The learning-rate schedule may change too, as long as the steps already taken keep their rates
+# (e.g. a constant-rate run continued with a decay phase).
+RESUMABLE_CHANGES = {("train", "steps"), ("train", "epochs"), ("train", "lr_decay_steps"), ("train", "threads"),
+                     ("train", "channels_last"), ("train", "device"), ("train", "checkpoint_every"),
+                     ("train", "log_every"), ("val", "every")}
 
 
 def batch_loss(model: CMIC, data: Dataset, views: np.ndarray, batch: Batch, config: TrainConfig,
@@ -115,7 +113,10 @@ class Trainer:
         self.views_index = views_index(c.method.views)
         self.train_views = np.ascontiguousarray(self.train_data.views[:, self.views_index])
         self.steps_per_epoch = steps_per_epoch(self.train_data.num_queries, c.train.batch_size)
-        self.total_steps = c.train.steps or c.train.epochs * self.steps_per_epoch
+        self.total_steps = c.train.total_steps(self.steps_per_epoch)
+        if c.train.lr_decay_steps > self.total_steps:
+            raise IbsrError(f"train.lr_decay_steps ({c.train.lr_decay_steps}) is longer than the run "
+                            f"({self.total_steps} steps)")
         self.device = _device(c.train.device)
         self.model = init_model(mc, c.seed).to(self.device)
         if c.train.channels_last:
@@ -138,6 +139,8 @@ class Trainer:
         loss = batch_loss(self.model, self.train_data, self.train_views, batch, c,
                           step_rng(c.seed, AUGMENT_STREAM, self.step))
         self.optimizer.zero_grad(set_to_none=True)
+        for group in self.optimizer.param_groups:
+            group["lr"] = c.train.lr_at(self.step, self.total_steps)
         loss.total.backward()
         self.optimizer.step()
         self.step += 1
@@ -259,6 +262,7 @@ class Trainer:
             raise IbsrError(f"the config differs from the run's in {names}; only the length (train.steps, "
                             f"train.epochs), threads and logging/validation intervals may change on --resume",
                             path)
+        self._check_schedule(TrainConfig.from_dict(payload["config"]), int(payload["step"]), path)
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         torch.set_rng_state(payload["rng"]["torch"].cpu())
@@ -268,6 +272,13 @@ class Trainer:
         if self.step > self.total_steps:
             raise IbsrError(f"the run is already at step {self.step}, past this config's {self.total_steps} "
                             f"steps; raise train.steps or train.epochs to continue", path)
+
+    def _check_schedule(self, old: TrainConfig, done: int, path) -> None:
+        old_total = old.train.total_steps(self.steps_per_epoch)
+        for step in range(done):
+            if old.train.lr_at(step, old_total) != self.config.train.lr_at(step, self.total_steps):
+                raise IbsrError(f"the new learning-rate schedule changes the rate of step {step}, which the run "
+                                f"already took; let train.lr_decay_steps start at or after step {done}", path)
 
     def _imagenet_init(self) -> None:
         m = self.config.model
