@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from ibsr.eval import read_queries
 from ibsr.indexer import Indexer
 from ibsr.searcher import Searcher
 from ibsr.synth import CATEGORIES, iter_shapes, write_catalog, write_queries
@@ -38,9 +39,9 @@ def build(root: Path, args) -> dict:
 
 
 def search(root: Path, args) -> list[dict]:
-    records = [json.loads(line) for line in (root / "queries.jsonl").read_text().splitlines()]
-    images = [root / r["image"] for r in records]
-    masks = [root / r["mask"] for r in records]
+    records = read_queries(root / "queries.jsonl")
+    images = [r.image for r in records]
+    masks = [r.mask for r in records]
     rows = []
     for mode in ("none", "category", "ann"):
         for batched in (False, True):

@@ -7,12 +7,12 @@ shape landed in the ranking.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
 from ibsr.cli.common import IbsrCommand, print_json, weights_option
+from ibsr.eval.queries import EvalQuery, read_queries
 
 DEMO_CATEGORIES = ("chair", "table", "sofa", "bed", "lamp", "cabinet", "stool", "desk")
 
@@ -46,13 +46,13 @@ def main(out, shapes_per_category, photos_per_category, seed, topk, weights, as_
     report = Indexer(out / "index", weights=weights).build(out / "catalog", progress=not as_json)
     say(f"indexed {report.indexed} shapes ({report.unchanged} already indexed) in {out / 'index'}")
 
-    records = [json.loads(line) for line in (out / "queries.jsonl").read_text().splitlines() if line.strip()]
+    records = read_queries(out / "queries.jsonl")
     searcher = Searcher(out / "index", weights=weights)
     # The photos come with their true object masks, as Pix3D's evaluation does.
-    queries = searcher.load_queries([out / r["image"] for r in records], [out / r["mask"] for r in records])
+    queries = searcher.load_queries([r.image for r in records], [r.mask for r in records])
     results = searcher.search_queries(queries, topk=topk)
     (out / "results.html").write_text(html_page(searcher.html_sections(results, queries), "ibsr demo"))
-    rows = [_row(record, result) for record, result in zip(records, results)]
+    rows = [_row(record, result, out) for record, result in zip(records, results)]
     if as_json:
         print_json({"results": [r.to_dict() for r in results], "summary": _summary(rows)})
         return
@@ -60,11 +60,11 @@ def main(out, shapes_per_category, photos_per_category, seed, topk, weights, as_
     click.echo(f"\n{_summary(rows)['line']}\nresults page with the photos and hit renderings: {out / 'results.html'}")
 
 
-def _row(record: dict, result) -> dict:
+def _row(record: EvalQuery, result, out: Path) -> dict:
     ids = [h.shape_id for h in result.hits]
-    rank = ids.index(record["shape_id"]) + 1 if record["shape_id"] in ids else None
-    return {"photo": record["image"], "truth": record["shape_id"], "rank": rank, "hits": ids,
-            "top1_category_ok": bool(result.hits) and result.hits[0].category == record["category"]}
+    rank = ids.index(record.shape_id) + 1 if record.shape_id in ids else None
+    return {"photo": record.image.relative_to(out).as_posix(), "truth": record.shape_id, "rank": rank, "hits": ids,
+            "top1_category_ok": bool(result.hits) and result.hits[0].category == record.category}
 
 
 def _show(rows: list[dict], topk: int) -> None:

@@ -31,6 +31,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ibsr.errors import IbsrError
+from ibsr.eval.queries import read_queries
 from ibsr.indexer.discover import discover
 from ibsr.indexer.mesh import file_hash
 from ibsr.indexer.render import DEFAULT_RIG
@@ -87,47 +88,31 @@ def load_dataset(folder, render_size: int, query_size: int, cache_dir, up_axis: 
     """
     catalog, queries_file = dataset_paths(folder)
     entries = discover(catalog)
-    records = _read_queries(queries_file)
+    records = read_queries(queries_file)
+    shape_index = {e.shape_id: i for i, e in enumerate(entries)}
+    for r in records:
+        if r.shape_id not in shape_index:
+            raise IbsrError(f"line {r.line}: query {r.image.name} names shape {r.shape_id!r}, which is not in "
+                            f"the catalog {catalog}", queries_file)
+    # a query without a category takes its shape's
+    query_categories = [r.category or entries[shape_index[r.shape_id]].category for r in records]
     categories = list(categories or [])
-    for name in sorted({e.category for e in entries} | {r["category"] for r in records}):
+    for name in sorted({e.category for e in entries} | set(query_categories)):
         if name not in categories:
             categories.append(name)
     cat_index = {c: i for i, c in enumerate(categories)}
-    shape_index = {e.shape_id: i for i, e in enumerate(entries)}
-    for r in records:
-        if r["shape_id"] not in shape_index:
-            raise IbsrError(f"query {r['image']} names shape {r['shape_id']!r}, which is not in the catalog "
-                            f"{catalog}", queries_file)
     views = _cached_renders(entries, render_size, Path(cache_dir), up_axis, progress)
-    photos = _cached_queries(records, queries_file.parent, query_size, Path(cache_dir), progress)
+    photos = _cached_queries([(r.image, r.mask) for r in records], query_size, Path(cache_dir), progress)
     return Dataset(
         name=str(folder),
         shape_ids=[e.shape_id for e in entries],
         shape_category=np.array([cat_index[e.category] for e in entries], np.int64),
         views=views,
         queries=photos,
-        query_shape=np.array([shape_index[r["shape_id"]] for r in records], np.int64),
-        query_category=np.array([cat_index[r["category"]] for r in records], np.int64),
+        query_shape=np.array([shape_index[r.shape_id] for r in records], np.int64),
+        query_category=np.array([cat_index[c] for c in query_categories], np.int64),
         categories=categories,
     )
-
-
-def _read_queries(path: Path) -> list[dict]:
-    records = []
-    for i, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise IbsrError(f"line {i}: not JSON ({e.msg})", path) from None
-        missing = [k for k in ("image", "shape_id", "category") if not isinstance(row, dict) or not row.get(k)]
-        if missing:
-            raise IbsrError(f"line {i}: missing {', '.join(missing)}", path)
-        records.append(row)
-    if not records:
-        raise IbsrError("queries.jsonl lists no queries", path)
-    return records
 
 
 # --------------------------------------------------------------------------- renderings
@@ -165,15 +150,8 @@ def query_input(rgb: np.ndarray, mask: np.ndarray, size: int) -> np.ndarray:
     return np.concatenate([rgb.transpose(2, 0, 1), mask[None]], axis=0)
 
 
-def _cached_queries(records, root: Path, size: int, cache_dir: Path, progress: bool) -> np.ndarray:
-    files = []
-    for r in records:
-        image = root / r["image"]
-        mask = root / r["mask"] if r.get("mask") else None
-        for p in (image, mask):
-            if p is not None and not p.is_file():
-                raise IbsrError("query file listed in queries.jsonl not found", p)
-        files.append((image, mask))
+def _cached_queries(files: list[tuple[Path, Path | None]], size: int, cache_dir: Path, progress: bool) -> np.ndarray:
+    """(image, mask) files -> M x 4 x size x size uint8, keyed by the files' contents."""
     key = _key({"v": CACHE_VERSION, "kind": "queries", "size": size, "margin": CROP_MARGIN,
                 "files": [[file_hash(i), file_hash(m) if m else None] for i, m in files]})
     path = cache_dir / f"queries-{key}.npz"
