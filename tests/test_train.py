@@ -109,6 +109,31 @@ def test_config_files_load_and_typos_are_refused(tmp_path):
             load_config(bad)
 
 
+def test_config_extends_another_file_key_by_key(tmp_path):
+    from ibsr.train import load_config
+
+    small = load_config("configs/small.toml")
+    row = load_config("configs/ablation/no-mask.toml")
+    assert row.method.mask == "none" and row.train.steps == 1500 and row.train.lr_decay_steps == 500
+    # everything not overridden is small.toml's
+    assert row.train.lr == small.train.lr and row.data == small.data and row.augment == small.augment
+    full = load_config("configs/ablation/full.toml")
+    assert full.method == small.method
+    for name, switch in [("no-attention", "attention"), ("no-category-loss", "category_loss"), ("no-mask", "mask"),
+                         ("mask-multiply", "mask"), ("views-6", "views"), ("views-1", "views")]:
+        config = load_config(f"configs/ablation/{name}.toml")
+        assert {k for k, v in config.method.__dict__.items() if getattr(full.method, k) != v} == {switch}
+        assert config.train == full.train
+    (tmp_path / "a.toml").write_text('extends = "b.toml"\n')
+    (tmp_path / "b.toml").write_text('extends = "a.toml"\n')
+    with pytest.raises(IbsrError, match="cycle"):
+        load_config(tmp_path / "a.toml")
+    (tmp_path / "c.toml").write_text('extends = "missing.toml"\n')
+    with pytest.raises(IbsrError, match="not found") as info:
+        load_config(tmp_path / "c.toml")
+    assert info.value.path.endswith("missing.toml")
+
+
 # --------------------------------------------------------------------------- data
 
 

@@ -49,8 +49,9 @@
     every = 250                  # steps between validations (0 = only at the end)
     topk = 10
 
-Relative paths are resolved against the current working directory (run from the repository
-root). Unknown keys are refused, so a typo never silently falls back to a default.
+A file may start with `extends = "small.toml"` (a path relative to the file): it then holds only
+the keys it changes, e.g. one ablation switch (configs/ablation/). Relative data paths are
+resolved against the current working directory (run from the repository root). Unknown keys are refused, so a typo never silently falls back to a default.
 """
 
 from __future__ import annotations
@@ -233,14 +234,34 @@ class TrainConfig:
 
 def load_config(path) -> TrainConfig:
     path = Path(path)
+    return TrainConfig.from_dict(_read_toml(path), str(path))
+
+
+def _read_toml(path: Path, seen: tuple = ()) -> dict:
+    """A config file's table, with `extends = "other.toml"` (relative to the file) resolved:
+    the other file's keys, overridden key by key by this file's."""
     if not path.is_file():
         raise IbsrError("training config not found; see configs/small.toml for an example", path)
+    if path.resolve() in seen:
+        raise IbsrError("config extends itself (a cycle of `extends`)", path)
     try:
         with open(path, "rb") as f:
             raw = tomllib.load(f)
     except tomllib.TOMLDecodeError as e:
         raise IbsrError(f"not valid TOML ({e})", path) from None
-    return TrainConfig.from_dict(raw, str(path))
+    base = raw.pop("extends", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str):
+        raise IbsrError("`extends` must be the path of another config file", path)
+    return _merge(_read_toml(path.parent / base, seen + (path.resolve(),)), raw)
+
+
+def _merge(base: dict, override: dict) -> dict:
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = _merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return merged
 
 
 def _section(klass, raw, name: str, source: str):
