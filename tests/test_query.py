@@ -54,6 +54,15 @@ def test_webp_and_grabcut_finds_the_object(tmp_path):
     assert iou > 0.8
 
 
+def test_grabcut_on_a_large_photo_runs_shrunk_and_returns_a_full_size_mask():
+    small_rgb, small_mask = scene()
+    rgb, mask = (np.repeat(np.repeat(a, 10, axis=0), 10, axis=1) for a in (small_rgb, small_mask))  # 1200 x 1600
+    rgb[::7, ::5] = (120, 120, 120)  # texture, so the shrinking is not trivial
+    found = q.grabcut_mask(rgb)
+    assert found.shape == (1200, 1600) and found.dtype == bool
+    assert (found & mask).sum() / (found | mask).sum() > 0.9
+
+
 def test_grabcut_is_deterministic():
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 255, (80, 100, 3), dtype=np.uint8)

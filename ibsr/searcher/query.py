@@ -22,6 +22,9 @@ MAX_PIXELS = 80_000_000
 CROP_MARGIN = 0.1  # fraction of the mask box added on every side
 GRABCUT_BORDER = 0.05  # fraction of each side assumed to be background
 GRABCUT_ITERATIONS = 5
+# GrabCut's cost grows with the pixel count (~0.37 s at 256 x 256 here, a minute for a phone
+# photo): it runs on a copy whose long side is at most this, and its mask is scaled back.
+GRABCUT_SIDE = 192
 
 
 @dataclass
@@ -114,12 +117,18 @@ def _check_not_empty(mask: np.ndarray, path, message: str) -> None:
         raise IbsrError(message, path)
 
 
-def grabcut_mask(rgb: np.ndarray) -> np.ndarray:
-    """OpenCV GrabCut seeded with the image border as background.
+def grabcut_mask(rgb: np.ndarray, max_side: int | None = GRABCUT_SIDE) -> np.ndarray:
+    """OpenCV GrabCut seeded with the image border as background, on the image shrunk to
+    `max_side` (None = full size); the mask comes back at the image's size.
 
     Falls back to the whole frame when GrabCut finds nothing (a close-up of the object).
     """
     h, w = rgb.shape[:2]
+    scale = 1.0 if max_side is None else min(1.0, max_side / max(h, w))
+    if scale < 1.0:
+        small = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+        mask = grabcut_mask(small, None).astype(np.uint8) * 255
+        return cv2.resize(mask, (w, h), interpolation=cv2.INTER_LINEAR) >= 128
     border_x, border_y = max(1, int(w * GRABCUT_BORDER)), max(1, int(h * GRABCUT_BORDER))
     if w - 2 * border_x < 2 or h - 2 * border_y < 2:
         return np.ones((h, w), bool)
