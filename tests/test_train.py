@@ -285,6 +285,8 @@ def test_best_checkpoint_is_an_ibsr_checkpoint_with_info(dataset_dir, tmp_path):
     info = payload["info"]
     assert info["command"] == "ibsr-train run x" and info["config"]["method"]["tau"] == 0.1
     assert info["step"] == summary.best["step"] and set(info["val"]) >= {"top1", "top10", "category"}
+    last = torch.load(summary.last_checkpoint, weights_only=True)["info"]
+    assert last["step"] == 4 and last["val"]["step"] == 4 and last["val"]["top1"] == summary.history[-1]["top1"]
     lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert sum("val" in line for line in lines) == 3 and sum("loss" in line for line in lines) == 4
 

@@ -177,7 +177,8 @@ class Trainer:
                             f"{self.out / 'state.pt'}, continue with --resume") from None
         bar.close()
         seconds = (time.perf_counter() - started) / max(1, self.step - first_step)
-        last = save_checkpoint(self.model, self.out / "last.pt", self._info(None))
+        final_val = self.history[-1] if self.history and self.history[-1]["step"] == self.step else None
+        last = save_checkpoint(self.model, self.out / "last.pt", self._info(final_val))
         best = self.out / "best.pt"
         return RunSummary(str(self.out), self.step, self.total_steps, round(seconds, 4), self.best,
                           str(best) if best.is_file() else None, str(last), self.history)
