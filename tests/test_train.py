@@ -291,6 +291,26 @@ def test_best_checkpoint_is_an_ibsr_checkpoint_with_info(dataset_dir, tmp_path):
     assert sum("val" in line for line in lines) == 3 and sum("loss" in line for line in lines) == 4
 
 
+def test_attention_spread_on_hand_computable_cases():
+    from ibsr.model import ModelConfig, init_model
+    from ibsr.train.evaluate import attention_spread
+
+    model = init_model(ModelConfig(**TINY))
+    d = TINY["embed_dim"]
+    q = torch.nn.functional.normalize(torch.ones(2, d), dim=-1)
+    views = torch.eye(d)[:4].expand(2, 4, d)  # 4 orthogonal views: pairwise cosine 0
+    with torch.no_grad():
+        model.attention.linear_in.weight.zero_()  # W = 0: every logit 0, uniform weights
+    spread = attention_spread(model, q, views)
+    assert spread["effective_views"] == pytest.approx(4) and spread["max_weight"] == pytest.approx(0.25)
+    assert spread["view_cosine"] == 0 and spread["wq_norm"] == 0
+    with torch.no_grad():
+        model.attention.linear_in.weight.zero_()
+        model.attention.linear_in.weight[0] = 1000.0  # W q points along view 0 with a huge scale
+    spread = attention_spread(model, q, views)
+    assert spread["effective_views"] == pytest.approx(1, abs=1e-4) and spread["max_weight"] == pytest.approx(1)
+
+
 # --------------------------------------------------------------------------- CLI
 
 
@@ -314,6 +334,7 @@ def test_cli_eval_scores_each_checkpoint_as_it_was_trained(dataset_dir, tmp_path
     assert "mean_of_views" not in rows[1]
     assert 1 <= rows[0]["attention_spread"]["effective_views"] <= 12
     assert 1 / 12 <= rows[0]["attention_spread"]["max_weight"] <= 1
+    assert -1 <= rows[0]["attention_spread"]["view_cosine"] <= 1 and rows[0]["attention_spread"]["wq_norm"] > 0
     table = CliRunner().invoke(main, ["eval", full.last_checkpoint, "--data", str(dataset_dir), "--cache", str(cache)])
     assert table.exit_code == 0 and "mean-of-views" in table.output and "18 queries against 9 shapes" in table.output
     missing = CliRunner().invoke(main, ["eval", str(tmp_path / "nope.pt"), "--data", str(dataset_dir)])

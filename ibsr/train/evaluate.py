@@ -71,10 +71,17 @@ def evaluate(model: CMIC, data, views_index: np.ndarray, mask_mode: str = "conca
 def attention_spread(model: CMIC, q: torch.Tensor, own_views: torch.Tensor) -> dict:
     """How peaked the attention is on each query's own shape (B x D queries, B x V x D views):
     the mean effective number of views exp(entropy of w) (V = uniform, i.e. the mean of views;
-    1 = a single view) and the mean largest weight."""
-    weights = torch.softmax(torch.einsum("bd,bvd->bv", model.attend(q), own_views), dim=-1)
+    1 = a single view), the mean largest weight, and the two things that bound it: |W q| (the
+    scale of the logits) and how alike a shape's views embed (mean pairwise cosine; alike
+    views give alike logits, whatever W is)."""
+    wq = model.attend(q)
+    weights = torch.softmax(torch.einsum("bd,bvd->bv", wq, own_views), dim=-1)
     entropy = -(weights * weights.clamp_min(1e-12).log()).sum(dim=-1)
-    return {"effective_views": float(entropy.exp().mean()), "max_weight": float(weights.amax(dim=-1).mean())}
+    v = own_views.shape[1]
+    pairwise = torch.einsum("bvd,bwd->bvw", own_views, own_views)[:, ~torch.eye(v, dtype=torch.bool)]
+    return {"effective_views": float(entropy.exp().mean()), "max_weight": float(weights.amax(dim=-1).mean()),
+            "wq_norm": float(wq.norm(dim=-1).mean()),
+            "view_cosine": float(pairwise.mean()) if v > 1 else 1.0}
 
 
 def evaluate_checkpoint(path, data, topk: int = 10) -> dict:
