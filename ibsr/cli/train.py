@@ -73,12 +73,13 @@ def eval_cmd(checkpoints, data_dir, cache_dir, up_axis, topk, as_json):
     from ibsr.model.checkpoint import load_checkpoint
     from ibsr.train import evaluate_checkpoint, load_dataset
 
-    sizes = {(m.config.render_size, m.config.query_size) for m in map(load_checkpoint, checkpoints)}
-    datasets = {size: load_dataset(data_dir, *size, cache_dir, up_axis, progress=not as_json) for size in sizes}
-    rows = []
-    for path in checkpoints:
-        config = load_checkpoint(path).config
-        rows.append(evaluate_checkpoint(path, datasets[config.render_size, config.query_size], topk))
+    configs = [load_checkpoint(path).config for path in checkpoints]  # all readable before any work
+    datasets, rows = {}, []  # one dataset per input size
+    for path, config in zip(checkpoints, configs):
+        size = (config.render_size, config.query_size)
+        if size not in datasets:
+            datasets[size] = load_dataset(data_dir, *size, cache_dir, up_axis, progress=not as_json)
+        rows.append(evaluate_checkpoint(path, datasets[size], topk))
     if as_json:
         print_json({"data": str(data_dir), "results": rows})
         return

@@ -51,7 +51,8 @@
 
 A file may start with `extends = "small.toml"` (a path relative to the file): it then holds only
 the keys it changes, e.g. one ablation switch (configs/ablation/). Relative data paths are
-resolved against the current working directory (run from the repository root). Unknown keys are refused, so a typo never silently falls back to a default.
+resolved against the current working directory (run from the repository root). Unknown keys
+are refused, so a typo never silently falls back to a default.
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ class TrainSection:
     def lr_at(self, step: int, total_steps: int) -> float:
         """Learning rate of the update made at `step`: constant, then a cosine to 0 over the
         last `lr_decay_steps` steps (a constant-rate run's accuracy swings by +-5 points from one
-        validation to the next; the decay settles it at the top of that range)."""
+        validation to the next; the decay settles the weights, so the last step can be shipped)."""
         start = total_steps - self.lr_decay_steps
         if step < start:
             return self.lr
