@@ -70,16 +70,16 @@ def eval_cmd(checkpoints, data_dir, cache_dir, up_axis, topk, as_json):
     models also get the mean-of-views score of the same embeddings and the attention's spread
     (effective number of views), which show what the attention adds. The model scores in
     float32 here; `ibsr-eval` measures the same through an index and the search pipeline."""
-    from ibsr.model.checkpoint import load_checkpoint
+    from ibsr.model.checkpoint import load_checkpoint_with_info
     from ibsr.train import evaluate_checkpoint, load_dataset
 
-    configs = [load_checkpoint(path).config for path in checkpoints]  # all readable before any work
+    loaded = [load_checkpoint_with_info(path) for path in checkpoints]  # all readable before any work
     datasets, rows = {}, []  # one dataset per input size
-    for path, config in zip(checkpoints, configs):
-        size = (config.render_size, config.query_size)
+    for path, (model, info) in zip(checkpoints, loaded):
+        size = (model.config.render_size, model.config.query_size)
         if size not in datasets:
             datasets[size] = load_dataset(data_dir, *size, cache_dir, up_axis, progress=not as_json)
-        rows.append(evaluate_checkpoint(path, datasets[size], topk))
+        rows.append(evaluate_checkpoint(model, info, datasets[size], topk, name=str(path)))
     if as_json:
         print_json({"data": str(data_dir), "results": rows})
         return

@@ -2,10 +2,10 @@
 
 from ibsr.model.checkpoint import (
     checkpoint_id,
-    checkpoint_info,
     default_weights_path,
     init_model,
     load_checkpoint,
+    load_checkpoint_with_info,
     load_default_model,
     save_checkpoint,
 )
@@ -26,7 +26,6 @@ __all__ = [
     "SMALL",
     "category_loss",
     "checkpoint_id",
-    "checkpoint_info",
     "cmic_loss",
     "color_transfer",
     "default_weights_path",
@@ -36,6 +35,7 @@ __all__ = [
     "instance_loss",
     "lab_to_rgb",
     "load_checkpoint",
+    "load_checkpoint_with_info",
     "load_default_model",
     "load_imagenet_backbone",
     "read_jittor_state",

@@ -80,6 +80,12 @@ def checkpoint_id(path) -> str:
 
 def load_checkpoint(path, map_location="cpu") -> CMIC:
     """Rebuild the CMIC stored in `path`, in eval mode. Any bad file is an `IbsrError`."""
+    return load_checkpoint_with_info(path, map_location)[0]
+
+
+def load_checkpoint_with_info(path, map_location="cpu") -> tuple[CMIC, dict]:
+    """`load_checkpoint` and the `info` dict the file was saved with (`ibsr-train` stores its
+    config, step and validation there; {} when it has none), from one read of the file."""
     path = _existing_file(path)
     payload = _read_payload(path, map_location)
     try:
@@ -94,14 +100,8 @@ def load_checkpoint(path, map_location="cpu") -> CMIC:
     model.load_state_dict(state_dict)
     if isinstance(map_location, (str, torch.device)):
         model.to(map_location)  # the module follows its tensors (e.g. "cuda")
-    return model.eval()
-
-
-def checkpoint_info(path) -> dict:
-    """The `info` dict a checkpoint was saved with (`ibsr-train` stores its config, step and
-    validation there); {} for checkpoints written without one."""
-    info = _read_payload(_existing_file(path), "cpu").get("info")
-    return info if isinstance(info, dict) else {}
+    info = payload.get("info")
+    return model.eval(), info if isinstance(info, dict) else {}
 
 
 def load_default_model(map_location="cpu") -> CMIC:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ibsr.model.checkpoint import checkpoint_info, load_checkpoint
 from ibsr.model.cmic import CMIC
 from ibsr.train.augment import apply_mask_mode, plain_queries, plain_views
 from ibsr.train.config import views_index
@@ -62,9 +61,15 @@ def retrieval_metrics(scores: torch.Tensor, query_shape: np.ndarray, shape_categ
 def evaluate(model: CMIC, data, views_index: np.ndarray, mask_mode: str = "concat", attention: bool = True,
              topk: int = 10) -> dict:
     """Metrics of `data` (an `ibsr.train.data.Dataset`): all its queries against all its shapes."""
+    _, _, scores = _embed_and_score(model, data, views_index, mask_mode, attention)
+    return retrieval_metrics(scores, data.query_shape, data.shape_category, data.query_category, topk)
+
+
+def _embed_and_score(model: CMIC, data, views_index: np.ndarray, mask_mode: str, attention: bool):
+    """(query embeddings, view embeddings, M x N scores) of every query against every shape."""
     q, v = embed_all(model, data.queries, data.views[:, views_index], mask_mode)
     scores = torch.cat([batch_scores(model, q[i:i + 256], v, attention) for i in range(0, len(q), 256)])
-    return retrieval_metrics(scores, data.query_shape, data.shape_category, data.query_category, topk)
+    return q, v, scores
 
 
 @torch.no_grad()
@@ -84,21 +89,19 @@ def attention_spread(model: CMIC, q: torch.Tensor, own_views: torch.Tensor) -> d
             "view_cosine": float(pairwise.mean()) if v > 1 else 1.0}
 
 
-def evaluate_checkpoint(path, data, topk: int = 10) -> dict:
-    """Metrics of one checkpoint on a `Dataset`, scored the way it was trained (its training
-    config's mask mode, views and attention switch; the method's defaults otherwise).
+def evaluate_checkpoint(model: CMIC, info: dict, data, topk: int = 10, name: str = "") -> dict:
+    """Metrics of one checkpoint (`load_checkpoint_with_info`) on a `Dataset`, scored the way it
+    was trained (its training config's mask mode, views and attention switch; the method's
+    defaults otherwise).
 
     For attention models it also reports the same embeddings scored by the mean of the view
     cosines (`mean_of_views`) and the attention's spread, which tell whether the attention
     does anything beyond averaging the views."""
-    model = load_checkpoint(path)
-    info = checkpoint_info(path)
     method = info.get("config", {}).get("method", {})
     mask_mode, attention = method.get("mask", "concat"), method.get("attention", True)
     views = views_index(model.config.views)
-    q, v = embed_all(model, data.queries, data.views[:, views], mask_mode)
-    scores = torch.cat([batch_scores(model, q[i:i + 256], v, attention) for i in range(0, len(q), 256)])
-    result = {"checkpoint": str(path), "step": info.get("step"), "views": len(views), "mask": mask_mode,
+    q, v, scores = _embed_and_score(model, data, views, mask_mode, attention)
+    result = {"checkpoint": name, "step": info.get("step"), "views": len(views), "mask": mask_mode,
               "attention": attention, "category_loss": method.get("category_loss", True),
               **retrieval_metrics(scores, data.query_shape, data.shape_category, data.query_category, topk)}
     if attention:
