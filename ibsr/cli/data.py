@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import sys
 import time
+from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 
 import click
@@ -18,26 +20,41 @@ from ibsr.errors import IbsrError
 
 @click.group()
 def main():
-    """Synthetic data: procedural furniture catalogs and query photos."""
+    """Synthetic data: procedural catalogs of everyday objects and query photos."""
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print {\"categories\": [...], \"groups\": {...}} as JSON.")
+def categories(as_json):
+    """List the synthetic categories and the named groups that --categories accepts."""
+    from ibsr.synth.shapes import CATEGORIES, GROUPS
+
+    if as_json:
+        click.echo(json.dumps({"categories": list(CATEGORIES), "groups": {k: list(v) for k, v in GROUPS.items()}}))
+        return
+    click.echo(f"{len(CATEGORIES)} categories: {', '.join(CATEGORIES)}")
+    for name, members in GROUPS.items():
+        click.echo(f"group {name} ({len(members)}): {', '.join(members)}")
 
 
 def _categories(ctx, param, value):
-    from ibsr.synth import CATEGORIES
+    from ibsr.synth.shapes import check_categories
 
-    names = [c.strip() for c in value.split(",") if c.strip()]
-    unknown = [c for c in names if c not in CATEGORIES]
-    if unknown or not names:
-        raise click.BadParameter(f"unknown {', '.join(unknown) or 'empty list'}; "
-                                 f"choose from {','.join(CATEGORIES)}")
-    return names
+    try:
+        return check_categories(value)
+    except IbsrError as error:
+        raise click.BadParameter(error.message) from None
 
 
 @main.command()
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Output folder: catalog/<category>/*.<format>, catalog.jsonl, queries/, queries.jsonl.")
-@click.option("--categories", default="chair,table,sofa,bed,lamp,cabinet,stool,desk",
-              show_default=True, callback=_categories,
-              help="Comma-separated categories to generate.")
+@click.option("--categories", default="furniture", show_default=True, callback=_categories,
+              help="Comma-separated categories and group names, read left to right; '-name' leaves "
+                   "categories out. Groups: 'furniture' (chair, table, sofa, bed, lamp, cabinet, stool, "
+                   "desk), 'objects' (the other everyday objects: mug, bottle, car, airplane, ...), 'all'; "
+                   "e.g. 'all', 'all,-car', 'furniture,mug'. `ibsr-data categories` lists every category "
+                   "and group.")
 @click.option("--shapes-per-category", default=50, show_default=True, type=click.IntRange(min=1),
               help="Shapes generated per category.")
 @click.option("--queries-per-shape", default=4, show_default=True, type=click.IntRange(min=0),
@@ -51,23 +68,38 @@ def _categories(ctx, param, value):
               help="Query photo side length in pixels.")
 @click.option("--format", "fmt", default="obj", show_default=True,
               type=click.Choice(["obj", "ply", "off", "stl", "glb"]), help="Mesh file format.")
+@click.option("--photo-style", default="default", show_default=True, type=click.Choice(["default", "heldout"]),
+              help="Look of the query photos. 'default': what training uses (rooms, shops and studios, "
+                   "soft indoor light, plain and cluttered backdrops). 'heldout': a style training never "
+                   "sees (outdoors in hard sun, or a dark stage with coloured lights and toon shading), "
+                   "to measure how a model generalizes to an unseen photo style.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Worker processes that generate and render shapes in parallel (the files are the same "
+                   "for any number of workers).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print a JSON summary on stdout instead of a text line (no progress bar).")
-def synth(out_dir, categories, shapes_per_category, queries_per_shape, first_photo, seed, size, fmt, as_json):
-    """Write a procedural furniture catalog and query photos of its shapes."""
+def synth(out_dir, categories, shapes_per_category, queries_per_shape, first_photo, seed, size, fmt, photo_style,
+          workers, as_json):
+    """Write a procedural catalog (furniture and other everyday objects) and query photos of its shapes."""
     from tqdm import tqdm
 
-    from ibsr.synth import iter_shapes, write_shape, write_shape_queries
-    from ibsr.synth.catalog import write_jsonl
+    from concurrent.futures import ProcessPoolExecutor
+
+    from ibsr.synth.catalog import write_catalog_shape, write_jsonl
 
     start = time.perf_counter()
     shapes, queries = [], []
-    total = len(categories) * shapes_per_category
+    tasks = [(c, i) for c in categories for i in range(shapes_per_category)]
+    write = partial(write_catalog_shape, out_dir=out_dir, seed=seed, fmt=fmt, queries_per_shape=queries_per_shape,
+                    size=size, first_photo=first_photo, photo_style=photo_style)
     try:
-        with tqdm(total=total, unit="shape", disable=as_json, file=sys.stderr) as bar:
-            for shape in iter_shapes(categories, shapes_per_category, seed):
-                shapes.append(write_shape(shape, out_dir, fmt))
-                queries.extend(write_shape_queries(shape, out_dir, queries_per_shape, seed, size, first=first_photo))
+        with tqdm(total=len(tasks), unit="shape", disable=as_json, file=sys.stderr) as bar, \
+                ProcessPoolExecutor(workers) if workers > 1 else nullcontext() as pool:
+            mapper = pool.map if pool is not None else map
+            # map keeps the task order, so the jsonl files do not depend on the worker count
+            for shape_record, query_records in mapper(_star(write), tasks):
+                shapes.append(shape_record)
+                queries.extend(query_records)
                 bar.update(1)
         write_jsonl(out_dir / "catalog.jsonl", shapes)
         if queries_per_shape:
@@ -76,12 +108,22 @@ def synth(out_dir, categories, shapes_per_category, queries_per_shape, first_pho
         raise click.ClickException(str(error)) from None
     summary = {"out": str(out_dir), "catalog": str(out_dir / "catalog"), "shapes": len(shapes),
                "queries": len(queries), "categories": categories, "seed": seed, "format": fmt,
-               "seconds": round(time.perf_counter() - start, 2)}
+               "photo_style": photo_style, "seconds": round(time.perf_counter() - start, 2)}
     if as_json:
         click.echo(json.dumps(summary))
     else:
         click.echo(f"wrote {len(shapes)} shapes to {summary['catalog']} and {len(queries)} "
                    f"query photos in {summary['seconds']} s")
+
+
+class _star:
+    """f(*args) as a picklable one-argument callable for `ProcessPoolExecutor.map`."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def __call__(self, args):
+        return self.f(*args)
 
 
 if __name__ == "__main__":

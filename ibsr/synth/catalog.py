@@ -25,7 +25,7 @@ import trimesh
 from ibsr.errors import IbsrError
 
 from .photo import sample_query_photo
-from .shapes import PHOTO_STREAM, SynthShape, derive_rng, iter_shapes
+from .shapes import PHOTO_STREAM, SynthShape, catalog_shape, derive_rng, iter_shapes
 
 MESH_FORMATS = ("obj", "ply", "off", "stl", "glb")
 
@@ -65,16 +65,17 @@ def write_catalog(out_dir, categories, shapes_per_category: int, seed: int, fmt:
 
 
 def write_shape_queries(shape: SynthShape, out_dir, queries_per_shape: int, seed: int,
-                        size: int = 256, first: int = 0) -> list[dict]:
+                        size: int = 256, first: int = 0, style: str = "default") -> list[dict]:
     """Render and write photos first..first+n-1 of one shape; return their queries.jsonl records.
 
     Photo k of a shape is the same for every `first`, so `first` past the photos used in
-    training gives new photos of the training shapes."""
+    training gives new photos of the training shapes. `style`: the photo style (see
+    `ibsr.synth.photo.STYLES`; "heldout" is one training never sees)."""
     out_dir = Path(out_dir)
     records = []
     for k in range(first, first + queries_per_shape):
         rng = derive_rng(seed, PHOTO_STREAM, shape.shape_id, k)
-        rgb, mask, params = sample_query_photo(shape, rng, size)
+        rgb, mask, params = sample_query_photo(shape, rng, size, style=style)
         stem = Path("queries") / f"{shape.shape_id}_{k}"
         image_rel, mask_rel = stem.with_suffix(".jpg"), Path(f"{stem}_mask.png")
         (out_dir / image_rel).parent.mkdir(parents=True, exist_ok=True)
@@ -86,13 +87,24 @@ def write_shape_queries(shape: SynthShape, out_dir, queries_per_shape: int, seed
     return records
 
 
+def write_catalog_shape(category: str, index: int, out_dir, seed: int, fmt: str = "obj",
+                        queries_per_shape: int = 0, size: int = 256, first_photo: int = 0,
+                        photo_style: str = "default") -> tuple[dict, list[dict]]:
+    """Generate shape `index` of `category` and write its mesh and photos: (catalog record,
+    queries.jsonl records). A pure function of its arguments, so shapes can be written by
+    parallel worker processes in any order."""
+    shape = catalog_shape(category, index, seed)
+    return (write_shape(shape, out_dir, fmt),
+            write_shape_queries(shape, out_dir, queries_per_shape, seed, size, first=first_photo, style=photo_style))
+
+
 def write_queries(out_dir, shapes, queries_per_shape: int, seed: int, size: int = 256,
-                  progress=None) -> list[dict]:
+                  progress=None, style: str = "default") -> list[dict]:
     """Write `queries_per_shape` photos of each shape and out_dir/queries.jsonl (paths in it
     are relative to out_dir)."""
     records = []
     for shape in shapes:
-        records.extend(write_shape_queries(shape, out_dir, queries_per_shape, seed, size))
+        records.extend(write_shape_queries(shape, out_dir, queries_per_shape, seed, size, style=style))
         if progress is not None:
             progress(shape)
     write_jsonl(Path(out_dir) / "queries.jsonl", records)

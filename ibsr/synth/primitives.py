@@ -1,4 +1,4 @@
-"""Mesh primitives for procedural furniture: boxes, swept profiles, solids of revolution.
+"""Mesh primitives for procedural shapes: boxes, swept profiles, solids of revolution.
 
 Everything is built from vertex/face arrays directly (no boolean ops, no triangulation library)
 so generation is fast, dependency-free and bit-for-bit deterministic. Each primitive is a closed,
@@ -26,6 +26,19 @@ def rect(half_u: float, half_v: float) -> np.ndarray:
     return SQUARE * [half_u, half_v]
 
 
+def rounded_rect(half_u: float, half_v: float, radius: float, corner_sections: int = 3) -> np.ndarray:
+    """Convex rectangle with rounded corners, counter-clockwise (screens, suitcases, car bodies).
+    `radius` is clipped to the shorter half side."""
+    radius = min(radius, half_u, half_v)
+    corners = [(half_u - radius, half_v - radius), (-half_u + radius, half_v - radius),
+               (-half_u + radius, -half_v + radius), (half_u - radius, -half_v + radius)]
+    points = []
+    for k, (cu, cv) in enumerate(corners):
+        angles = (k + np.linspace(0.0, 1.0, corner_sections + 1)) * (math.pi / 2)
+        points.append(np.stack([cu + radius * np.cos(angles), cv + radius * np.sin(angles)], 1))
+    return np.concatenate(points)
+
+
 def _outward(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """Flip all faces if the closed surface's signed volume is negative (inside-out)."""
     tris = vertices[faces]
@@ -51,7 +64,7 @@ def smooth_path(points, iterations: int = 2) -> np.ndarray:
     for _ in range(iterations):
         q = 0.75 * path[:-1] + 0.25 * path[1:]
         r = 0.25 * path[:-1] + 0.75 * path[1:]
-        middle = np.empty((2 * len(q), 3))
+        middle = np.empty((2 * len(q), path.shape[1]))  # 2D outlines or 3D paths
         middle[0::2], middle[1::2] = q, r
         path = np.concatenate([path[:1], middle[1:-1], path[-1:]])
     return path
@@ -137,6 +150,27 @@ def shell_profile(outline_ry, thickness: float) -> np.ndarray:
     return np.concatenate([outline, inner[::-1]])
 
 
+def vessel_profile(outline_ry, wall: float, floor: float) -> np.ndarray:
+    """Closed (radius, height) loop of an open-topped vessel for `revolve` (mug, vase, bucket,
+    pot): the outer `outline_ry` runs from the bottom edge up to the rim (heights increasing),
+    the inner wall is that outline offset `wall` inwards along its normal, and the inside
+    bottom is flat at height `floor`."""
+    outline = np.asarray(outline_ry, float)
+    tangent = np.gradient(outline, axis=0)
+    tangent /= np.linalg.norm(tangent, axis=1, keepdims=True)
+    inner = outline + wall * np.stack([-tangent[:, 1], tangent[:, 0]], axis=1)
+    inner[:, 0] = np.maximum(inner[:, 0], 1e-3)
+    above = np.flatnonzero(inner[:, 1] > floor)
+    first = above[0]
+    if first > 0:  # where the inner wall meets the floor, on the segment that crosses it
+        a, b = inner[first - 1], inner[first]
+        floor_r = a[0] + (floor - a[1]) / (b[1] - a[1]) * (b[0] - a[0])
+    else:
+        floor_r = inner[0, 0]
+    inside = np.concatenate([inner[above][::-1], [[floor_r, floor], [1e-4, floor]]])
+    return np.concatenate([[[1e-4, outline[0, 1]]], outline, inside])
+
+
 def disk(radius: float, y0: float, y1: float, center_xz=(0.0, 0.0), sections: int = 16,
          scale_xz=(1.0, 1.0)):
     """Vertical cylinder (table top, seat, base) between heights y0 and y1, elliptical if
@@ -158,6 +192,24 @@ def sphere(radius: float, center, subdivisions: int = 1):
 
 def transform_points(vertices: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     return vertices @ matrix[:3, :3].T + matrix[:3, 3]
+
+
+def scaling(sx: float, sy: float, sz: float) -> np.ndarray:
+    """4x4 axis scaling about the origin (an elliptical basin from a round one)."""
+    return np.diag([sx, sy, sz, 1.0])
+
+
+def translation(x: float, y: float, z: float) -> np.ndarray:
+    matrix = np.eye(4)
+    matrix[:3, 3] = (x, y, z)
+    return matrix
+
+
+def y_axis_to(axis: str, at=(0.0, 0.0, 0.0)) -> np.ndarray:
+    """4x4 that turns a piece built around the y axis (a disk, a revolve) so that its axis runs
+    along +x or +z, then moves it to `at`: wheels, knobs and dials on a front, speaker cones."""
+    turn = {"x": rotation_z(-math.pi / 2), "z": rotation_x(math.pi / 2)}[axis]
+    return translation(*at) @ turn
 
 
 def rotation_x(angle_rad: float, pivot=(0.0, 0.0, 0.0)) -> np.ndarray:
@@ -195,6 +247,11 @@ class Parts:
 
     def transform(self, matrix: np.ndarray) -> None:
         self.pieces = [(n, transform_points(v, matrix), f) for n, v, f in self.pieces]
+
+    def rest_on_floor(self) -> None:
+        """Move the shape up or down so its lowest vertex touches the floor (y = 0)."""
+        lowest = min(float(v[:, 1].min()) for _, v, _ in self.pieces)
+        self.pieces = [(n, v + [0.0, -lowest, 0.0], f) for n, v, f in self.pieces]
 
     def build(self) -> tuple[trimesh.Trimesh, np.ndarray, tuple[str, ...]]:
         names: list[str] = []

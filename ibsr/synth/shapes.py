@@ -10,9 +10,21 @@ import trimesh
 
 from ibsr.errors import IbsrError
 
-from .furniture import GENERATORS
+from . import electronics, furniture, household, objects
 
+# One registry of every category, furniture first (its order is the default one). The named
+# groups let a config or a benchmark ask for "all", or train on one group and hold out another.
+GENERATORS = {**furniture.GENERATORS, **household.GENERATORS, **electronics.GENERATORS,
+              **objects.GENERATORS}
 CATEGORIES = tuple(GENERATORS)
+FURNITURE = tuple(furniture.GENERATORS)
+OBJECTS = tuple(c for c in CATEGORIES if c not in FURNITURE)
+# Whole categories the default model never trains on, to measure how it does on kinds of
+# objects it has not seen (benchmarks/generalization.py): one of each family, some with a
+# trained relative (wardrobe ~ cabinet, bathtub ~ sink), some without (guitar, airplane).
+HELDOUT = ("kettle", "bathtub", "laptop", "wardrobe", "guitar", "airplane")
+TRAIN = tuple(c for c in CATEGORIES if c not in HELDOUT)
+GROUPS = {"all": CATEGORIES, "furniture": FURNITURE, "objects": OBJECTS, "train": TRAIN, "heldout": HELDOUT}
 
 # Separate random streams for shapes and for query photos, so adding photos never changes
 # the shapes and the shape count never changes any individual shape.
@@ -39,14 +51,29 @@ class SynthShape:
 
 
 def check_categories(categories) -> list[str]:
-    categories = [c.strip() for c in categories if c.strip()]
-    unknown = [c for c in categories if c not in GENERATORS]
+    """The category names meant by `categories`: a list (or a comma-separated string) of
+    categories and group names (`GROUPS`: "all", "furniture", "objects", ...), read left to
+    right; a name prefixed with "-" leaves those categories out ("all,-car,-airplane")."""
+    if isinstance(categories, str):
+        categories = categories.split(",")
+    chosen, unknown = [], []
+    for token in (c.strip() for c in categories):
+        name = token.removeprefix("-")
+        names = GROUPS.get(name) or ((name,) if name in GENERATORS else None)
+        if names is None:
+            unknown.append(name)
+        elif token.startswith("-"):
+            chosen = [c for c in chosen if c not in names]
+        else:
+            chosen += [c for c in names if c not in chosen]
+    unknown = [u for u in unknown if u]
     if unknown:
         raise IbsrError(f"unknown categor{'y' if len(unknown) == 1 else 'ies'} "
-                        f"{', '.join(unknown)}: choose from {', '.join(CATEGORIES)}")
-    if not categories:
-        raise IbsrError("no categories given")
-    return categories
+                        f"{', '.join(unknown)}: choose from {', '.join(CATEGORIES)} "
+                        f"or a group ({', '.join(GROUPS)})")
+    if not chosen:
+        raise IbsrError("no categories given (or every one left out)")
+    return chosen
 
 
 def derive_rng(seed: int, stream: int, *keys) -> np.random.Generator:
@@ -64,7 +91,10 @@ def shape_name(category: str, index: int) -> str:
 
 def make_shape(category: str, rng: np.random.Generator, name: str | None = None) -> SynthShape:
     """Draw one random instance of `category` ("chair", "table", ...)."""
-    check_categories([category])
+    if category not in GENERATORS:
+        check_categories([category])  # raises the "unknown category" error
+        raise IbsrError(f"{category!r} is a group of categories, not one category: "
+                        f"pick one of {', '.join(GROUPS[category])}")
     parts, params = GENERATORS[category](rng)
     mesh, face_parts, part_names = parts.build()
     return SynthShape(category, name or category, mesh, face_parts, part_names, params)
@@ -81,3 +111,14 @@ def iter_shapes(categories, shapes_per_category: int, seed: int):
     for category in check_categories(categories):
         for index in range(shapes_per_category):
             yield catalog_shape(category, index, seed)
+
+
+def shape_from_mesh(mesh: trimesh.Trimesh, category: str, name: str) -> SynthShape:
+    """Any mesh (e.g. one of a user's catalog, loaded +y up) as a one-part `SynthShape`, so
+    that it can be photographed like a procedural shape (`render_query_photo`): every face is
+    part 0, "body". The photo's floor is y = 0 or the mesh's lowest point, whichever is lower."""
+    if len(mesh.faces) == 0 or not np.isfinite(np.asarray(mesh.vertices)).all():
+        raise IbsrError(f"mesh of {category}/{name} has no faces or non-finite vertices: it cannot be photographed")
+    copy = trimesh.Trimesh(vertices=np.asarray(mesh.vertices, dtype=np.float64).copy(),
+                           faces=np.asarray(mesh.faces).copy(), process=False)
+    return SynthShape(category, name, copy, np.zeros(len(copy.faces), dtype=np.int64), ("body",))
