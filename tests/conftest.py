@@ -10,6 +10,10 @@ import os
 
 # Read by triton at import time: kernel tests run the Triton kernels in the interpreter on CPU.
 os.environ.setdefault("TRITON_INTERPRET", "1")
+# The suite runs as if no mask network were installed (automatic masks = GrabCut), whether or
+# not ibsr/model/weights/mask.pt is shipped; tests/test_mask_net.py installs its own. An
+# environment variable, so that worker processes (Ray) see the same.
+os.environ["IBSR_MASK_WEIGHTS"] = os.devnull
 
 import shutil  # noqa: E402
 from pathlib import Path  # noqa: E402

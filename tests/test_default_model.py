@@ -13,14 +13,17 @@ import pytest
 from ibsr.indexer import Indexer
 from ibsr.model import default_weights_path
 from ibsr.searcher import Searcher
-from ibsr.synth import FURNITURE, catalog_shape, write_catalog, write_queries
+from ibsr.synth import FURNITURE, GROUPS, catalog_shape, write_catalog, write_queries
 
 from test_index_search import float64_scores
 
 SEED = 4242  # the shipped model was trained on seed 1 and validated on seed 2
-SHAPES_PER_CATEGORY = 4
+SHAPES_PER_CATEGORY = 3
 PHOTOGRAPHED_PER_CATEGORY = 2
-CATEGORIES = FURNITURE  # the 8 categories the thresholds below were measured on
+# furniture and 8 of the everyday-object categories it trained on (the thresholds below sit
+# well under what it measured on such catalogs: 87% top-1 on 16 photos of 32 furniture shapes,
+# 87% on 60 photos of 90 shapes of all 30 training categories)
+CATEGORIES = FURNITURE + tuple(c for c in GROUPS["train"] if c not in FURNITURE)[::3]
 
 
 @pytest.fixture(scope="module")
@@ -43,10 +46,10 @@ def test_default_model_finds_the_photographed_shape(unseen):
     top5 = np.mean([rank is not None for rank in ranks])
     category = np.mean([res.hits[0].category == r["category"] for r, res in zip(records, results)])
     n_shapes = len(CATEGORIES) * SHAPES_PER_CATEGORY
-    # chance is 1/32 for top-1; the thresholds sit well below the measured values (RESULTS.md)
-    assert top1 >= 0.5, ranks
-    assert top5 >= 0.8, ranks
-    assert category >= 0.7
+    # chance is 1/48 for top-1; the thresholds sit well below the measured values (RESULTS.md)
+    assert top1 >= 0.6, ranks
+    assert top5 >= 0.85, ranks
+    assert category >= 0.8
     assert len(searcher) == n_shapes
 
 

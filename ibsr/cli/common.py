@@ -32,6 +32,15 @@ weights_option = click.option(
     "--weights", type=click.Path(dir_okay=False), default=None,
     help="Model checkpoint (.pt). Default: the model shipped with ibsr.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of text.")
+mask_method_option = click.option(
+    "--mask-method", default="auto", show_default=True, type=click.Choice(["auto", "model", "grabcut"]),
+    help="Automatic mask of a photo with neither mask file nor alpha channel: 'model' = the learned mask "
+         "network (falls back to GrabCut when its mask is empty or tiny), 'grabcut' = OpenCV GrabCut from "
+         "the image border, 'auto' = the network when one is installed (ibsr/model/weights/mask.pt) or given "
+         "(--mask-weights), else GrabCut. Results say which made each mask (mask_source).")
+mask_weights_option = click.option(
+    "--mask-weights", type=click.Path(dir_okay=False), default=None,
+    help="Mask network (.pt from `ibsr-train mask`) to use instead of the shipped one.")
 device_option = click.option("--device", default=None, help="torch device (cpu, cuda, cuda:1). Default: cuda if available.")
 
 

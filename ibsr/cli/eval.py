@@ -4,16 +4,19 @@
     ibsr-eval --index pix3d_index --queries pix3d/pix3d.json --weights weights/pix3d.pt --json
     ibsr-eval --index ibsr_index --queries data/queries.jsonl --report eval.html --shape-metrics
     ibsr-eval --index ibsr_index --queries data/queries.jsonl --ray      # query loading on Ray
+    ibsr-eval --index ibsr_index --queries data/queries.jsonl --ignore-masks --mask-method grabcut
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 
 import click
 
-from ibsr.cli.common import IbsrCommand, device_option, index_option, json_option, print_json, weights_option
+from ibsr.cli.common import (IbsrCommand, device_option, index_option, json_option, mask_method_option,
+                             mask_weights_option, print_json, weights_option)
 
 
 @click.command(cls=IbsrCommand)
@@ -24,6 +27,11 @@ from ibsr.cli.common import IbsrCommand, device_option, index_option, json_optio
                    "category; the shape id is <category>/<name> of model/<category>/<name>/model.obj, as "
                    "`ibsr-index build pix3d/model` names it).")
 @weights_option
+@click.option("--ignore-masks", is_flag=True,
+              help="Ignore the queries' mask files, so every photo gets its alpha channel or the automatic mask "
+                   "(--mask-method): measures retrieval as a user without masks gets it.")
+@mask_method_option
+@mask_weights_option
 @click.option("--batch-size", default=64, show_default=True, type=int,
               help="Queries loaded and searched together (memory is bounded by one batch).")
 @click.option("--limit", default=None, type=int,
@@ -59,8 +67,9 @@ from ibsr.cli.common import IbsrCommand, device_option, index_option, json_optio
               help="Progress bar on stderr. Default: when stderr is a terminal.")
 @device_option
 @json_option
-def main(index, queries_path, weights, batch_size, limit, topk, prefilter, candidates, neighbors, oracle_category,
-         strict, per_query, report_path, shape_metrics, ray_address, progress, device, as_json):
+def main(index, queries_path, weights, ignore_masks, mask_method, mask_weights, batch_size, limit, topk, prefilter,
+         candidates, neighbors, oracle_category, strict, per_query, report_path, shape_metrics, ray_address, progress,
+         device, as_json):
     """Report top-1/5/10 instance accuracy, category accuracy, mean reciprocal rank, a per-category
     table and queries/s of an index on labelled query photos."""
     from ibsr.eval import evaluate, format_report, read_queries
@@ -71,8 +80,11 @@ def main(index, queries_path, weights, batch_size, limit, topk, prefilter, candi
         from ibsr.indexer.ray_backend import import_ray
         import_ray()  # not installed: say how to install it first
     queries = read_queries(queries_path)  # before opening the index: a bad file fails fast
+    if ignore_masks:
+        queries = [dataclasses.replace(q, mask=None) for q in queries]
     start = time.perf_counter()
-    searcher = Searcher(resolve_index_dir(index), weights=weights, device=device)
+    searcher = Searcher(resolve_index_dir(index), weights=weights, device=device, mask_method=mask_method,
+                        mask_weights=mask_weights)
     open_s = time.perf_counter() - start
     options = dict(batch_size=batch_size, topk=topk, prefilter=prefilter, candidates=candidates, neighbors=neighbors,
                    oracle_category=oracle_category, strict=strict, limit=limit, source=str(queries_path),

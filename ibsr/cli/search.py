@@ -7,7 +7,8 @@ from pathlib import Path
 import click
 
 from ibsr.errors import IbsrError
-from ibsr.cli.common import IbsrCommand, device_option, index_option, json_option, print_json, weights_option
+from ibsr.cli.common import (IbsrCommand, device_option, index_option, json_option, mask_method_option,
+                             mask_weights_option, print_json, weights_option)
 
 
 QUERY_CHUNK = 64  # photos decoded, encoded and reranked together
@@ -20,7 +21,9 @@ QUERY_CHUNK = 64  # photos decoded, encoded and reranked together
 @click.option("--topk", default=10, show_default=True, type=int, help="Number of shapes returned per query.")
 @click.option("--mask", "masks", multiple=True, type=click.Path(),
               help="Object mask for a query (repeat once per image, in order). Default: the image's alpha "
-                   "channel, else an automatic GrabCut mask.")
+                   "channel, else an automatic mask (--mask-method).")
+@mask_method_option
+@mask_weights_option
 @click.option("--category", default=None, help="Only return shapes of this category (skips category prediction).")
 @click.option("--prefilter", default="category", show_default=True, type=click.Choice(["category", "ann", "none"]),
               help="Candidates for the exact rerank: 'category' reranks every shape of the categories of the "
@@ -33,8 +36,8 @@ QUERY_CHUNK = 64  # photos decoded, encoded and reranked together
               help="Also write an HTML page with each query, its mask and each hit's rendered views.")
 @device_option
 @json_option
-def main(images, index, weights, topk, masks, category, prefilter, candidates, neighbors, html_path, device,
-         as_json):
+def main(images, index, weights, topk, masks, mask_method, mask_weights, category, prefilter, candidates, neighbors,
+         html_path, device, as_json):
     """Rank the shapes of an index for each query photo (JPEG, PNG, WebP, ...), best first."""
     from ibsr.indexer import resolve_index_dir
     from ibsr.searcher import Searcher
@@ -42,7 +45,8 @@ def main(images, index, weights, topk, masks, category, prefilter, candidates, n
 
     if masks and len(masks) != len(images):
         raise IbsrError(f"{len(masks)} --mask for {len(images)} images; give one --mask per image, in order, or none")
-    searcher = Searcher(resolve_index_dir(index), weights=weights, device=device)
+    searcher = Searcher(resolve_index_dir(index), weights=weights, device=device, mask_method=mask_method,
+                        mask_weights=mask_weights)
     results, sections = [], []
     for start in range(0, len(images), QUERY_CHUNK):  # bounded memory for thousands of photos
         chunk = slice(start, start + QUERY_CHUNK)

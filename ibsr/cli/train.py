@@ -3,6 +3,9 @@
     ibsr-train run --config configs/small.toml --out runs/small [--resume] [--json]
     ibsr-train eval data/runs/*/last.pt --data data/eval-unseen [--json]
     ibsr-train import-jittor cmic_pix3d.pt --out weights/pix3d.pt
+    ibsr-train export data/runs/lite/last.pt --out ibsr/model/weights/default.pt   (float16)
+    ibsr-train mask --data data/lite-train --val data/lite-val --out data/runs/mask
+    ibsr-train adapt my_catalog/ --out adapted.pt --minutes 10   (no labelled photo needed)
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from pathlib import Path
 import click
 
 from ibsr.cli.common import IbsrGroup, json_option, print_json
+from ibsr.indexer.render import UP_AXES
 
 
 @click.group(cls=IbsrGroup)
@@ -121,6 +125,162 @@ def import_jittor_cmd(checkpoint, out_path, as_json):
         return
     click.echo("inferred config: " + ", ".join(f"{k}={v}" for k, v in config.items()))
     click.echo(f"wrote {out_path} (encoder id {checkpoint_id(out_path)})")
+
+
+@main.command("export")
+@click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the copy (e.g. ibsr/model/weights/default.pt).")
+@click.option("--half/--no-half", default=True, show_default=True,
+              help="Store the weights in float16 (BatchNorm statistics stay float32): half the file, "
+                   "the way shipped weights are stored.")
+@json_option
+def export_cmd(checkpoint, out_path, half, as_json):
+    """Copy an ibsr checkpoint (e.g. a run's last.pt) for shipping: float16 weights, same config
+    and info (the info records where it came from)."""
+    from ibsr.model import checkpoint_id, load_checkpoint_with_info, save_checkpoint
+
+    model, info = load_checkpoint_with_info(checkpoint)
+    info = {**info, "exported_from": {"path": str(checkpoint), "encoder_id": checkpoint_id(checkpoint)},
+            "half": half}
+    save_checkpoint(model, out_path, info, half=half)
+    summary = {"out": str(out_path), "encoder_id": checkpoint_id(out_path), "bytes": out_path.stat().st_size}
+    if as_json:
+        print_json(summary)
+        return
+    click.echo(f"wrote {out_path} ({summary['bytes'] / 1e6:.1f} MB, encoder id {summary['encoder_id']})")
+
+
+@main.command("mask")
+@click.option("--data", "data_dirs", required=True, multiple=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Training dataset folder (queries.jsonl with image and mask per line, as `ibsr-data synth` "
+                   "writes); repeat to train on several.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Run folder: config.json, state.pt (resumable), metrics.jsonl, last.pt (the mask network in "
+                   "the shipped format: copy it to ibsr/model/weights/mask.pt).")
+@click.option("--val", "val_dir", default=None, type=click.Path(file_okay=False, path_type=Path),
+              help="Validation dataset folder: mask IoU against its exact masks at the end of the run.")
+@click.option("--steps", default=3000, show_default=True, type=click.IntRange(min=1), help="Optimizer steps.")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1), help="Photos per step.")
+@click.option("--lr", default=1e-3, show_default=True, type=float,
+              help="Adam learning rate (after a short warm-up; cosine decay to 0 over the last 30% of the steps).")
+@click.option("--size", default=224, show_default=True, type=click.IntRange(min=32, max=1024),
+              help="Network input side: photos are resized to this square for training and at search time.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the decoder init, batches and augmentation.")
+@click.option("--device", default="auto", show_default=True,
+              help="torch device: auto (CUDA when present), cpu, cuda, cuda:1.")
+@click.option("--threads", default=0, show_default=True, type=click.IntRange(min=0),
+              help="torch CPU threads (0: torch's default).")
+@click.option("--cache", "cache_dir", default="data/cache", show_default=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Cache of the decoded, resized photos and masks (keyed by the files' contents).")
+@click.option("--checkpoint-every", default=500, show_default=True, type=click.IntRange(min=1),
+              help="Steps between saves of the resumable state.pt (also saved at the end and on Ctrl-C/SIGTERM).")
+@click.option("--resume", is_flag=True,
+              help="Continue the run in --out from its state.pt; only --steps, --device, --threads and the "
+                   "checkpoint cadence may change.")
+@json_option
+def mask_cmd(data_dirs, out_dir, val_dir, steps, batch_size, lr, size, seed, device, threads, cache_dir,
+             checkpoint_every, resume, as_json):
+    """Train the automatic-mask network (EfficientNet-Lite0 encoder from ImageNet + FPN decoder) on
+    the exact masks of synthetic photos; the searcher uses it for photos without mask or alpha."""
+    from ibsr.train.mask import MaskTrainConfig, train_mask
+
+    config = MaskTrainConfig(data=[str(d) for d in data_dirs], val=str(val_dir) if val_dir else None, steps=steps,
+                             batch_size=batch_size, lr=lr, size=size, seed=seed, device=device,
+                             cache=str(cache_dir), checkpoint_every=checkpoint_every, threads=threads)
+    command = " ".join(shlex.quote(a) for a in ["ibsr-train", *sys.argv[1:]])
+    summary = train_mask(config, out_dir, resume=resume, command=command, progress=not as_json)
+    if as_json:
+        print_json(summary.to_dict())
+        return
+    click.echo(f"trained {summary.step}/{summary.steps} steps on {summary.train_photos} photos "
+               f"({summary.seconds_per_step:.3f} s/step on {summary.device}) in {summary.out}")
+    if summary.val:
+        click.echo(f"validation mask IoU: mean {summary.val['iou_mean']:.3f}, median {summary.val['iou_median']:.3f} "
+                   f"({summary.val['photos']} photos)")
+    click.echo(f"last checkpoint: {summary.last_checkpoint}")
+
+
+@main.command("adapt")
+@click.argument("catalog", type=click.Path(path_type=Path))
+@click.option("--out", "out_path", required=True, type=click.Path(path_type=Path),
+              help="The adapted checkpoint to write (.pt), for ibsr-search/ibsr-eval/ibsr-index --weights.")
+@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The model to adapt. Default: the model shipped with ibsr.")
+@click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Wall-clock budget of the whole command, photos included; the number of training steps "
+                   "is what fits after the photos, measured on this machine.  [default: 10]")
+@click.option("--max-steps", type=click.IntRange(min=0), default=None,
+              help="At most this many training steps, whatever the budget (0: no limit).  [default: 0]")
+@click.option("--photos-per-shape", type=click.IntRange(min=2), default=None,
+              help="Synthetic photos made of each catalog shape; the last one of each is held out to "
+                   "measure the model before and after.  [default: 6]")
+@click.option("--photo-size", type=click.IntRange(min=32), default=None,
+              help="Side of the synthetic photos, px.  [default: 256]")
+@click.option("--side", type=click.Choice(["query", "both"]), default=None,
+              help="query: fine-tune the photo side only; indexes built with the base weights stay valid "
+                   "and accept the result without a rebuild. both: fine-tune everything; rebuild the index "
+                   "with the result.  [default: query]")
+@click.option("--lr", type=click.FloatRange(min=0), default=None,
+              help="Adam learning rate, decayed to 0 over the last 30% of the steps; 0: a fifth of the rate "
+                   "the base model was trained at (from its checkpoint info), or 2e-05 if it does not say.  "
+                   "[default: 0]")
+@click.option("--batch-size", type=click.IntRange(min=2), default=None,
+              help="Photos (and distinct shapes) per training step.  [default: 30]")
+@click.option("--seed", type=int, default=None, help="Seed of the photos and the training.  [default: 0]")
+@click.option("--up-axis", type=click.Choice(UP_AXES), default=None,
+              help="Which axis of the mesh files points up, as for ibsr-index build.  [default: y]")
+@click.option("--work", "work_path", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Work folder: photos, caches, the resumable training state. Default: .adapt-<name> "
+                   "beside --out. Photos already made there are reused by later runs.")
+@click.option("--resume", is_flag=True,
+              help="Finish the interrupted run in the work folder, with its settings and step plan "
+                   "(the same steps as an uninterrupted run).")
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="Photo worker processes (0: in this process).  [default: 2]")
+@click.option("--threads", type=click.IntRange(min=0), default=None,
+              help="torch CPU threads (0: every CPU this process may use).  [default: 0]")
+@click.option("--device", default=None, help="torch device: auto, cpu, cuda, cuda:1.  [default: auto]")
+@json_option
+def adapt_cmd(catalog, out_path, weights, minutes, max_steps, photos_per_shape, photo_size, side, lr, batch_size,
+              seed, up_axis, work_path, resume, workers, threads, device, as_json):
+    """Adapt a model to CATALOG (a folder of meshes or a manifest, as for ibsr-index build) with
+    no labelled photo: make synthetic photos of every catalog mesh, fine-tune on them, score the
+    held-out photos before and after, and write --out. What is done survives Ctrl-C, SIGTERM
+    or a crash (finished photos, measurements, the training state saved every minute):
+    continue with --resume."""
+    from dataclasses import replace
+
+    from ibsr.train.adapt import AdaptOptions, adapt, recorded_options, work_dir
+
+    given = dict(minutes=minutes, max_steps=max_steps, photos_per_shape=photos_per_shape, photo_size=photo_size,
+                 side=side, lr=lr, batch_size=batch_size, seed=seed, up_axis=up_axis, workers=workers,
+                 threads=threads, device=device)
+    options = AdaptOptions()
+    if resume:  # options not given on the command line are the run's own
+        options, recorded_weights = recorded_options(work_dir(out_path, work_path))
+        weights = weights or recorded_weights
+    options = replace(options, **{k: v for k, v in given.items() if v is not None})
+    command = " ".join(shlex.quote(a) for a in ["ibsr-train", *sys.argv[1:]])
+    report = adapt(catalog, out_path, options, weights=weights, work=work_path, resume=resume, command=command,
+                   progress=not as_json)
+    if as_json:
+        print_json(report)
+        return
+    before, after = report["before"], report["after"]
+    click.echo(f"adapted {report['shapes']} shapes in {report['steps']} steps at lr {report['lr']:g} "
+               f"({report['seconds_per_step'] or 0:.2f} s/step, {report['seconds'] / 60:.1f} min)")
+    click.echo(f"held-out photos ({after['queries']}): top-1 {before['top1']:.1%} -> {after['top1']:.1%}, "
+               f"top-10 {before['top10']:.1%} -> {after['top10']:.1%}, "
+               f"category {before['category']:.1%} -> {after['category']:.1%}")
+    click.echo(f"wrote {report['out']} (encoder id {report['encoder_id']})")
+    if report["rebuild_index"]:
+        click.echo(f"the rendering encoder changed: index the catalog with it, e.g. "
+                   f"ibsr-index build {catalog} --weights {report['out']} --index NEW_INDEX")
+    else:
+        click.echo(f"query side only: indexes built with {report['base']['path']} (encoder id "
+                   f"{report['base']['encoder_id']}) accept it as is: ibsr-search PHOTO --weights {report['out']}")
 
 
 if __name__ == "__main__":

@@ -101,12 +101,12 @@ class RayQueries:
         return self.searcher.search_encoded(queries, q, wq, *args, **kwargs)
 
 
-def query_row(row: dict, size: int) -> dict:
+def query_row(row: dict, size: int, mask_method: str = "auto", mask_weights: str | None = None) -> dict:
     """Decode, mask and crop one query photo (a Ray Data row); failures come back as data."""
     from ibsr.searcher.query import load_query, query_tensor
 
     try:
-        query = load_query(row["image"], row["mask"] or None)
+        query = load_query(row["image"], row["mask"] or None, mask_method, mask_weights)
         x, source, error = query_tensor(query, size), query.mask_source, ""
     except IbsrError as exc:
         x, source, error = np.zeros((4, size, size), np.float32), "", str(exc)
@@ -141,8 +141,10 @@ def _encoded_rows(ray, searcher, known: list[EvalQuery], encoders: int | None):
     pool = encoder_pool(ray, searcher.device, encoders)
     blocks = min(len(items), max(math.ceil(len(items) / 8), 4 * cluster_cpus(ray)))  # <= 8 photos per decode task
     dataset = from_items(ray, items, blocks)
-    dataset = dataset.map(query_row, fn_kwargs={"size": searcher.model.config.query_size}, num_cpus=1,
-                          memory=TASK_MEMORY)
+    weights = None if searcher.mask_weights is None else str(searcher.mask_weights)
+    dataset = dataset.map(query_row, fn_kwargs={"size": searcher.model.config.query_size,
+                                                "mask_method": searcher.mask_method, "mask_weights": weights},
+                          num_cpus=1, memory=TASK_MEMORY)
     dataset = dataset.map_batches(
         QueryEncoder, batch_size=ENCODE_BATCH, batch_format="numpy",
         fn_constructor_kwargs={**model_payload(ray, searcher.model), "device": pool["device"]},

@@ -44,15 +44,26 @@ def init_model(config: ModelConfig, seed: int = 0) -> CMIC:
     return model.eval()
 
 
-def save_checkpoint(model: CMIC, path, info: dict | None = None) -> pathlib.Path:
-    """Write `model` to `path` atomically (a reader never sees a half-written file)."""
+def half_precision(state_dict: dict) -> dict:
+    """Floating tensors as float16 (half the file; shipped weights are stored so), except the
+    BatchNorm running statistics: variances below float16's normal range (6e-5) would lose
+    their precision. Loading casts everything back to the model's float32."""
+    def keep(name: str, value: torch.Tensor) -> bool:
+        return not value.is_floating_point() or name.endswith(("running_mean", "running_var"))
+    return {k: v if keep(k, v) else v.half() for k, v in state_dict.items()}
+
+
+def save_checkpoint(model: CMIC, path, info: dict | None = None, half: bool = False) -> pathlib.Path:
+    """Write `model` to `path` atomically (a reader never sees a half-written file);
+    `half` stores the weights in float16 (`half_precision`)."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     payload = {
         "format": FORMAT,
         "version": VERSION,
         "config": model.config.to_dict(),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "state_dict": half_precision(state_dict) if half else state_dict,
         "info": dict(info or {}),
     }
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -75,6 +86,23 @@ def checkpoint_id(path) -> str:
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def rendering_id(model: CMIC) -> str:
+    """First 16 hex digits of a SHA-256 over everything that decides a view embedding: the
+    rendering encoder's weights and BatchNorm statistics (as float32, in name order) and the
+    view size. Two checkpoints with the same rendering id embed the same renderings identically,
+    so an index built with one is valid for the other (`ibsr-train adapt --side query`
+    fine-tunes only the query side and keeps it). BatchNorm's `num_batches_tracked` is left
+    out: it never changes an eval-mode output."""
+    digest = hashlib.sha256(f"{model.config.render_arch}/{model.config.render_size}".encode())
+    for name, value in sorted(model.rendering_encoder.state_dict().items()):
+        if name.endswith("num_batches_tracked"):
+            continue
+        tensor = value.detach().to("cpu", torch.float32).contiguous()
+        digest.update(f"{name}{tuple(tensor.shape)}".encode())
+        digest.update(tensor.numpy().tobytes())
     return digest.hexdigest()[:16]
 
 

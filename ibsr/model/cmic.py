@@ -3,7 +3,8 @@ attention over a shape's views.
 
 The module tree reproduces the authors' parameter names, so that their checkpoints load by
 name: `query_encoder.resnet.*`, `rendering_encoder.resnet.*`, `attention.linear_in.weight`,
-`attention.linear_out.weight`.
+`attention.linear_out.weight`. With an EfficientNet-Lite backbone (ibsr's default model) the
+encoders hold `efficientnet.*` instead, under the names of the packaged ImageNet weights.
 
 Scoring a query embedding q against a shape's view embeddings v_1..v_V:
 
@@ -19,29 +20,44 @@ import torch.nn.functional as F
 from torch import nn
 
 from ibsr.model.config import ModelConfig
+from ibsr.model.efficientnet_lite import efficientnet_lite
 from ibsr.model.resnet import resnet
 
 
-class QueryEncoder(nn.Module):
+class Encoder(nn.Module):
+    """Backbone + CMIC head -> L2-normalized embedding. The backbone sits under its family's
+    name (`resnet` or `efficientnet`), the prefix of its weight files' parameter names."""
+
+    def __init__(self, arch: str, in_channels: int, width: int, embed_dim: int):
+        super().__init__()
+        if arch.startswith("resnet"):
+            self.backbone_name = "resnet"
+            net = resnet(arch, in_channels=in_channels, width=width, embed_dim=embed_dim)
+        else:
+            self.backbone_name = "efficientnet"
+            net = efficientnet_lite(arch, in_channels=in_channels, embed_dim=embed_dim)
+        self.add_module(self.backbone_name, net)
+
+    @property
+    def backbone(self) -> nn.Module:
+        return getattr(self, self.backbone_name)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.backbone(x), dim=-1)
+
+
+class QueryEncoder(Encoder):
     """RGB photo + object mask (4 channels, each in [-1, 1]) -> L2-normalized embedding."""
 
     def __init__(self, arch: str, width: int, embed_dim: int):
-        super().__init__()
-        self.resnet = resnet(arch, in_channels=4, width=width, embed_dim=embed_dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.resnet(x), dim=-1)
+        super().__init__(arch, 4, width, embed_dim)
 
 
-class RenderingEncoder(nn.Module):
+class RenderingEncoder(Encoder):
     """One grayscale rendering (1 channel in [-1, 1]) -> L2-normalized embedding."""
 
     def __init__(self, arch: str, width: int, embed_dim: int):
-        super().__init__()
-        self.resnet = resnet(arch, in_channels=1, width=width, embed_dim=embed_dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.resnet(x), dim=-1)
+        super().__init__(arch, 1, width, embed_dim)
 
 
 class Attention(nn.Module):

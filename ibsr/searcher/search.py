@@ -19,9 +19,10 @@ import torch
 from ibsr import kernels
 from ibsr.errors import IbsrError
 from ibsr.indexer.store import ShapeReader
-from ibsr.model import checkpoint_id, default_weights_path, load_checkpoint
+from ibsr.model import checkpoint_id, default_weights_path, load_checkpoint_with_info, rendering_id
 from ibsr.searcher.prefilter import CandidateGroup, Prefilter
-from ibsr.searcher.query import Query, load_query, query_tensor
+from ibsr.searcher.mask_model import load_mask_model
+from ibsr.searcher.query import Query, check_mask_method, load_query, query_tensor
 from ibsr.searcher.results import Hit, SearchResult, html_section
 
 ENCODE_BATCH = 32
@@ -29,16 +30,38 @@ DEFAULT_CANDIDATES = 1000  # --prefilter ann: shapes reranked per query
 DEFAULT_NEIGHBORS = 10  # --prefilter category: nearest shapes that vote for categories
 
 
+def same_rendering_side(meta, model, info: dict) -> bool:
+    """Whether `model` embeds views exactly as the encoder that built the index did, so the
+    index's view embeddings stay valid for it (a query-side `ibsr-train adapt` checkpoint of
+    the index's model). The index records its encoder's `rendering_id`; an index written
+    before it did is matched through the checkpoint's `adapted_from` (its base's encoder id
+    and rendering id, recorded by `ibsr-train adapt`; the rendering id is recomputed here, so
+    a checkpoint whose rendering encoder moved is refused whatever its info says)."""
+    rid = rendering_id(model)
+    if meta.rendering_id:
+        return rid == meta.rendering_id
+    base = info.get("adapted_from") if isinstance(info.get("adapted_from"), dict) else {}
+    return base.get("encoder_id") == meta.encoder_id and base.get("rendering_id") == rid
+
+
 class Searcher:
     """Search one index with the model that built it."""
 
-    def __init__(self, index_dir: Path, weights: Path | None = None, device: str | None = None):
+    def __init__(self, index_dir: Path, weights: Path | None = None, device: str | None = None,
+                 mask_method: str = "auto", mask_weights: Path | None = None):
+        """mask_method / mask_weights: the automatic mask of photos without mask or alpha
+        (`ibsr.searcher.query.automatic_mask`): "auto" (the mask network if installed, else
+        GrabCut), "model" or "grabcut"; mask_weights replaces the shipped mask network."""
+        check_mask_method(mask_method)
+        self.mask_method, self.mask_weights = mask_method, mask_weights
+        if mask_method != "grabcut":  # a missing or bad mask network fails here, not at the first photo
+            load_mask_model(mask_weights, required=mask_method == "model" or mask_weights is not None)
         self.reader = ShapeReader(Path(index_dir))
         self.meta = self.reader.meta
         weights = Path(weights) if weights else default_weights_path()
-        self.model = load_checkpoint(weights)
+        self.model, info = load_checkpoint_with_info(weights)
         encoder = checkpoint_id(weights)
-        if encoder != self.meta.encoder_id:
+        if encoder != self.meta.encoder_id and not same_rendering_side(self.meta, self.model, info):
             raise IbsrError(
                 f"index was built with encoder {self.meta.encoder_id}, the query model {weights} is {encoder}; "
                 "pass the --weights the index was built with, or rebuild the index", self.reader.index_dir)
@@ -64,7 +87,8 @@ class Searcher:
         if len(masks) != len(images):
             raise IbsrError(f"{len(masks)} masks for {len(images)} images; give one --mask per query or none")
         with self._timed("load"):
-            return [im if isinstance(im, Query) else load_query(im, m) for im, m in zip(images, masks)]
+            return [im if isinstance(im, Query) else load_query(im, m, self.mask_method, self.mask_weights)
+                    for im, m in zip(images, masks)]
 
     def search_queries(self, queries: list[Query], topk: int = 10, category: str | None = None,
                        prefilter: str = "category", candidates: int = DEFAULT_CANDIDATES,

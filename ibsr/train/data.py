@@ -23,7 +23,10 @@ import json
 import os
 import sys
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -39,6 +42,7 @@ from ibsr.indexer.render_job import RenderJob, render_shape
 from ibsr.searcher.query import CROP_MARGIN, crop_to_mask, load_query
 
 CACHE_VERSION = 1
+POOL_MIN_JOBS = 256  # below this many shapes or photos, render/decode in this process
 
 
 @dataclass
@@ -127,12 +131,14 @@ def _cached_renders(entries, size: int, cache_dir: Path, up_axis: str, progress:
         return np.load(path)["views"]
     views = []
     jobs = [RenderJob(e.shape_id, e.category, str(e.path), h, up_axis, size) for e, h in zip(entries, hashes)]
-    for job in tqdm(jobs, desc=f"rendering {len(jobs)} shapes (once)", unit="shape", disable=not progress,
-                    file=sys.stderr):
-        result = render_shape(job)
-        if "error" in result:
-            raise IbsrError(f"cannot render a training shape: {result['error']}; fix or remove it", result["path"])
-        views.append(result["views"])
+    with _pool(len(jobs)) as pool:
+        results = pool.map(render_shape, jobs, chunksize=8) if pool else map(render_shape, jobs)
+        for result in tqdm(results, total=len(jobs), desc=f"rendering {len(jobs)} shapes (once)", unit="shape",
+                           disable=not progress, file=sys.stderr):
+            if "error" in result:
+                raise IbsrError(f"cannot render a training shape: {result['error']}; fix or remove it",
+                                result["path"])
+            views.append(result["views"])
     views = np.stack(views)
     _save_npz(path, views=views)
     return views
@@ -158,12 +164,28 @@ def _cached_queries(files: list[tuple[Path, Path | None]], size: int, cache_dir:
     if path.is_file():
         return np.load(path)["queries"]
     out = np.empty((len(files), 4, size, size), np.uint8)
-    for i, (image, mask) in enumerate(tqdm(files, desc=f"decoding {len(files)} query photos (once)",
-                                           unit="photo", disable=not progress, file=sys.stderr)):
-        query = load_query(image, mask)
-        out[i] = query_input(query.rgb, query.mask, size)
+    decode = partial(_decode_query, size=size)
+    with _pool(len(files)) as pool:
+        inputs = pool.map(decode, files, chunksize=32) if pool else map(decode, files)
+        for i, query in enumerate(tqdm(inputs, total=len(files), desc=f"decoding {len(files)} query photos (once)",
+                                       unit="photo", disable=not progress, file=sys.stderr)):
+            out[i] = query
     _save_npz(path, queries=out)
     return out
+
+
+def _decode_query(files: tuple[Path, Path | None], size: int) -> np.ndarray:
+    query = load_query(*files)
+    return query_input(query.rgb, query.mask, size)
+
+
+def _pool(jobs: int):
+    """Worker processes for a large one-off job (one per CPU this process may use, at most 16);
+    none (serial) for small jobs, where starting processes costs more than it saves."""
+    workers = min(len(os.sched_getaffinity(0)), 16)
+    if jobs < POOL_MIN_JOBS or workers < 2:
+        return nullcontext()
+    return ProcessPoolExecutor(workers)
 
 
 # --------------------------------------------------------------------------- helpers

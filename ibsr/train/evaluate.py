@@ -8,12 +8,18 @@ Metrics (fractions in [0, 1]):
 
 from __future__ import annotations
 
+import hashlib
+from contextlib import contextmanager
+from pathlib import Path
+
 import numpy as np
 import torch
 
+from ibsr.model.checkpoint import rendering_id
 from ibsr.model.cmic import CMIC
 from ibsr.train.augment import apply_mask_mode, plain_queries, plain_views
 from ibsr.train.config import views_index
+from ibsr.train.data import _save_npz
 
 
 def batch_scores(model: CMIC, q: torch.Tensor, views: torch.Tensor, attention: bool = True) -> torch.Tensor:
@@ -27,19 +33,56 @@ def batch_scores(model: CMIC, q: torch.Tensor, views: torch.Tensor, attention: b
 def embed_all(model: CMIC, queries: np.ndarray, views: np.ndarray, mask_mode: str = "concat",
               chunk: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     """Eval-mode embeddings of uint8 query inputs (M x 4 x Q x Q) and views (N x V x S x S)."""
-    was_training = model.training
+    return embed_queries(model, queries, mask_mode, chunk), embed_views(model, views, chunk)
+
+
+@torch.no_grad()
+def embed_queries(model: CMIC, queries: np.ndarray, mask_mode: str = "concat", chunk: int = 64) -> torch.Tensor:
+    """Eval-mode M x D embeddings of uint8 query inputs (M x 4 x Q x Q)."""
     device = next(model.parameters()).device
+    with _eval_mode(model):
+        return torch.cat([model.embed_queries(apply_mask_mode(plain_queries(torch.from_numpy(queries[i:i + chunk])
+                                                                            .to(device)), mask_mode))
+                          for i in range(0, len(queries), chunk)])
+
+
+@torch.no_grad()
+def embed_views(model: CMIC, views: np.ndarray, chunk: int = 64) -> torch.Tensor:
+    """Eval-mode N x V x D embeddings of uint8 views (N x V x S x S)."""
+    device = next(model.parameters()).device
+    shapes_per_chunk = max(1, chunk // 4)
+    with _eval_mode(model):
+        return torch.cat([model.embed_views(plain_views(torch.from_numpy(views[i:i + shapes_per_chunk]).to(device)))
+                          for i in range(0, len(views), shapes_per_chunk)])
+
+
+def cached_view_embeddings(model: CMIC, views: np.ndarray, cache_dir) -> torch.Tensor:
+    """`embed_views`, cached as `<cache>/view-embeddings-<key>.npz`, key = SHA-256 of the views'
+    bytes and the model's `rendering_id`. A frozen rendering encoder (query-side training,
+    `ibsr-train adapt`) thus embeds a catalog once across its runs, resumes and evaluations:
+    on a CPU the views of a catalog cost far more than its photos."""
+    digest = hashlib.sha256(rendering_id(model).encode() + str(views.shape).encode())
+    digest.update(np.ascontiguousarray(views).data)
+    path = Path(cache_dir) / f"view-embeddings-{digest.hexdigest()[:16]}.npz"
+    device = next(model.parameters()).device
+    if path.is_file():
+        return torch.from_numpy(np.load(path)["embeddings"]).to(device)
+    embeddings = embed_views(model, views)
+    _save_npz(path, embeddings=embeddings.float().cpu().numpy())
+    return embeddings
+
+
+@contextmanager
+def _eval_mode(model: CMIC):
+    """Eval mode for the block; afterwards every module is back in the mode it was in (a
+    trainer's frozen modules stay in eval mode)."""
+    modes = {m: m.training for m in model.modules()}
     model.eval()
     try:
-        q = torch.cat([model.embed_queries(apply_mask_mode(plain_queries(torch.from_numpy(queries[i:i + chunk])
-                                                                         .to(device)), mask_mode))
-                       for i in range(0, len(queries), chunk)])
-        shapes_per_chunk = max(1, chunk // 4)
-        v = torch.cat([model.embed_views(plain_views(torch.from_numpy(views[i:i + shapes_per_chunk]).to(device)))
-                       for i in range(0, len(views), shapes_per_chunk)])
+        yield
     finally:
-        model.train(was_training)
-    return q, v
+        for m, training in modes.items():
+            m.training = training
 
 
 def retrieval_metrics(scores: torch.Tensor, query_shape: np.ndarray, shape_category: np.ndarray,

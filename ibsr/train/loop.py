@@ -28,15 +28,16 @@ import torch
 from tqdm import tqdm
 
 from ibsr.errors import IbsrError
-from ibsr.model.checkpoint import init_model, save_checkpoint
+from ibsr.model.checkpoint import default_weights_path, init_model, load_checkpoint, save_checkpoint
 from ibsr.model.cmic import CMIC
+from ibsr.model.efficientnet_lite import load_imagenet_efficientnet
 from ibsr.model.losses import CMICLoss, cmic_loss
 from ibsr.model.resnet import load_imagenet_backbone
 from ibsr.train.augment import apply_mask_mode, augment_queries, augment_views, plain_queries, plain_views
 from ibsr.train.batch import AUGMENT_STREAM, Batch, sample_batch, step_rng, steps_per_epoch
 from ibsr.train.config import TrainConfig, views_index
 from ibsr.train.data import Dataset, load_dataset
-from ibsr.train.evaluate import batch_scores, evaluate
+from ibsr.train.evaluate import batch_scores, cached_view_embeddings, evaluate
 
 STATE_FORMAT = "ibsr-train-state"
 STATE_VERSION = 1
@@ -48,23 +49,43 @@ RESUMABLE_CHANGES = {("train", "steps"), ("train", "epochs"), ("train", "lr_deca
                      ("train", "log_every"), ("val", "every")}
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX): elsewhere, e.g. an AVX2-only
+    EPYC, a bf16 matmul measured 20x slower than float32."""
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
+
+
+def autocast(device: torch.device, mode: str):
+    """bf16 autocast for `train.amp`: "auto" = on CUDA, or on a CPU with native bf16."""
+    enabled = mode == "bf16" or (mode == "auto" and (device.type == "cuda" or cpu_has_bf16()))
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
 def batch_loss(model: CMIC, data: Dataset, views: np.ndarray, batch: Batch, config: TrainConfig,
-               rng: np.random.Generator | None) -> CMICLoss:
+               rng: np.random.Generator | None, view_embeddings: torch.Tensor | None = None) -> CMICLoss:
     """The CMIC loss of one batch; `rng` None = no augmentation. `views` is `data.views` already
-    cut to the configured views."""
+    cut to the configured views; `view_embeddings` (N x V x D), when given, are used instead of
+    embedding the batch's views (a frozen rendering encoder, renderings not augmented)."""
     device = next(model.parameters()).device
     qx = torch.from_numpy(data.queries[batch.images]).to(device)
-    vx = torch.from_numpy(views[batch.shapes]).to(device)
+    vx = torch.from_numpy(views[batch.shapes]).to(device) if view_embeddings is None else None
     if rng is not None and config.augment.enabled:
-        q_in, v_in = augment_queries(qx, config.augment, rng), augment_views(vx, config.augment, rng)
+        q_in = augment_queries(qx, config.augment, rng)
+        v_in = augment_views(vx, config.augment, rng) if vx is not None else None
     else:
-        q_in, v_in = plain_queries(qx), plain_views(vx)
+        q_in, v_in = plain_queries(qx), plain_views(vx) if vx is not None else None
     q_in = apply_mask_mode(q_in, config.method.mask)
     if config.train.channels_last:
         q_in = q_in.contiguous(memory_format=torch.channels_last)
-    q = model.embed_queries(q_in)
-    v = model.embed_views(v_in)
-    scores = batch_scores(model, q, v, config.method.attention)  # B x S
+    with autocast(device, config.train.amp):
+        q = model.embed_queries(q_in)
+        v = model.embed_views(v_in) if v_in is not None else view_embeddings[torch.from_numpy(batch.shapes).to(device)]
+    # scores and losses in float32: the softmax over tau = 0.1 logits is precision-sensitive
+    scores = batch_scores(model, q.float(), v.float(), config.method.attention)  # B x S
     m = config.method
     return cmic_loss(scores.t(), torch.from_numpy(batch.image_shape).to(device),
                      torch.from_numpy(data.shape_category[batch.shapes]).to(device),
@@ -118,17 +139,45 @@ class Trainer:
             raise IbsrError(f"train.lr_decay_steps ({c.train.lr_decay_steps}) is longer than the run "
                             f"({self.total_steps} steps)")
         self.device = _device(c.train.device)
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels
         self.model = init_model(mc, c.seed).to(self.device)
         if c.train.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=c.train.lr, betas=tuple(c.train.betas))
+        self._freeze()
+        self.optimizer = torch.optim.Adam([p for p in self.model.parameters() if p.requires_grad], lr=c.train.lr,
+                                          betas=tuple(c.train.betas))
         if resume:
             self._load_state()
         else:
-            self._imagenet_init()
+            self._initial_weights()
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.json").write_text(json.dumps(c.to_dict(), indent=2) + "\n")
+        self.view_embeddings = self._fixed_view_embeddings()
+        self.train()
+
+    def train(self) -> None:
+        """Train mode, except frozen modules: their BatchNorm statistics stay fixed too."""
         self.model.train()
+        for name in self.config.train.freeze:
+            getattr(self.model, name).eval()
+
+    def _fixed_view_embeddings(self) -> torch.Tensor | None:
+        """With the rendering encoder frozen (eval mode) and renderings not augmented, every view
+        embedding is the same at every step: embed the catalog once (cached on disk by
+        `cached_view_embeddings`) instead of every batch's views at every step. For
+        EfficientNet-Lite on a CPU the 360 views of a batch cost more than its 30 photos'
+        forward and backward."""
+        c = self.config
+        a = c.augment
+        augmented = a.enabled and (tuple(a.render_crop_scale) != (1.0, 1.0) or a.render_flip > 0)
+        if "rendering_encoder" not in c.train.freeze or augmented:
+            return None
+        return cached_view_embeddings(self.model, self.train_views, c.data.cache)
+
+    def _freeze(self) -> None:
+        for name in self.config.train.freeze:
+            for p in getattr(self.model, name).parameters():
+                p.requires_grad_(False)
 
     # ------------------------------------------------------------------ the loop
 
@@ -137,7 +186,7 @@ class Trainer:
         batch = sample_batch(self.train_data.query_shape, self.train_data.num_shapes, c.train.batch_size,
                              c.seed, self.step)
         loss = batch_loss(self.model, self.train_data, self.train_views, batch, c,
-                          step_rng(c.seed, AUGMENT_STREAM, self.step))
+                          step_rng(c.seed, AUGMENT_STREAM, self.step), self.view_embeddings)
         self.optimizer.zero_grad(set_to_none=True)
         for group in self.optimizer.param_groups:
             group["lr"] = c.train.lr_at(self.step, self.total_steps)
@@ -187,7 +236,9 @@ class Trainer:
 
     def validate(self) -> dict:
         c = self.config
-        return evaluate(self.model, self.val_data, self.views_index, c.method.mask, c.method.attention, c.val.topk)
+        metrics = evaluate(self.model, self.val_data, self.views_index, c.method.mask, c.method.attention, c.val.topk)
+        self.train()  # evaluation leaves every module in train mode, frozen ones included
+        return metrics
 
     def _validate(self, bar) -> None:
         t0 = time.perf_counter()
@@ -281,6 +332,27 @@ class Trainer:
                 raise IbsrError(f"the new learning-rate schedule changes the rate of step {step}, which the run "
                                 f"already took; let train.lr_decay_steps start at or after step {done}", path)
 
+    def _initial_weights(self) -> None:
+        """Start from a checkpoint (`model.init`), the packaged ImageNet weights
+        (`model.pretrained`), torchvision ImageNet files, or the seed's random init."""
+        m = self.config.model
+        if m.init:
+            self._init_from_checkpoint(m.init)
+        elif m.pretrained:
+            for encoder in (self.model.query_encoder, self.model.rendering_encoder):
+                load_imagenet_efficientnet(encoder.backbone)
+        else:
+            self._imagenet_init()
+
+    def _init_from_checkpoint(self, path: str) -> None:
+        source = default_weights_path() if path == "default" else Path(path)
+        base = load_checkpoint(source)
+        if base.config != self.model.config:
+            raise IbsrError(f"model.init checkpoint is a {base.config.query_arch}/{base.config.render_arch} "
+                            f"{base.config.query_size}/{base.config.render_size} px model; this config builds "
+                            f"{self.model.config}; use a config with the checkpoint's [model]", source)
+        self.model.load_state_dict(base.state_dict())
+
     def _imagenet_init(self) -> None:
         m = self.config.model
         for path, encoder in ((m.imagenet_query, self.model.query_encoder), (m.imagenet_render, self.model.rendering_encoder)):
@@ -294,7 +366,7 @@ class Trainer:
                 raise IbsrError(f"unreadable ImageNet weights ({type(e).__name__})", path) from None
             if isinstance(state, dict) and "state_dict" in state:
                 state = state["state_dict"]
-            load_imagenet_backbone(encoder.resnet, state)
+            load_imagenet_backbone(encoder.backbone, state)
 
 
 def train(config: TrainConfig, out_dir, resume: bool = False, command: str = "", progress: bool = True) -> RunSummary:

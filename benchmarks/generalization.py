@@ -1,0 +1,123 @@
+"""Generalization, not fit: how models retrieve on data their training never had.
+
+    python benchmarks/generalization.py --model old=OLD.pt --model new=ibsr/model/weights/default.pt \
+        --json benchmarks/out/generalization.json
+
+Three sets, each made by `ibsr-data synth` with a seed no training or model selection used (3):
+  (a) unseen-shapes     new shapes of the training categories (synth group "train"), photos in
+                        the training style;
+  (b) unseen-categories shapes of the categories held out of training (synth group "heldout");
+  (c) unseen-style      the shapes of (a), new photos in the "heldout" photo style (lighting,
+                        backgrounds and camera the training photos never had).
+Each is scored through the real pipeline (`ibsr-index build`, then `ibsr-eval --prefilter none`,
+exhaustive ranking) twice: with the exact masks given, and with the masks ignored (the
+searcher's automatic mask, as for a user's plain JPEG; `--mask-method NAME=grabcut|model|auto`
+per model, default auto). Prints a table (top-1, top-10, right category) and writes JSON.
+Generated sets and indexes are kept under --work and reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SEED = 3
+SETS = {  # name -> (synth category group, photo style, first photo index, folder whose index it uses)
+    "unseen-shapes": ("train", "default", 0, "unseen-shapes"),
+    "unseen-categories": ("heldout", "default", 0, "unseen-categories"),
+    "unseen-style": ("train", "heldout", 2, "unseen-shapes"),
+}
+
+
+def run(cmd: list[str]) -> str:
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"command failed ({result.returncode}): {' '.join(cmd)}\n{result.stderr[-2000:]}")
+    return result.stdout
+
+
+def make_set(work: Path, name: str, args) -> Path:
+    group, style, first, _ = SETS[name]
+    folder = work / "data" / name
+    if not (folder / "queries.jsonl").is_file():
+        shapes = args.shapes_per_category * (2 if group == "heldout" else 1)
+        run([sys.executable, "-m", "ibsr.cli.data", "synth", "--out", str(folder), "--categories", group,
+             "--shapes-per-category", str(shapes), "--queries-per-shape", str(args.photos_per_shape),
+             "--first-photo", str(first), "--photo-style", style, "--seed", str(SEED),
+             "--workers", str(args.workers), "--json"])
+    return folder
+
+
+def evaluate(work: Path, model: str, weights: str, mask_method: str, name: str) -> dict:
+    index_folder = work / "data" / SETS[name][3]
+    index = work / "index" / f"{model}-{SETS[name][3]}"
+    run([sys.executable, "-m", "ibsr.cli.index", "build", str(index_folder / "catalog"), "--index", str(index),
+         "--weights", weights, "--json"])
+    out = {}
+    for masks, options in (("given", []), ("auto", ["--ignore-masks", "--mask-method", mask_method])):
+        report = json.loads(run([sys.executable, "-m", "ibsr.cli.eval", "--index", str(index), "--queries",
+                                 str(work / "data" / name / "queries.jsonl"), "--weights", weights,
+                                 "--prefilter", "none", "--json", "--no-progress", *options]))
+        s = report["summary"]
+        out[masks] = {"top1": s["top1"], "top10": s["top10"], "category": s["category"], "queries": s["count"],
+                      "shapes": report["shapes"], "seconds": report["timings"]["total_s"]}
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", action="append", required=True, metavar="NAME=WEIGHTS",
+                        help="A model to score (repeat to compare, e.g. old=... new=...).")
+    parser.add_argument("--mask-method", action="append", default=[], metavar="NAME=METHOD",
+                        help="Automatic mask for a model's 'auto' rows: grabcut, model or auto (default).")
+    parser.add_argument("--work", type=Path, default=Path("data/generalization"),
+                        help="Folder for the generated sets and indexes (reused when present).")
+    parser.add_argument("--shapes-per-category", type=int, default=8,
+                        help="Shapes per training category in (a)/(c); (b) gets twice as many per category.")
+    parser.add_argument("--photos-per-shape", type=int, default=2)
+    parser.add_argument("--sets", default=",".join(SETS), help="Comma-separated subset of " + ", ".join(SETS))
+    parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--json", type=Path, default=None, help="Write the results here.")
+    args = parser.parse_args()
+    models = dict(m.split("=", 1) for m in args.model)
+    mask_methods = {name: "auto" for name in models} | dict(m.split("=", 1) for m in args.mask_method)
+    sets = [s for s in args.sets.split(",") if s]
+    start = time.perf_counter()
+    for name in sets:
+        make_set(args.work, SETS[name][3], args)  # the catalog a set's index is built from
+        make_set(args.work, name, args)
+    results = {model: {name: evaluate(args.work, model, weights, mask_methods[model], name) for name in sets}
+               for model, weights in models.items()}
+    print_table(results)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({
+            "results": results, "models": models, "mask_methods": mask_methods, "seed": SEED, "shapes_per_category": args.shapes_per_category,
+            "photos_per_shape": args.photos_per_shape, "cpu": cpu_name(), "python": platform.python_version(),
+            "seconds": round(time.perf_counter() - start, 1)}, indent=2) + "\n")
+
+
+def print_table(results: dict) -> None:
+    print(f"{'model':<10} {'set':<18} {'masks':<6} {'shapes':>6} {'photos':>6} {'top-1':>7} {'top-10':>7} {'category':>8}")
+    for model, per_set in results.items():
+        for name, per_mask in per_set.items():
+            for masks, r in per_mask.items():
+                print(f"{model:<10} {name:<18} {masks:<6} {r['shapes']:>6} {r['queries']:>6} {r['top1']:>7.1%} "
+                      f"{r['top10']:>7.1%} {r['category']:>8.1%}")
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""The learned automatic mask at search time: the MaskNet loaded once per process, run per photo.
+
+The photo is resized (INTER_AREA) to the network's `MaskConfig.size` square, whatever its
+aspect ratio (training crops with aspect ratios 1/2-2 and resizes them the same way), the
+probability map is resized back to the photo's size (bilinear) and thresholded at 0.5.
+The network runs on the CPU in the calling thread with torch's thread settings, so a caller
+that sets `torch.set_num_threads` (ibsr-serve's workers) governs it as it governs the encoder.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from ibsr.errors import IbsrError
+from ibsr.model import segmenter
+from ibsr.model.segmenter import MaskNet, load_mask_checkpoint
+
+_cache: dict[tuple[str, int], MaskNet] = {}  # (resolved path, mtime_ns) -> model
+_lock = threading.Lock()
+
+
+def load_mask_model(path: str | Path | None = None, required: bool = False) -> MaskNet | None:
+    """The MaskNet in `path` (default: the shipped `ibsr/model/weights/mask.pt`), read once per
+    process and file version. None when the default file is absent and not `required`."""
+    path = Path(path) if path is not None else segmenter.default_mask_weights_path()
+    if not path.is_file():
+        if required:
+            load_mask_checkpoint(path)  # raises the one-line "not found" error
+        return None
+    key = (str(path.resolve()), path.stat().st_mtime_ns)
+    with _lock:  # concurrent first searches (ibsr-serve) load it once
+        if key not in _cache:
+            model = load_mask_checkpoint(path)[0]
+            _cache[key] = model.to(memory_format=torch.channels_last)  # ~10% faster on CPU
+        return _cache[key]
+
+
+@torch.no_grad()
+def mask_probability(model: MaskNet, rgb: np.ndarray) -> np.ndarray:
+    """H x W float32 object probability of an H x W x 3 uint8 photo."""
+    h, w = rgb.shape[:2]
+    size = model.config.size
+    x = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
+    x = torch.from_numpy(x).permute(2, 0, 1)[None].float().div_(127.5).sub_(1.0)
+    logits = model(x.contiguous(memory_format=torch.channels_last))[0, 0]
+    prob = torch.sigmoid(logits).numpy()
+    return cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def predict_mask(model: MaskNet, rgb: np.ndarray) -> np.ndarray:
+    """H x W bool: the network's object mask of the photo."""
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise IbsrError(f"mask network needs an H x W x 3 RGB image, got shape {rgb.shape}")
+    return mask_probability(model, rgb) >= 0.5

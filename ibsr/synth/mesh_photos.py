@@ -1,0 +1,116 @@
+"""Synthetic photos of any mesh file (a user's own catalog), for `ibsr-train adapt`.
+
+`write_mesh_photos(job)` loads one catalog mesh exactly as the index build does
+(`ibsr.indexer.mesh.load_mesh`: cleaned, normalized, the catalog's up axis), wraps it as a
+one-part `SynthShape` (`shape_from_mesh`) and writes photos k = 0..count-1 with
+`write_shape_queries`, the same photo machinery (materials, rooms, lights, occluders, camera,
+JPEG) as `ibsr-data synth`. Photo k of a shape is a pure function of (seed, shape, k).
+
+Files, under `job.folder`:
+
+    queries/<category>/<name>-<hash>_<k>.jpg        photo k
+    queries/<category>/<name>-<hash>_<k>_mask.png   its object mask (0 / 255)
+    done/<category>/<name>-<hash>.json              written last: what was made, and from what
+
+Names are the shape id made safe for a file system (manifest ids may hold any character)
+plus 8 hex digits of its SHA-1, so two ids never share files. A shape whose `done` record
+matches (mesh hash, seed, size, up axis) and holds enough photos is skipped, so a killed run
+rewrites at most the shapes in flight; asking for more photos later renders only the new ones.
+
+Kept free of torch (like `ibsr.indexer.render_job`), so worker processes start fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ibsr.errors import IbsrError
+from ibsr.indexer.mesh import load_mesh
+
+from .catalog import write_shape_queries
+from .shapes import shape_from_mesh
+
+PHOTOS_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PhotoJob:
+    shape_id: str
+    category: str
+    path: str  # the mesh file
+    mesh_hash: str  # SHA-256 of its bytes (`ibsr.indexer.mesh.file_hash`)
+    up_axis: str
+    seed: int
+    size: int  # photo side, px
+    count: int  # photos 0..count-1
+    folder: str
+
+    @property
+    def safe_category(self) -> str:
+        return _safe(self.category)
+
+    @property
+    def safe_name(self) -> str:
+        digest = hashlib.sha1(self.shape_id.encode()).hexdigest()[:8]
+        return f"{_safe(self.shape_id.rsplit('/', 1)[-1])}-{digest}"
+
+    @property
+    def done_file(self) -> Path:
+        return Path(self.folder) / "done" / self.safe_category / f"{self.safe_name}.json"
+
+    def key(self) -> dict:
+        """What the photos depend on: a change of any of these makes them again."""
+        return {"version": PHOTOS_VERSION, "mesh_hash": self.mesh_hash, "seed": self.seed, "size": self.size,
+                "up_axis": self.up_axis}
+
+
+def write_mesh_photos(job: PhotoJob) -> dict:
+    """Make (or find) photos 0..count-1 of one mesh. Returns {"shape_id", "photos": [(image,
+    mask), ...]} with paths relative to `job.folder`, or {"shape_id", "path", "error"} for a
+    mesh that cannot be loaded or photographed (one bad mesh never stops the run)."""
+    have = _photos_done(job)
+    if have < job.count:
+        try:
+            mesh = load_mesh(Path(job.path), up_axis=job.up_axis)
+            shape = shape_from_mesh(mesh, job.safe_category, job.safe_name)
+            write_shape_queries(shape, job.folder, job.count - have, job.seed, job.size, first=have)
+        except IbsrError as exc:
+            return {"shape_id": job.shape_id, "path": job.path, "error": exc.message}
+        except Exception as exc:  # a renderer crash on one odd mesh must not stop the run
+            return {"shape_id": job.shape_id, "path": job.path,
+                    "error": f"photo rendering failed ({type(exc).__name__}: {exc})"}
+        _write_json(job.done_file, {**job.key(), "count": job.count, "shape_id": job.shape_id})
+    stem = f"queries/{job.safe_category}/{job.safe_name}"
+    return {"shape_id": job.shape_id,
+            "photos": [(f"{stem}_{k}.jpg", f"{stem}_{k}_mask.png") for k in range(job.count)]}
+
+
+def _photos_done(job: PhotoJob) -> int:
+    """How many photos (0..n-1) of this shape are already written for the same inputs."""
+    try:
+        done = json.loads(job.done_file.read_text())
+    except (OSError, ValueError):
+        return 0
+    if not isinstance(done, dict) or any(done.get(k) != v for k, v in job.key().items()):
+        return 0
+    return int(done.get("count", 0))
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._") or "shape"
+
+
+def _write_json(path: Path, data: dict) -> None:
+    """Atomic: the record appears only once every photo it lists is on disk."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, sort_keys=True)
+    os.replace(tmp, path)
+

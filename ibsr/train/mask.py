@@ -1,0 +1,378 @@
+"""`ibsr-train mask`: train the automatic-mask network (`ibsr.model.segmenter.MaskNet`) on the
+exact masks of synthetic photos.
+
+    ibsr-train mask --data data/lite-train --val data/lite-val --out data/runs/mask
+    cp data/runs/mask/last.pt ibsr/model/weights/mask.pt
+
+Data: dataset folders as `ibsr-data synth` writes them (queries.jsonl lines with `image` and
+`mask`; every photo needs its mask). Each photo and mask is decoded once (worker processes for
+large sets), resized to the network's square input (INTER_AREA, as the searcher resizes; the
+mask keeps soft 0-255 edges) and cached as uint8 in `<cache>/masks-<key>.npz`, keyed by the
+files' contents and the size. The cache goes to the GPU when it fits in a quarter of the free
+memory (else it stays in pinned host memory) and every step is augmented on the device:
+colour jitter (brightness, contrast, saturation, white balance, some grayscale), then one
+affine resample = random resized crop (area 0.35-1, aspect 1/2-2, so the network sees the
+squashed photos the searcher's square resize makes) + horizontal flip, photo and mask together.
+
+Loss: BCE + Dice (per photo) on the logits at input resolution, in float32. Adam; the rate
+warms up over the first steps, stays at --lr, and decays with a cosine to 0 over the last 30%
+of the steps. bf16 autocast on CUDA (and on CPUs with native bf16), cudnn.benchmark,
+channels_last. Every random draw comes from a generator seeded by (seed, step), so `--resume`
+from `state.pt` continues the same run. The run folder holds config.json, state.pt,
+metrics.jsonl and last.pt (the shipped format, float16), whose info carries the validation IoU
+measured at the end on --val (the cached input resolution, threshold 0.5).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ibsr.errors import IbsrError
+from ibsr.eval.queries import read_queries
+from ibsr.indexer.mesh import file_hash
+from ibsr.model.segmenter import MaskConfig, MaskNet, init_mask_net, save_mask_checkpoint
+from ibsr.searcher.query import load_image, load_mask
+from ibsr.train.augment import _affines, _resample
+from ibsr.train.data import _key, _pool, _save_npz
+from ibsr.train.loop import _TerminateAsInterrupt, autocast
+
+STATE_FORMAT = "ibsr-mask-train-state"
+STATE_VERSION = 1
+CACHE_VERSION = 1
+DECAY_FRACTION = 0.3  # the cosine decay's share of the run
+WARMUP_STEPS = 100  # linear warm-up (the decoder starts random on a pretrained encoder)
+CROP_AREA = (0.35, 1.0)
+CROP_RATIO = (0.5, 2.0)
+# Keys a resumed run may change: its length (if the steps taken keep their rates), where it
+# runs, and its checkpoint cadence.
+RESUMABLE = {"steps", "device", "threads", "checkpoint_every", "cache"}
+
+
+@dataclass
+class MaskTrainConfig:
+    data: list[str]  # training dataset folders
+    val: str | None = None  # validation dataset folder (IoU at the end)
+    steps: int = 3000
+    batch_size: int = 64
+    lr: float = 1e-3
+    size: int = 224  # network input side (MaskConfig.size)
+    seed: int = 0
+    device: str = "auto"
+    cache: str = "data/cache"
+    checkpoint_every: int = 500
+    threads: int = 0  # torch CPU threads; 0 = torch's default
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def check(self) -> None:
+        for name in ("steps", "batch_size", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise IbsrError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
+        if not self.lr > 0:
+            raise IbsrError(f"--lr must be positive (got {self.lr})")
+        MaskConfig.from_dict({"size": self.size})  # the same bounds as the checkpoint's
+
+
+def lr_at(step: int, steps: int, lr: float) -> float:
+    """Warm-up, constant, then a cosine to 0 over the last DECAY_FRACTION of `steps`."""
+    warmup = min(WARMUP_STEPS, max(1, steps // 10))
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    decay_start = steps - int(round(DECAY_FRACTION * steps))
+    if step < decay_start:
+        return lr
+    return lr * 0.5 * (1.0 + math.cos(math.pi * (step - decay_start) / max(1, steps - decay_start)))
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class MaskPhotos:
+    images: np.ndarray  # N x 3 x S x S uint8 RGB
+    masks: np.ndarray  # N x 1 x S x S uint8, 0-255 (soft edges from the resize)
+    sources: list[str] = field(default_factory=list)  # the queries.jsonl files
+
+
+def load_mask_photos(folders: list, size: int, cache_dir, progress: bool = True) -> MaskPhotos:
+    """Every (photo, exact mask) of the dataset folders, resized to size x size, cached once."""
+    files, sources = [], []
+    for folder in folders:
+        queries_file = Path(folder) / "queries.jsonl"
+        if not queries_file.is_file():
+            raise IbsrError("no queries.jsonl in the dataset folder; make one with `ibsr-data synth --out DIR`", folder)
+        for q in read_queries(queries_file):
+            if q.mask is None:
+                raise IbsrError(f"line {q.line}: {q.image.name} has no mask; mask training needs every photo's "
+                                "exact mask (as `ibsr-data synth` writes)", queries_file)
+            files.append((q.image, q.mask))
+        sources.append(str(queries_file))
+    key = _key({"v": CACHE_VERSION, "kind": "masks", "size": size,
+                "files": [[file_hash(i), file_hash(m)] for i, m in files]})
+    path = Path(cache_dir) / f"masks-{key}.npz"
+    if path.is_file():
+        cached = np.load(path)
+        return MaskPhotos(cached["images"], cached["masks"], sources)
+    images = np.empty((len(files), 3, size, size), np.uint8)
+    masks = np.empty((len(files), 1, size, size), np.uint8)
+    decode = partial(_decode_photo, size=size)
+    with _pool(len(files)) as pool:
+        decoded = pool.map(decode, files, chunksize=32) if pool else map(decode, files)
+        for i, (image, mask) in enumerate(tqdm(decoded, total=len(files), unit="photo", disable=not progress,
+                                               desc=f"decoding {len(files)} photos and masks (once)",
+                                               file=sys.stderr)):
+            images[i], masks[i, 0] = image, mask
+    _save_npz(path, images=images, masks=masks)
+    return MaskPhotos(images, masks, sources)
+
+
+def _decode_photo(files: tuple[Path, Path], size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The searcher's decoding (EXIF, modes) and resize; 3 x S x S RGB and S x S mask, uint8."""
+    rgb, _ = load_image(files[0])
+    mask = load_mask(files[1], rgb.shape[:2]).astype(np.uint8) * 255
+    rgb = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
+    mask = cv2.resize(mask, (size, size), interpolation=cv2.INTER_AREA)
+    return rgb.transpose(2, 0, 1), mask
+
+
+# --------------------------------------------------------------------------- augmentation, loss
+
+
+def augment(images: torch.Tensor, masks: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """B x 3 x S x S and B x 1 x S x S uint8 (on the device) -> photo in [-1, 1], mask in [0, 1]."""
+    b = images.shape[0]
+    x = images.float() / 255.0
+    target = masks.float() / 255.0
+
+    def draw(values: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(values.astype(np.float32)).to(x.device)
+
+    gray = (0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:]).expand_as(x)
+    saturation = draw(rng.uniform(0.5, 1.5, (b, 1, 1, 1)) * (rng.random((b, 1, 1, 1)) >= 0.1))  # 10% gray
+    x = gray + (x - gray) * saturation
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = (x - mean) * draw(rng.uniform(0.6, 1.4, (b, 1, 1, 1))) + mean  # contrast
+    brightness, gains = draw(rng.uniform(0.6, 1.4, (b, 1, 1, 1))), draw(rng.uniform(0.85, 1.15, (b, 3, 1, 1)))
+    x = (x * brightness * gains).clamp_(0.0, 1.0)  # brightness, white balance
+    theta = _affines(rng, b, CROP_AREA, CROP_RATIO, 0.0, 0.5)
+    both = _resample(torch.cat([x, target], dim=1), theta, fill=0.0)  # crops stay inside the frame
+    return both[:, :3] * 2.0 - 1.0, both[:, 3:].clamp(0.0, 1.0)
+
+
+def mask_loss(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """BCE + Dice (mean over photos), in float32; returns (loss, {"bce", "dice"} floats)."""
+    logits = logits.float()
+    bce = F.binary_cross_entropy_with_logits(logits, target)
+    prob = torch.sigmoid(logits)
+    inter = (prob * target).sum(dim=(1, 2, 3))
+    dice = 1.0 - (2.0 * inter + 1.0) / (prob.sum(dim=(1, 2, 3)) + target.sum(dim=(1, 2, 3)) + 1.0)
+    dice = dice.mean()
+    return bce + dice, {"bce": bce.detach(), "dice": dice.detach()}
+
+
+@torch.no_grad()
+def mask_iou(model: MaskNet, photos: MaskPhotos, device: torch.device, batch_size: int = 64) -> dict:
+    """IoU of the thresholded prediction with the (thresholded) exact mask, per photo, at the
+    cached resolution: {"photos", "iou_mean", "iou_median", "iou_below_0.5"}."""
+    was_training = model.training
+    model.eval()
+    ious = []
+    for start in range(0, len(photos.images), batch_size):
+        x = torch.from_numpy(photos.images[start:start + batch_size]).to(device).float().div_(127.5).sub_(1.0)
+        with autocast(device, "auto"):
+            logits = model(x.contiguous(memory_format=torch.channels_last))
+        pred = logits.float() >= 0.0  # sigmoid >= 0.5
+        truth = torch.from_numpy(photos.masks[start:start + batch_size]).to(device) >= 128
+        inter = (pred & truth).sum(dim=(1, 2, 3)).float()
+        union = (pred | truth).sum(dim=(1, 2, 3)).float()
+        ious.append(torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union)).cpu())
+    model.train(was_training)
+    iou = torch.cat(ious).numpy()
+    return {"photos": len(iou), "iou_mean": round(float(iou.mean()), 4), "iou_median": round(float(np.median(iou)), 4),
+            "iou_below_0.5": round(float((iou < 0.5).mean()), 4)}
+
+
+# --------------------------------------------------------------------------- the run
+
+
+@dataclass
+class MaskRunSummary:
+    out: str
+    step: int
+    steps: int
+    seconds_per_step: float
+    device: str
+    train_photos: int
+    val: dict | None
+    last_checkpoint: str
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+class MaskTrainer:
+    """`MaskTrainer(config, out_dir).run()`; `resume=True` continues from `out_dir/state.pt`."""
+
+    def __init__(self, config: MaskTrainConfig, out_dir, resume: bool = False, command: str = "",
+                 progress: bool = True):
+        config.check()
+        self.config, self.out, self.command, self.progress = config, Path(out_dir), command, progress
+        self._check_out_dir(resume)
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        self.device = _device(config.device)
+        self.train_photos = load_mask_photos(config.data, config.size, config.cache, progress)
+        self.val_photos = load_mask_photos([config.val], config.size, config.cache, progress) if config.val else None
+        self.images = _place(self.train_photos.images, self.device)
+        self.masks = _place(self.train_photos.masks, self.device)
+        torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick its fastest kernels
+        self.model = init_mask_net(MaskConfig(size=config.size), config.seed, imagenet=not resume)
+        self.model.to(self.device, memory_format=torch.channels_last).train()
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        self.step = 0
+        if resume:
+            self._load_state()
+        else:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+
+    def train_step(self) -> dict:
+        c = self.config
+        rng = np.random.default_rng([c.seed, self.step])
+        n = len(self.images)
+        idx = torch.from_numpy(rng.choice(n, c.batch_size, replace=n < c.batch_size)).to(self.images.device)
+        x, target = augment(self.images[idx].to(self.device, non_blocking=True),
+                            self.masks[idx].to(self.device, non_blocking=True), rng)
+        with autocast(self.device, "auto"):
+            logits = self.model(x.contiguous(memory_format=torch.channels_last))
+        loss, parts = mask_loss(logits, target)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(self.step, c.steps, c.lr)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.step += 1
+        return {"loss": loss.detach(), **parts}
+
+    def run(self) -> MaskRunSummary:
+        c = self.config
+        started, first_step = time.perf_counter(), self.step
+        bar = tqdm(total=c.steps, initial=self.step, unit="step", desc="training mask", disable=not self.progress,
+                   file=sys.stderr, mininterval=5 if not sys.stderr.isatty() else 0.1)
+        try:
+            with _TerminateAsInterrupt():
+                while self.step < c.steps:
+                    values = self.train_step()
+                    bar.update(1)
+                    if self.step % 25 == 0 or self.step in (1, c.steps):  # .item() syncs the GPU: not every step
+                        record = {"step": self.step, **{k: round(v.item(), 5) for k, v in values.items()}}
+                        bar.set_postfix(loss=f"{record['loss']:.3f}", refresh=False)
+                        self._log(record)
+                    if self.step == c.steps or self.step % c.checkpoint_every == 0:
+                        self._save_state()
+        except KeyboardInterrupt:
+            self._save_state()
+            bar.close()
+            raise IbsrError(f"interrupted at step {self.step}/{c.steps}; state saved in {self.out / 'state.pt'}, "
+                            "continue with --resume") from None
+        bar.close()
+        seconds = (time.perf_counter() - started) / max(1, self.step - first_step)
+        val = mask_iou(self.model, self.val_photos, self.device) if self.val_photos is not None else None
+        if val is not None:
+            self._log({"step": self.step, "val": val})
+        info = {"trained_by": "ibsr-train mask", "command": self.command, "config": c.to_dict(), "step": self.step,
+                "train_data": {"queries": self.train_photos.sources, "photos": len(self.train_photos.images)},
+                "val": val, "seconds_per_step": round(seconds, 4), "device": str(self.device)}
+        last = save_mask_checkpoint(self.model, self.out / "last.pt", info)
+        return MaskRunSummary(str(self.out), self.step, c.steps, round(seconds, 4), str(self.device),
+                              len(self.train_photos.images), val, str(last))
+
+    # ------------------------------------------------------------------ files
+
+    def _log(self, record: dict) -> None:
+        with open(self.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def _check_out_dir(self, resume: bool) -> None:
+        state = self.out / "state.pt"
+        if resume and not state.is_file():
+            raise IbsrError("nothing to resume: no state.pt in the run folder; drop --resume to start", self.out)
+        if not resume and state.is_file():
+            raise IbsrError("run folder already holds a run (state.pt); pass --resume to continue it, or choose "
+                            "another --out", self.out)
+
+    def _save_state(self) -> None:
+        payload = {"format": STATE_FORMAT, "version": STATE_VERSION, "config": self.config.to_dict(),
+                   "step": self.step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+        tmp = self.out / ".state.pt.tmp"
+        torch.save(payload, tmp)
+        tmp.replace(self.out / "state.pt")
+
+    def _load_state(self) -> None:
+        path = self.out / "state.pt"
+        try:
+            payload = torch.load(path, map_location=self.device, weights_only=True)
+        except Exception as e:
+            raise IbsrError(f"unreadable training state ({type(e).__name__}); start a new run", path) from None
+        if not isinstance(payload, dict) or payload.get("format") != STATE_FORMAT \
+                or payload.get("version") != STATE_VERSION:
+            raise IbsrError("not an `ibsr-train mask` state file (or another version); start a new run", path)
+        old = payload["config"]
+        changed = sorted(k for k in set(old) | set(self.config.to_dict())
+                         if old.get(k) != self.config.to_dict().get(k) and k not in RESUMABLE)
+        if changed:
+            raise IbsrError(f"options differ from the run's in {', '.join(changed)}; only --steps, --device and the "
+                            "checkpoint cadence may change on --resume", path)
+        done = int(payload["step"])
+        if done > self.config.steps:
+            raise IbsrError(f"the run is already at step {done}; pass --steps {done} or more to continue", path)
+        moved = next((s for s in range(done) if lr_at(s, old["steps"], old["lr"]) != lr_at(s, self.config.steps,
+                                                                                            self.config.lr)), None)
+        if moved is not None:
+            raise IbsrError(f"--steps {self.config.steps} changes the learning rate of step {moved}, which the run "
+                            f"already took (the decay is the last {DECAY_FRACTION:.0%}); keep --steps {old['steps']}",
+                            path)
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.step = done
+
+
+def train_mask(config: MaskTrainConfig, out_dir, resume: bool = False, command: str = "",
+               progress: bool = True) -> MaskRunSummary:
+    """Train (or resume) a mask network run; returns its summary."""
+    return MaskTrainer(config, out_dir, resume=resume, command=command, progress=progress).run()
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise IbsrError(f"--device {name!r} is not a torch device (auto, cpu, cuda, cuda:1)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise IbsrError(f"--device {name} but torch sees no CUDA GPU; use auto or cpu")
+    return device
+
+
+def _place(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """The uint8 cache on the GPU when it takes under a quarter of its free memory, else pinned
+    host memory (batches then travel each step); on the CPU as it is."""
+    tensor = torch.from_numpy(array)
+    if device.type != "cuda":
+        return tensor
+    free, _ = torch.cuda.mem_get_info(device)
+    return tensor.to(device) if tensor.numel() < free / 4 else tensor.pin_memory()

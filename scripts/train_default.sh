@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Make the default model's data and train the shipped networks (configs/README.md): the exact
+# commands, in order. A GPU job (~10 minutes on one H100); on a CPU it runs, slowly.
+#   scripts/train_default.sh [WORKERS]
+# Data generation is a pure function of the seeds and the code, so any machine writes the same files.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WORKERS="${1:-$(nproc)}"
+PY="${PYTHON:-python3}"
+"$PY" -m ibsr.cli.data synth --out data/lite-train --categories train --shapes-per-category 40 \
+    --queries-per-shape 6 --seed 1 --workers "$WORKERS" --json
+"$PY" -m ibsr.cli.data synth --out data/lite-val --categories train --shapes-per-category 8 \
+    --queries-per-shape 2 --seed 2 --workers "$WORKERS" --json
+# the retrieval model (CMIC, EfficientNet-Lite0 from ImageNet): ibsr/model/weights/default.pt
+"$PY" -m ibsr.cli.train run --config configs/lite.toml --out data/runs/lite
+"$PY" -m ibsr.cli.train export data/runs/lite/last.pt --out ibsr/model/weights/default.pt
+# the automatic-mask network: ibsr/model/weights/mask.pt
+"$PY" -m ibsr.cli.data synth --out data/mtrain --categories train --shapes-per-category 30 \
+    --queries-per-shape 8 --seed 1 --workers "$WORKERS" --json
+"$PY" -m ibsr.cli.train mask --data data/mtrain --val data/lite-val --out data/runs/mask --steps 3000
+cp data/runs/mask/last.pt ibsr/model/weights/mask.pt
