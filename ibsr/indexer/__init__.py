@@ -9,6 +9,8 @@ _EXPORTS = {
     "Indexer": "ibsr.indexer.build",
     "CatalogEntry": "ibsr.indexer.discover",
     "discover": "ibsr.indexer.discover",
+    "IndexWriteLock": "ibsr.indexer.lock",
+    "verify_index": "ibsr.indexer.verify",
     "ShapeReader": "ibsr.indexer.store",
     "resolve_index_dir": "ibsr.indexer.store",
 }

@@ -3,13 +3,19 @@
 Rendering (CPU, per mesh) runs in worker processes; encoding runs batched in this process;
 each encoded batch is one LanceDB commit. A rerun skips shapes whose mesh hash is already
 indexed, so a killed build resumes where it stopped.
+
+A build holds the index's write lock from its first write to its last (lock.py), so two
+builds of one index run one after the other. Every build removes shapes that appear more
+than once (left by builds of older ibsr versions that ran concurrently) and re-indexes them;
+`repair=True` first runs every check of `ibsr-index verify` and removes what it flags.
 """
 
 from __future__ import annotations
 
+import datetime
 import sys
 import time
-from collections import deque
+from collections import Counter, deque
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -21,13 +27,17 @@ from tqdm import tqdm
 
 from ibsr.errors import IbsrError
 from ibsr.indexer.discover import CatalogEntry, discover
-from ibsr.indexer.faiss_index import faiss_is_current, rebuild_faiss
+from ibsr.indexer.faiss_index import FAISS_DIR, faiss_is_current, rebuild_faiss
+from ibsr.indexer.lock import LOCK_FILES, IndexWriteLock
 from ibsr.indexer.mesh import UP_AXES, file_hash
 from ibsr.indexer.render import DEFAULT_RIG
 from ibsr.indexer.render_job import RenderJob, render_shape
 from ibsr.indexer.store import ShapeWriter, make_rows
-from ibsr.model import checkpoint_id, load_checkpoint, default_weights_path
-from ibsr.schemas import IndexMeta
+from ibsr.model import checkpoint_id, load_checkpoint, default_weights_path, rendering_id
+from ibsr.schemas import META_FILE, SHAPES_TABLE, IndexMeta
+
+DAMAGED_DIR = "damaged"  # repair moves an unreadable table / metadata here, never deletes it
+INDEX_ENTRIES = {META_FILE, f"{SHAPES_TABLE}.lance", FAISS_DIR, DAMAGED_DIR, *LOCK_FILES}
 
 
 @dataclass
@@ -44,6 +54,9 @@ class BuildReport:
     write_seconds: float = 0.0
     wall_seconds: float = 0.0
     faiss: dict | None = None  # set when the prefilter was (re)built
+    duplicates_removed: int = 0  # shapes found more than once, removed and re-indexed
+    repair: dict | None = None  # what --repair found and did
+    took_over: str | None = None  # the dead writer whose lock this build took over
 
     def rates(self) -> dict:
         per = lambda secs: round(self.indexed / secs, 2) if secs > 0 else None  # noqa: E731
@@ -74,39 +87,95 @@ class Indexer:
         cfg = self.model.config
         return IndexMeta(encoder_id=self.encoder_id, model_config=cfg.to_dict(), views=cfg.views,
                          render_size=cfg.render_size, rig=DEFAULT_RIG.to_dict(), embed_dim=cfg.embed_dim,
-                         up_axis=self.up_axis)
+                         up_axis=self.up_axis, rendering_id=rendering_id(self.model))
 
     def build(self, catalog: Path, strict: bool = False, prune: bool = False, progress: bool = True,
-              faiss_factory: str | None = None, ray: str | None = None) -> BuildReport:
+              faiss_factory: str | None = None, ray: str | None = None, wait: bool = True,
+              repair: bool = False) -> BuildReport:
         """ray: None builds in this process (+ render workers); an address ("local", "auto",
-        "ray://host:10001") renders and encodes on Ray instead (`indexer/ray_backend.py`)."""
+        "ray://host:10001") renders and encodes on Ray instead (`indexer/ray_backend.py`).
+        wait: False fails at once if another writer holds the index. repair: verify first and
+        remove whatever is damaged, so the build brings the index back to a clean build's."""
         started = time.perf_counter()
         entries = discover(Path(catalog))
-        self._check_compatible()
-        writer = ShapeWriter(self.index_dir, self.meta)
-        report = BuildReport(index=str(self.index_dir), catalog_shapes=len(entries))
-        todo = self._changed(entries, writer.indexed_hashes(), report, writer, prune)
-        if ray is None:
-            self._index(todo, writer, report, strict, progress)
-        else:
-            from ibsr.indexer.ray_backend import index_with_ray
-            index_with_ray(self, todo, writer, report, strict, progress, address=ray)
-        if report.indexed or report.pruned:
-            writer.compact()
-        if writer.table.count_rows() and (report.indexed or report.pruned or faiss_factory
-                                          or not faiss_is_current(self.index_dir)):
-            report.faiss = rebuild_faiss(self.index_dir, faiss_factory)
+        self._check_target()  # before the lock writes anything into the directory
+        with IndexWriteLock(self.index_dir, wait=wait) as lock:
+            report = BuildReport(index=str(self.index_dir), catalog_shapes=len(entries))
+            report.took_over = lock.took_over.describe() if lock.took_over else None
+            if repair:
+                report.repair = self._repair(progress)
+            self._check_compatible()
+            writer = ShapeWriter(self.index_dir, self.meta)
+            todo = self._changed(entries, writer, report, prune)
+            if ray is None:
+                self._index(todo, writer, report, strict, progress)
+            else:
+                from ibsr.indexer.ray_backend import index_with_ray
+                index_with_ray(self, todo, writer, report, strict, progress, address=ray)
+            self._finish(writer, report, faiss_factory)
+        if report.repair:
+            report.repair["shapes_removed"] = len(report.repair["shapes_removed"])
         report.wall_seconds = time.perf_counter() - started
         return report
+
+    def _finish(self, writer, report: BuildReport, faiss_factory: str | None) -> None:
+        """Compact if anything changed; rebuild the prefilter if stale, asked for or damaged."""
+        changed = report.indexed or report.pruned or report.duplicates_removed or \
+            (report.repair and report.repair["shapes_removed"])
+        if changed:
+            writer.compact()
+        rebuild = changed or faiss_factory or (report.repair and report.repair["rebuild_prefilter"])
+        if writer.table.count_rows() and (rebuild or not faiss_is_current(self.index_dir)):
+            report.faiss = rebuild_faiss(self.index_dir, faiss_factory)
+
+    def _check_target(self) -> None:
+        """Refuse a directory holding anything but an ibsr index, before writing into it."""
+        if not self.index_dir.is_dir():
+            return
+        foreign = [p.name for p in self.index_dir.iterdir()
+                   if p.name not in INDEX_ENTRIES and not p.name.endswith(".tmp")]
+        if foreign:
+            raise IbsrError(f"exists and is not an ibsr index (it holds {foreign[0]!r}); choose an empty or new "
+                            "--index directory", self.index_dir)
+
+    def _repair(self, progress: bool) -> dict:
+        """Verify; set aside a table or metadata that cannot be trusted; name the damaged shapes."""
+        from ibsr.indexer.verify import verify_index
+
+        exists = (self.index_dir / META_FILE).exists() or (self.index_dir / f"{SHAPES_TABLE}.lance").exists()
+        found = verify_index(self.index_dir, progress=progress) if exists else None  # None: a new index
+        repair = {"problems": dict(found.counts) if found else {}, "moved_aside": None, "shapes_removed": [],
+                  "rebuild_prefilter": bool(found and found.counts["prefilter"])}
+        if found is None or found.healthy:
+            return repair
+        if not found.needs_rebuild and found.bad_shape_ids():
+            try:  # the build re-indexes the removed shapes from the catalog
+                ShapeWriter(self.index_dir, IndexMeta.read(self.index_dir)).delete(sorted(found.bad_shape_ids()))
+                repair["shapes_removed"] = sorted(found.bad_shape_ids())
+                return repair
+            except IbsrError:  # even deleting fails: the table's files are damaged beyond its rows
+                pass
+        if found.needs_rebuild or found.bad_shape_ids():
+            repair["moved_aside"] = str(self._move_aside())
+        return repair
+
+    def _move_aside(self) -> Path:
+        """Move the metadata, table and prefilter to damaged/<time>/: the build starts afresh."""
+        target = self.index_dir / DAMAGED_DIR / datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+        target.mkdir(parents=True)
+        for name in (META_FILE, f"{SHAPES_TABLE}.lance", FAISS_DIR):
+            if (self.index_dir / name).exists():
+                (self.index_dir / name).rename(target / name)
+        return target
 
     def _check_compatible(self) -> None:
         """Refuse to mix shapes from another encoder, rig or up axis into one index."""
         try:
             existing = IndexMeta.read(self.index_dir)
-        except IbsrError:
-            if self.index_dir.exists() and any(self.index_dir.iterdir()):
-                raise IbsrError("exists and is not an ibsr index; choose an empty or new --index directory",
-                                self.index_dir) from None
+        except IbsrError as exc:
+            if (self.index_dir / META_FILE).exists() or (self.index_dir / f"{SHAPES_TABLE}.lance").exists():
+                raise IbsrError(f"{exc.message.split(';')[0]}; `ibsr-index build CATALOG --repair` rebuilds it "
+                                "(the damaged files are kept aside)", exc.path or self.index_dir) from None
             self.meta.write(self.index_dir)
             return
         for key in ("encoder_id", "views", "render_size", "rig", "embed_dim", "up_axis"):
@@ -116,7 +185,8 @@ class Indexer:
                     f"{getattr(self.meta, key)!r}; use another --index directory (or delete this one)",
                     self.index_dir)
 
-    def _changed(self, entries, indexed: dict[str, str], report: BuildReport, writer, prune) -> list[tuple]:
+    def _changed(self, entries, writer, report: BuildReport, prune) -> list[tuple]:
+        indexed = self._without_duplicates(writer, report)
         todo = []
         for entry in entries:
             try:
@@ -133,6 +203,17 @@ class Indexer:
             writer.delete(stale)
             report.pruned = len(stale)
         return todo
+
+    @staticmethod
+    def _without_duplicates(writer, report: BuildReport) -> dict[str, str]:
+        """{shape_id: mesh_hash}; shapes stored more than once are deleted (and so re-indexed)."""
+        ids, hashes = writer.indexed_rows()
+        duplicated = sorted(shape_id for shape_id, n in Counter(ids).items() if n > 1)
+        if duplicated:
+            writer.delete(duplicated)
+            report.duplicates_removed = len(duplicated)
+        gone = set(duplicated)
+        return {shape_id: digest for shape_id, digest in zip(ids, hashes) if shape_id not in gone}
 
     def _index(self, todo: list[tuple[CatalogEntry, str]], writer, report, strict, progress) -> None:
         jobs = [RenderJob(e.shape_id, e.category, str(e.path), digest, self.up_axis, self.meta.render_size)

@@ -5,13 +5,21 @@ The type follows the catalog size: exact (`Flat`) below `EXACT_BELOW` shapes, el
 with ~4 sqrt(N) lists; any FAISS factory string overrides it (`--faiss-factory HNSW32`).
 Beside the index, `faiss/shape_ids.json` records the row order and the table version it
 was built from, so a search can tell a stale prefilter from a current one.
+
+Writes are crash-safe: each write puts the index in a new file (`prefilter-<id>.faiss`) and
+then atomically replaces `shape_ids.json`, which names that file; the JSON is the commit
+point. A writer killed at any moment leaves the previous (index, ids) pair intact and at
+worst an unreferenced file, removed by the next write. Readers read the JSON first and then
+the file it names, so they never pair an index with another write's id list.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import uuid
 from pathlib import Path
 
 import faiss
@@ -54,40 +62,77 @@ def _tune(index: faiss.Index) -> None:
 
 
 def write_faiss(index_dir: Path, index: faiss.Index, shape_ids: list[str], table_version: int, factory: str) -> None:
-    """Write the index and its id list atomically (tmp + rename each, id list last)."""
+    """Write a new index file, then commit it by replacing the id list that names it."""
     folder = Path(index_dir) / FAISS_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / (INDEX_FILE + ".tmp")
-    faiss.write_index(index, str(tmp))
-    os.replace(tmp, folder / INDEX_FILE)
-    meta = {"table_version": table_version, "factory": factory, "count": len(shape_ids), "shape_ids": shape_ids}
-    tmp = folder / (IDS_FILE + ".tmp")
-    tmp.write_text(json.dumps(meta))
-    os.replace(tmp, folder / IDS_FILE)
+    name = f"prefilter-{uuid.uuid4().hex[:16]}.faiss"
+    meta = {"table_version": table_version, "factory": factory, "count": len(shape_ids), "index_file": name,
+            "shape_ids": shape_ids}
+    tmp = folder / (IDS_FILE + f".{os.getpid()}.tmp")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        # Serialized here and written by Python, so a full disk is an OSError with its errno.
+        _write_synced(folder / name, faiss.serialize_index(index).tobytes())
+        _write_synced(tmp, json.dumps(meta).encode())
+        os.replace(tmp, folder / IDS_FILE)  # the commit point
+    except OSError as exc:
+        from ibsr.indexer.store import lance_error
+
+        error = lance_error(exc, folder, writing=True)  # names a full disk as such
+        if exc.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            error = IbsrError(f"cannot write the FAISS prefilter ({exc.strerror or exc}); the previous one is kept; "
+                              "fix the cause and run `ibsr-index reindex-faiss`", folder)
+        for path in (folder / name, tmp):
+            path.unlink(missing_ok=True)
+        raise error from None
+    _remove_unreferenced(folder, keep=name)
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _remove_unreferenced(folder: Path, keep: str) -> None:
+    """Index files of earlier writes (and of killed ones). Readers that read the old JSON
+    just before may still open the old file: they then find it gone and fall back (read_faiss)."""
+    for path in folder.iterdir():
+        stale_index = path.name.startswith("prefilter") and path.suffix == ".faiss" and path.name != keep
+        if stale_index or path.name.endswith(".tmp"):
+            path.unlink(missing_ok=True)
 
 
 def read_faiss(index_dir: Path) -> tuple[faiss.Index, dict] | None:
-    """The stored prefilter and its metadata, or None if absent or unreadable."""
+    """The stored prefilter and its metadata, or None if absent, unreadable or inconsistent."""
     folder = Path(index_dir) / FAISS_DIR
-    try:
-        meta = json.loads((folder / IDS_FILE).read_text())
-        index = faiss.read_index(str(folder / INDEX_FILE))
-    except (OSError, ValueError, RuntimeError):
+    for _ in range(2):  # a writer may replace the pair between our two reads: read the new one
+        try:
+            meta = json.loads((folder / IDS_FILE).read_text())
+            index = faiss.read_index(str(folder / meta.get("index_file", INDEX_FILE)))
+            break
+        except (OSError, ValueError, RuntimeError, AttributeError):
+            continue
+    else:
         return None
-    if index.ntotal != meta.get("count"):
+    if index.ntotal != meta.get("count") or len(meta.get("shape_ids", ())) != index.ntotal:
         return None
     _tune(index)
     return index, meta
 
 
-def rebuild_faiss(index_dir: Path, factory: str | None = None) -> dict:
-    """Build the prefilter from the table's current version and write it beside the table."""
+def rebuild_faiss(index_dir: Path, factory: str | None = None, wait: bool = True) -> dict:
+    """Build the prefilter from the table's current version and write it beside the table,
+    holding the index's write lock (already held when a build calls this)."""
+    from ibsr.indexer.lock import IndexWriteLock
     from ibsr.indexer.store import ShapeReader
 
-    reader = ShapeReader(index_dir)
-    shape_ids, vectors = reader.vectors()
-    factory = factory or default_factory(len(shape_ids))
-    write_faiss(index_dir, build_faiss(vectors, factory), shape_ids, reader.version, factory)
+    reader = ShapeReader(index_dir)  # before locking: refuses a directory that is no index
+    with IndexWriteLock(index_dir, wait=wait):
+        reader = ShapeReader(index_dir)  # the version no other writer can move now
+        shape_ids, vectors = reader.vectors()
+        factory = factory or default_factory(len(shape_ids))
+        write_faiss(index_dir, build_faiss(vectors, factory), shape_ids, reader.version, factory)
     return {"factory": factory, "count": len(shape_ids), "table_version": reader.version}
 
 

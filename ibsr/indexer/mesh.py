@@ -40,14 +40,32 @@ def load_mesh(path: Path, up_axis: str = "y") -> trimesh.Trimesh:
     try:
         mesh = trimesh.load(path, force="mesh", process=False)
     except Exception as exc:  # trimesh raises many types for corrupt input
-        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        raise MeshError(f"cannot load mesh ({reason})", path) from None
+        raise MeshError(f"cannot load mesh ({_reason(exc)})", path) from None
     if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
         raise MeshError("mesh has no faces", path)
-    return normalize_mesh(_clean(mesh, path), up_axis=up_axis)
+    try:
+        return normalize_mesh(_clean(mesh, path), up_axis=up_axis)
+    except MeshError:
+        raise
+    except Exception as exc:  # trimesh's processing of a pathological mesh (found by fuzzing)
+        raise MeshError(f"cannot clean mesh ({_reason(exc)})", path) from None
+
+
+def _reason(exc: Exception) -> str:
+    return str(exc).splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
 
 
 def _clean(mesh: trimesh.Trimesh, path: Path) -> trimesh.Trimesh:
+    faces = np.asarray(mesh.faces)
+    if np.asarray(mesh.vertices).ndim != 2 or np.asarray(mesh.vertices).shape[1] != 3:
+        raise MeshError("vertices do not have 3 coordinates each", path)
+    if faces.ndim != 2 or faces.shape[1] != 3:
+        raise MeshError("faces are not triangles", path)
+    exists = ((faces >= 0) & (faces < len(mesh.vertices))).all(axis=1)
+    if not exists.all():  # indices past the vertex list (e.g. OBJ's 1-based `f 0 ...`): drop those faces
+        if not exists.any():
+            raise MeshError("every face refers to a vertex the file does not have", path)
+        mesh = trimesh.Trimesh(vertices=mesh.vertices, faces=faces[exists], process=False)
     vertices = np.asarray(mesh.vertices, dtype=np.float64)
     if not np.isfinite(vertices).all():
         # Drop faces that touch a NaN/inf vertex; a mesh made only of them is unusable.
