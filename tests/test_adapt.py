@@ -243,7 +243,7 @@ def test_bad_input_is_one_line(tiny_weights, tmp_path):
         ([empty, "--out", tmp_path / "file" / "adapted.pt"], ["cannot write the adapted checkpoint"]),
         ([empty, "--out", tmp_path], ["is a folder"]),
         ([empty, "--out", tmp_path / "new" / "adapted.pt", "--resume"], ["nothing to resume"]),
-        ([empty, "--out", out, "--device", "gpu"], ["--device 'gpu'"]),
+        ([empty, "--out", out, "--device", "gpu"], ["--device = 'gpu'"]),
     ]
     for args, needles in cases:
         result = run_cli(*args, "--weights", tiny_weights, "--workers", 0, "--json")  # --json: no progress bars

@@ -63,6 +63,7 @@ from ibsr.synth.catalog import write_jsonl
 from ibsr.synth.mesh_photos import PhotoJob, write_mesh_photos
 from ibsr.train.config import TrainConfig, views_index
 from ibsr.train.data import Dataset, load_dataset
+from ibsr.train.device import torch_device
 from ibsr.train.evaluate import batch_scores, cached_view_embeddings, embed_queries, retrieval_metrics
 from ibsr.train.loop import Trainer
 
@@ -179,7 +180,7 @@ class Adaptation:
         self.resume = resume
         self.command = command
         self.progress = progress
-        self.device = _device(options.device)
+        self.device = torch_device(options.device)
         self.threads = options.threads or len(os.sched_getaffinity(0))
         _check_writable(self.out)
         self.base_path = Path(weights) if weights else default_weights_path()
@@ -466,18 +467,6 @@ class Adaptation:
     def _say(self, text: str) -> None:
         if self.progress:
             print(text, file=sys.stderr)
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise IbsrError(f"--device {name!r} is not a torch device (auto, cpu, cuda, cuda:1)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise IbsrError(f"--device {name!r} but torch sees no CUDA GPU; use auto or cpu")
-    return device
 
 
 def _base_lr(info: dict) -> float:

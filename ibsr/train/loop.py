@@ -37,6 +37,7 @@ from ibsr.train.augment import apply_mask_mode, augment_queries, augment_views, 
 from ibsr.train.batch import AUGMENT_STREAM, Batch, sample_batch, step_rng, steps_per_epoch
 from ibsr.train.config import TrainConfig, views_index
 from ibsr.train.data import Dataset, load_dataset
+from ibsr.train.device import torch_device
 from ibsr.train.evaluate import batch_scores, cached_view_embeddings, evaluate
 
 STATE_FORMAT = "ibsr-train-state"
@@ -138,7 +139,7 @@ class Trainer:
         if c.train.lr_decay_steps > self.total_steps:
             raise IbsrError(f"train.lr_decay_steps ({c.train.lr_decay_steps}) is longer than the run "
                             f"({self.total_steps} steps)")
-        self.device = _device(c.train.device)
+        self.device = torch_device(c.train.device, "train.device")
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels
         self.model = init_model(mc, c.seed).to(self.device)
         if c.train.channels_last:
@@ -372,18 +373,6 @@ class Trainer:
 def train(config: TrainConfig, out_dir, resume: bool = False, command: str = "", progress: bool = True) -> RunSummary:
     """Train (or resume) one run; returns its summary."""
     return Trainer(config, out_dir, resume=resume, command=command, progress=progress).run()
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise IbsrError(f"train.device = {name!r} is not a torch device (auto, cpu, cuda, cuda:1)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise IbsrError(f"train.device = {name!r} but torch sees no CUDA GPU; use \"auto\" or \"cpu\"")
-    return device
 
 
 def _rank(metrics: dict, k: int) -> tuple:

@@ -46,6 +46,7 @@ from ibsr.model.segmenter import MaskConfig, MaskNet, init_mask_net, save_mask_c
 from ibsr.searcher.query import load_image, load_mask
 from ibsr.train.augment import _affines, _resample
 from ibsr.train.data import _key, _pool, _save_npz
+from ibsr.train.device import torch_device
 from ibsr.train.loop import _TerminateAsInterrupt, autocast
 
 STATE_FORMAT = "ibsr-mask-train-state"
@@ -233,7 +234,7 @@ class MaskTrainer:
         self._check_out_dir(resume)
         if config.threads:
             torch.set_num_threads(config.threads)
-        self.device = _device(config.device)
+        self.device = torch_device(config.device)
         self.train_photos = load_mask_photos(config.data, config.size, config.cache, progress)
         self.val_photos = load_mask_photos([config.val], config.size, config.cache, progress) if config.val else None
         self.images = _place(self.train_photos.images, self.device)
@@ -354,18 +355,6 @@ def train_mask(config: MaskTrainConfig, out_dir, resume: bool = False, command: 
                progress: bool = True) -> MaskRunSummary:
     """Train (or resume) a mask network run; returns its summary."""
     return MaskTrainer(config, out_dir, resume=resume, command=command, progress=progress).run()
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise IbsrError(f"--device {name!r} is not a torch device (auto, cpu, cuda, cuda:1)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise IbsrError(f"--device {name} but torch sees no CUDA GPU; use auto or cpu")
-    return device
 
 
 def _place(array: np.ndarray, device: torch.device) -> torch.Tensor:
