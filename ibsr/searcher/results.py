@@ -59,6 +59,13 @@ def _preview(rgb: np.ndarray, max_side: int = 256) -> np.ndarray:
     return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
 
 
+def image_data_uri(image: np.ndarray, max_side: int = 256) -> str:
+    """PNG data URI of an RGB or gray (bool: mask) image shrunk to `max_side`, for pages."""
+    if image.dtype == bool:
+        image = image.astype(np.uint8) * 255
+    return _data_uri(_preview(image, max_side))
+
+
 PAGE_STYLE = """
 body{font-family:system-ui,sans-serif;margin:24px;color:#222}
 section{border-top:1px solid #ccc;padding:12px 0}

@@ -1,0 +1,249 @@
+"""ibsr-serve under load: requests/s and latency percentiles, batching on vs off, time to first answer.
+
+    python benchmarks/serve.py --work /tmp/ibsr-serve-bench --synthetic 100000 1000000 \
+        --concurrency 1 8 32 --requests 96 --json benchmarks/out/serve.json
+
+For each index (a real one built from generated shapes with the shipped model, and
+synthetic-embedding indexes of the given sizes), starts `ibsr-serve` as a separate process
+twice (batching on: the defaults; off: --max-batch 1; small indexes: both up at once, taking turns), measures
+the time from process start to the first answered search, then sends `--requests` searches of
+generated photos (with their mask files) from this process over loopback, `c` at a time, for
+each concurrency `c`, `--rounds` times per server; the best round is reported (errors: all
+rounds). Indexes of `--together-below` shapes or more get one server at a time (memory).
+Indexes are kept in --work and reused by later runs.
+
+The synthetic indexes are written with ibsr's own store writer (`ShapeWriter`, `make_rows`,
+`rebuild_faiss`): per-category cluster centres plus noise for the view embeddings (so the
+category prefilter behaves as on a real catalog: a query's nearest shapes agree on a few
+categories), the shipped model's encoder id, and a real mesh as every shape's source.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import httpx2 as httpx
+import numpy as np
+
+from ibsr.eval import read_queries
+from ibsr.indexer import Indexer, ShapeReader
+from ibsr.indexer.faiss_index import rebuild_faiss
+from ibsr.indexer.render import montage
+from ibsr.indexer.store import ShapeWriter, make_rows
+from ibsr.schemas import META_FILE
+from ibsr.serve import thread_budget, usable_cpus
+from ibsr.synth import CATEGORIES, iter_shapes, write_catalog, write_queries
+
+SYNTH_CHUNK = 50_000  # shapes per commit of the synthetic writer
+MODES = (("on", []), ("off", ["--max-batch", "1"]))  # batching: the defaults, or one request at a time
+
+
+def build_real(root: Path, shapes_per_category: int, photos: int, seed: int) -> Path:
+    index = root / "index"
+    if (index / "faiss").is_dir():
+        return index
+    write_catalog(root, CATEGORIES, shapes_per_category, seed)
+    per_category = max(1, photos // len(CATEGORIES))
+    write_queries(root, list(iter_shapes(CATEGORIES, min(per_category, shapes_per_category), seed)), 1, seed)
+    Indexer(index, workers=2).build(root / "catalog", progress=True)
+    return index
+
+
+def build_synthetic(index: Path, n: int, source_path: str, seed: int) -> Path:
+    """n shapes of random clustered view embeddings, written like a build writes them."""
+    if (index / "faiss").is_dir():
+        return index
+    indexer = Indexer(index)  # the shipped model: its encoder id, views, dims, rig
+    meta = indexer.meta
+    if not (index / META_FILE).exists():
+        meta.write(index)
+    writer = ShapeWriter(index, meta)
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((len(CATEGORIES), meta.embed_dim)).astype(np.float32)
+    thumbnail = cv2.imencode(".png", montage(np.full((meta.views, 64, 64), 255, np.uint8)))[1].tobytes()
+    started = time.perf_counter()
+    for start in range(len(writer.indexed_hashes()), n, SYNTH_CHUNK):
+        count = min(SYNTH_CHUNK, n - start)
+        cats = rng.integers(len(CATEGORIES), size=count)
+        shape_noise = rng.standard_normal((count, 1, meta.embed_dim), dtype=np.float32)
+        view_noise = rng.standard_normal((count, meta.views, meta.embed_dim), dtype=np.float32)
+        views = centres[cats][:, None, :] + 0.8 * shape_noise + 0.5 * view_noise
+        views /= np.linalg.norm(views, axis=2, keepdims=True)
+        shapes = [{"shape_id": f"{CATEGORIES[c]}/synthetic_{start + i:07d}", "category": CATEGORIES[c],
+                   "source_path": source_path, "mesh_hash": f"synthetic-{start + i}", "thumbnail": thumbnail,
+                   "encoder_id": meta.encoder_id} for i, c in enumerate(cats)]
+        writer.upsert(make_rows(writer.schema, shapes, views))
+        print(f"  synthetic {n}: {start + count} shapes written ({time.perf_counter() - started:.0f} s)", flush=True)
+    writer.compact()
+    print(f"  synthetic {n}: prefilter {rebuild_faiss(index)} ({time.perf_counter() - started:.0f} s)", flush=True)
+    return index
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """`ibsr-serve` in its own process; records the time to its first answered search."""
+
+    def __init__(self, index: Path, extra: list[str], request: dict):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        started = time.perf_counter()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "ibsr.cli.serve", "--index", str(index), "--port", str(self.port),
+             "--log-level", "warning", *extra], stderr=subprocess.PIPE, text=True)
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"ibsr-serve exited: {self.process.stderr.read()}")
+            try:
+                if httpx.post(self.url + "/search", timeout=600, **request).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        self.first_answer_s = time.perf_counter() - started
+
+    def health(self) -> dict:
+        return httpx.get(self.url + "/health").json()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.communicate(timeout=60)
+
+
+def load(url: str, requests: list[dict], concurrency: int, total: int) -> dict:
+    """`total` searches, `concurrency` at a time: asyncio tasks on one connection each, in one
+    thread (32 client threads would fight over the GIL on the cores the server needs)."""
+    return asyncio.run(_load(url, requests, concurrency, total))
+
+
+async def _load(url: str, requests: list[dict], concurrency: int, total: int) -> dict:
+    latencies, errors = [], []
+    counter = iter(range(total))
+
+    async def client():
+        async with httpx.AsyncClient(base_url=url, timeout=600) as http:
+            for i in counter:  # shared: each index is taken by one task
+                started = time.perf_counter()
+                response = await http.post("/search", **requests[i % len(requests)])
+                if response.status_code == 200:
+                    latencies.append(time.perf_counter() - started)
+                else:
+                    errors.append(response.status_code)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    wall = time.perf_counter() - started
+    ms = np.array(latencies) * 1000
+    return {"concurrency": concurrency, "requests": total, "errors": len(errors), "wall_s": round(wall, 2),
+            "requests_per_s": round(len(latencies) / wall, 2),
+            **{f"p{p}_ms": round(float(np.percentile(ms, p)), 1) for p in (50, 95, 99)}}
+
+
+def photo_requests(root: Path, topk: int) -> list[dict]:
+    requests = []
+    for query in read_queries(root / "queries.jsonl"):
+        requests.append({"files": {"image": (Path(query.image).name, Path(query.image).read_bytes()),
+                                   "mask": ("mask.png", Path(query.mask).read_bytes())},
+                         "data": {"topk": str(topk)}})
+    return requests
+
+
+def cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/ibsr-serve-bench"), help="indexes are kept here")
+    parser.add_argument("--shapes-per-category", type=int, default=25, help="real index: generated shapes (x8)")
+    parser.add_argument("--photos", type=int, default=32, help="generated query photos (with mask files)")
+    parser.add_argument("--synthetic", type=int, nargs="*", default=[100_000], help="synthetic index sizes")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--requests", type=int, default=96, help="searches per concurrency level")
+    parser.add_argument("--rounds", type=int, default=2, help="runs per cell (on and off take turns); best kept")
+    parser.add_argument("--together-below", type=int, default=500_000,
+                        help="indexes smaller than this: batching on and off servers up at once, taking turns")
+    parser.add_argument("--off-first", action="store_true", help="start the batching-off server first")
+    parser.add_argument("--topk", type=int, default=10)
+    parser.add_argument("--skip-real", action="store_true", help="only the synthetic indexes")
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+
+    real_root = args.work / "real"
+    real = build_real(real_root, args.shapes_per_category, args.photos, args.seed)
+    requests = photo_requests(real_root, args.topk)
+    source = str(sorted((real_root / "catalog" / "chair").iterdir())[0])
+    indexes = [] if args.skip_real else [("real", real, ShapeReader(real).info()["shapes"])]
+    indexes += [(f"synthetic {n:,}", build_synthetic(args.work / f"synthetic-{n}", n, source, args.seed), n)
+                for n in args.synthetic]
+    cpus = usable_cpus()
+    meta = {"cpu": cpu_model(), "usable_cpus": cpus, "threads (torch, decode)": thread_budget(cpus),
+            "load_average": os.getloadavg(), "photos": len(requests), "command": " ".join(sys.argv)}
+    print(f"# {meta}")
+    rows = []
+    print("| index | shapes | batching | first answer (s) | concurrency | requests/s | p50 ms | p95 ms | p99 ms "
+          "| errors | batches | on/off req/s |")
+    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name, index, shapes in indexes:
+        # Small indexes: both servers stay up and take turns, so background load on a shared
+        # machine hits both alike. Large ones: one server at a time (a 1M-shape server peaks
+        # at ~11 GB while loading). Each cell is the best of --rounds runs.
+        together = shapes < args.together_below
+        cells, first_answer = {}, {}
+        order = MODES[::-1] if args.off_first else MODES
+        for modes in ([order] if together else [[m] for m in order]):
+            servers = {}
+            try:
+                for mode, extra in modes:
+                    servers[mode] = Server(index, extra, requests[0])
+                    first_answer[mode] = round(servers[mode].first_answer_s, 2)
+                    load(servers[mode].url, requests, 2, 8)  # warm-up
+                for c in args.concurrency:
+                    for _ in range(args.rounds):
+                        for mode, server in servers.items():
+                            before = server.health()["batches"]
+                            result = load(server.url, requests, c, args.requests)
+                            result["batches"] = server.health()["batches"] - before
+                            best = cells.get((mode, c))
+                            errors = result["errors"] + (best["errors"] if best else 0)  # of all rounds
+                            if best is None or result["requests_per_s"] > best["requests_per_s"]:
+                                cells[(mode, c)] = best = result
+                            best["errors"] = errors
+            finally:
+                for server in servers.values():
+                    server.stop()
+        for c in args.concurrency:
+            for mode, _ in MODES:
+                cell = cells[(mode, c)]
+                ratio = cell["requests_per_s"] / cells[("off", c)]["requests_per_s"]
+                row = {"index": name, "shapes": shapes, "batching": mode, "first_answer_s": first_answer[mode],
+                       "servers_together": together, **cell, "on_off_ratio": round(ratio, 2)}
+                rows.append(row)
+                print(f"| {name} | {shapes:,} | {mode} | {row['first_answer_s']} | {c} | {row['requests_per_s']} "
+                      f"| {row['p50_ms']} | {row['p95_ms']} | {row['p99_ms']} | {row['errors']} | {row['batches']} "
+                      f"| {ratio:.2f}x |", flush=True)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""ibsr-serve: the search service and its web page (docs: README "Serve")."""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+from ibsr.cli.common import IbsrCommand, device_option, index_option, weights_option
+
+STARTED = time.perf_counter()  # for "ready in N s" (imports included)
+
+
+@click.command(cls=IbsrCommand)
+@index_option
+@weights_option
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (0.0.0.0: every interface; there is no authentication).")
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535), help="TCP port.")
+@device_option
+@click.option("--max-batch", default=32, show_default=True, type=click.IntRange(min=1),
+              help="Most requests encoded and reranked together (1 turns batching off).")
+@click.option("--encode-batch", default=None, type=click.IntRange(min=1),
+              help="Photos per query-encoder call within a batch. Default: 32 on CUDA, 1 on a CPU (measured "
+                   "fastest there: benchmarks/RESULTS.md, Serve).")
+@click.option("--batch-wait-ms", default=5.0, show_default=True, type=click.FloatRange(min=0),
+              help="After the first request of a batch, how long to wait for more to join it (only while other "
+                   "requests are still being decoded).")
+@click.option("--queue-size", default=64, show_default=True, type=click.IntRange(min=1),
+              help="Requests in flight (decoding, queued, searched); more are answered 503 with Retry-After.")
+@click.option("--max-upload-mb", default=20.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Largest request body (photo + mask) accepted; larger ones are answered 413.")
+@click.option("--timeout", "timeout_s", default=30.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Seconds a request may take (decode + queue + search) before it is answered 504.")
+@click.option("--reload-interval", default=1.0, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds between checks for a new table version (a build); 0 never reloads.")
+@click.option("--threads", "torch_threads", default=None, type=click.IntRange(min=1),
+              help="torch/FAISS threads. Default: the usable CPUs minus --decode-threads.")
+@click.option("--decode-threads", default=None, type=click.IntRange(min=1),
+              help="Threads decoding photos (and computing GrabCut masks). Default: a quarter of the usable CPUs.")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]),
+              help="Server log level (debug also logs every request).")
+def main(index, weights, host, port, device, max_batch, encode_batch, batch_wait_ms, queue_size, max_upload_mb,
+         timeout_s, reload_interval, torch_threads, decode_threads, log_level):
+    """Serve an index over HTTP: POST /search (a photo), GET / (a page to search and view the 3D
+    hits), GET /health, GET /shapes/ID/mesh.glb and thumbnail.png, GET /openapi.json.
+
+    The index is loaded once; concurrent requests are batched; a build that commits to the index
+    is picked up without a restart."""
+    import logging
+
+    import uvicorn
+
+    from ibsr.indexer import resolve_index_dir
+    from ibsr.serve import SearchService, ServeConfig, create_app
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    config = ServeConfig(index_dir=resolve_index_dir(index), weights=weights, device=device, max_batch=max_batch,
+                         encode_batch=encode_batch, batch_wait_ms=batch_wait_ms, queue_size=queue_size,
+                         max_upload_bytes=int(max_upload_mb * 1024 * 1024), timeout_s=timeout_s,
+                         reload_interval_s=reload_interval, torch_threads=torch_threads,
+                         decode_threads=decode_threads)
+    service = SearchService(config)
+    health = service.health()
+    click.echo(f"ibsr-serve: {config.index_dir} ({health['shapes']} shapes, table version {health['version']}, "
+               f"{health['torch_threads']} torch + {health['decode_threads']} decode threads) loaded in "
+               f"{time.perf_counter() - STARTED:.1f} s; http://{host}:{port}/", err=True)
+    uvicorn.run(create_app(service), host=host, port=port, log_level=log_level, access_log=log_level == "debug")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,345 @@
+"""The search service behind the HTTP app: one loaded `Searcher`, batched requests, hot reload.
+
+Threads (sized by `thread_budget`, never more busy threads than the CPUs this process may use):
+- request decoding (`load_query`: image decode, EXIF, mask or GrabCut) runs in a small pool;
+- one worker thread owns torch: it drains the request queue, takes every request that
+  arrives within `batch_wait_ms` of the first (up to `max_batch`) into one batch, encodes the
+  batch in one encoder call and reranks it through `Searcher.search_encoded` (one rerank call
+  per group of queries that share candidates);
+- a watcher thread polls the index's table version (cheap) and, when a build commits a new
+  one, loads a new `Searcher` beside the served one and swaps the reference. The worker reads
+  the reference once per batch, so every request is answered from exactly one version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import queue
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lancedb
+import torch
+
+from ibsr.errors import IbsrError
+from ibsr.indexer.faiss_index import FAISS_DIR, IDS_FILE
+from ibsr.indexer.render import CameraRig
+from ibsr.schemas import SHAPES_TABLE
+from ibsr.searcher import Query, Searcher
+from ibsr.searcher.search import DEFAULT_CANDIDATES, DEFAULT_NEIGHBORS
+
+log = logging.getLogger("ibsr.serve")
+
+
+class Overloaded(Exception):
+    """More requests in flight than the queue holds: answered 503 with Retry-After."""
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    index_dir: Path
+    weights: Path | None = None
+    device: str | None = None
+    max_batch: int = 32  # requests searched together (1 = batching off)
+    encode_batch: int | None = None  # photos per encoder call; None: 32 on CUDA, 1 on CPU (see _encode)
+    batch_wait_ms: float = 5.0  # how long the worker waits for more requests after the first
+    queue_size: int = 64  # requests in flight (decoding, queued or searched) before 503
+    max_upload_bytes: int = 20 * 1024 * 1024
+    timeout_s: float = 30.0  # per request: decode + queue + search
+    reload_interval_s: float = 1.0  # how often the table version is polled (0 = never reload)
+    torch_threads: int | None = None  # None: see thread_budget
+    decode_threads: int | None = None
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (affinity, cgroup cpusets), not the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def thread_budget(cpus: int, torch_threads: int | None = None, decode_threads: int | None = None) -> tuple[int, int]:
+    """(torch threads, decode threads) that together use at most `cpus` cores.
+
+    Decoding gets a quarter of the cores (at least one) and torch the rest: when both run at
+    once no core is oversubscribed. Oversubscribed OpenMP threads stall each other: a rerank
+    ran 15-20x slower with one core busy elsewhere (benchmarks/RESULTS.md)."""
+    decode = decode_threads or max(1, cpus // 4)
+    return torch_threads or max(1, cpus - decode), decode
+
+
+@dataclass
+class SearchParams:
+    topk: int = 10
+    category: str | None = None
+    prefilter: str = "category"
+    candidates: int = DEFAULT_CANDIDATES
+    neighbors: int = DEFAULT_NEIGHBORS
+
+    def group_key(self) -> tuple:
+        """Requests with equal keys are reranked in one call (topk: the largest, then cut)."""
+        return self.category, self.prefilter, self.candidates, self.neighbors
+
+
+@dataclass
+class Served:
+    """One loaded index version: everything a request reads comes from one of these."""
+
+    searcher: Searcher
+    row_of: dict[str, int]  # shape_id -> snapshot row
+    rig: CameraRig
+    generation: tuple  # (table version, FAISS file stamp) it was loaded at
+    loaded_at: float = field(default_factory=time.time)
+
+    @property
+    def version(self) -> int:
+        return self.searcher.shapes.version
+
+    @classmethod
+    def load(cls, config: ServeConfig) -> "Served":
+        generation = index_generation(config.index_dir)  # read first: a newer commit reloads again
+        searcher = Searcher(config.index_dir, weights=config.weights, device=config.device)
+        row_of = {shape_id: row for row, shape_id in enumerate(searcher.shapes.shape_ids)}
+        return cls(searcher, row_of, CameraRig.from_dict(searcher.meta.rig), generation)
+
+
+def index_generation(index_dir: Path) -> tuple:
+    """(latest table version, FAISS id file mtime): changes whenever a build commits.
+
+    Opening the table reads only its latest manifest (~ms); the FAISS stamp catches the
+    prefilter being rewritten after the last table commit of a build."""
+    try:
+        version = lancedb.connect(str(index_dir)).open_table(SHAPES_TABLE).version
+    except (ValueError, FileNotFoundError, OSError):
+        version = None
+    try:
+        stamp = (Path(index_dir) / FAISS_DIR / IDS_FILE).stat().st_mtime_ns
+    except OSError:
+        stamp = None
+    return version, stamp
+
+
+@dataclass
+class _Job:
+    query: Query
+    params: SearchParams
+    future: Future  # -> (SearchResult, table version)
+
+
+class SearchService:
+    """Owns the served index, the torch worker, the decode pool and the reload watcher."""
+
+    def __init__(self, config: ServeConfig):
+        if config.max_batch < 1 or config.queue_size < 1:
+            raise IbsrError("--max-batch and --queue-size must be at least 1")
+        self.config = config
+        self.torch_threads, self.decode_threads = thread_budget(usable_cpus(), config.torch_threads,
+                                                                config.decode_threads)
+        self.served = Served.load(config)
+        self.decode_pool = ThreadPoolExecutor(self.decode_threads, thread_name_prefix="ibsr-decode")
+        self._queue: queue.Queue[_Job] = queue.Queue(maxsize=config.queue_size)
+        self._in_flight = 0
+        self._decoding = 0  # admitted requests whose photo is being decoded (the batch may wait for them)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.stats = {"requests": 0, "batches": 0, "largest_batch": 0, "reloads": 0, "reload_error": None}
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        import cv2
+
+        cv2.setNumThreads(1)  # each decode thread uses one core; OpenCV's own pool would oversubscribe
+        self._stop.clear()
+        self._threads = [threading.Thread(target=self._work, name="ibsr-torch", daemon=True)]
+        if self.config.reload_interval_s > 0:
+            self._threads.append(threading.Thread(target=self._watch, name="ibsr-reload", daemon=True))
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        self.decode_pool.shutdown(wait=False, cancel_futures=True)
+
+    # ---------------------------------------------------------------- admission
+
+    def admit(self) -> "_Admission":
+        """Context manager holding one of `queue_size` slots; raises Overloaded when none is free."""
+        with self._lock:
+            if self._in_flight >= self.config.queue_size:
+                raise Overloaded()
+            self._in_flight += 1
+        return _Admission(self)
+
+    def _release(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
+    async def decode(self, function, *args):
+        """Run `function(*args)` (a photo's decoding) in the decode pool, counted in `_decoding`."""
+        with self._lock:
+            self._decoding += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.decode_pool, function, *args)
+        finally:
+            with self._lock:
+                self._decoding -= 1
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def submit(self, query: Query, params: SearchParams) -> Future:
+        """Queue an admitted, decoded request; the future gives (SearchResult, table version)."""
+        job = _Job(query, params, Future())
+        try:
+            self._queue.put_nowait(job)
+        except queue.Full:  # timed-out requests not drained yet still hold queue places
+            raise Overloaded() from None
+        return job.future
+
+    # ---------------------------------------------------------------- the torch worker
+
+    def _work(self) -> None:
+        import faiss
+
+        torch.set_num_threads(self.torch_threads)  # OpenMP settings are per thread: set them here
+        faiss.omp_set_num_threads(self.torch_threads)
+        while not self._stop.is_set():
+            batch = self._next_batch()
+            if batch:
+                self._run_batch(self.served, batch)  # one version for the whole batch
+
+    def _next_batch(self) -> list[_Job]:
+        """The first waiting request plus those that join within batch_wait_ms, up to max_batch.
+
+        It waits only while other admitted requests are still being decoded: a lone request
+        (or the last of a burst) goes at once instead of paying the window for nothing."""
+        try:
+            batch = [self._queue.get(timeout=0.2)]
+        except queue.Empty:
+            return []
+        deadline = time.perf_counter() + self.config.batch_wait_ms / 1000
+        while len(batch) < self.config.max_batch:
+            try:
+                batch.append(self._queue.get(timeout=max(0.0, deadline - time.perf_counter()))
+                             if self._decoding > 0 else self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return [job for job in batch if job.future.set_running_or_notify_cancel()]  # drop timed-out ones
+
+    def _run_batch(self, served: Served, batch: list[_Job]) -> None:
+        searcher = served.searcher
+        live = []
+        for job in batch:
+            if job.params.topk > len(searcher):
+                job.future.set_exception(IbsrError(
+                    f"topk {job.params.topk} is larger than the index ({len(searcher)} shapes); "
+                    f"ask for {len(searcher)} or fewer"))
+            else:
+                live.append(job)
+        if not live:
+            return
+        self.stats["batches"] += 1
+        self.stats["requests"] += len(live)
+        self.stats["largest_batch"] = max(self.stats["largest_batch"], len(live))
+        try:
+            q, wq = self._encode(searcher, [job.query for job in live])
+        except Exception as exc:  # noqa: BLE001 (a bug must fail these requests, not the worker)
+            log.exception("encoding a batch failed")
+            for job in live:
+                job.future.set_exception(exc)
+            return
+        groups: dict[tuple, list[int]] = {}
+        for i, job in enumerate(live):
+            groups.setdefault(job.params.group_key(), []).append(i)
+        for members in groups.values():
+            self._search_group(served, [live[i] for i in members], q[members], wq[members])
+
+    def _encode(self, searcher: Searcher, queries: list[Query]):
+        """q, W q of the batch, `encode_batch` photos per encoder call.
+
+        On a CPU one photo per call is fastest: the shipped EfficientNet-Lite0 query encoder
+        (224 px, 1 thread, this 2-core EPYC) took 47 ms per photo alone, 78 ms in batches of 8
+        and 96 ms in batches of 32 (activations outgrow the caches). A GPU wants large batches."""
+        size = self.config.encode_batch or (32 if searcher.device.type == "cuda" else 1)
+        parts = [searcher.encode(queries[i:i + size]) for i in range(0, len(queries), size)]
+        return torch.cat([q for q, _ in parts]), torch.cat([wq for _, wq in parts])
+
+    def _search_group(self, served: Served, jobs: list[_Job], q, wq) -> None:
+        params = jobs[0].params
+        topk = max(job.params.topk for job in jobs)
+        try:
+            results = served.searcher.search_encoded([job.query for job in jobs], q, wq, topk, params.category,
+                                                     params.prefilter, params.candidates, params.neighbors)
+        except Exception as exc:  # noqa: BLE001 (IbsrError: bad category etc.; anything else: a bug)
+            if not isinstance(exc, IbsrError):
+                log.exception("search failed")
+            for job in jobs:
+                job.future.set_exception(exc)
+            return
+        for job, result in zip(jobs, results):
+            result.hits = result.hits[:job.params.topk]
+            job.future.set_result((result, served.version))
+
+    # ---------------------------------------------------------------- hot reload
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.config.reload_interval_s):
+            if index_generation(self.config.index_dir) != self.served.generation:
+                self.reload()
+
+    def reload(self) -> None:
+        """Load the index's latest version beside the served one, then swap (one reference)."""
+        started = time.perf_counter()
+        try:
+            fresh = Served.load(self.config)
+        except Exception as exc:  # noqa: BLE001 (keep serving the loaded version)
+            self.stats["reload_error"] = str(exc)
+            log.warning("reload failed, still serving version %s: %s", self.served.version, exc)
+            return
+        old, self.served = self.served, fresh
+        self.stats["reloads"] += 1
+        self.stats["reload_error"] = None
+        log.info("serving table version %s (%d shapes, was %s), loaded in %.1f s", fresh.version,
+                 len(fresh.searcher), old.version, time.perf_counter() - started)
+
+    # ---------------------------------------------------------------- reporting
+
+    def health(self) -> dict:
+        served = self.served
+        return {
+            "status": "ok",
+            "index": str(self.config.index_dir),
+            "shapes": len(served.searcher),
+            "version": served.version,
+            "encoder_id": served.searcher.meta.encoder_id,
+            "device": str(served.searcher.device),
+            "in_flight": self._in_flight,
+            "queue_size": self.config.queue_size,
+            "max_batch": self.config.max_batch,
+            "torch_threads": self.torch_threads,
+            "decode_threads": self.decode_threads,
+            **self.stats,
+        }
+
+
+class _Admission:
+    def __init__(self, service: SearchService):
+        self.service = service
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.service._release()
+

@@ -1,0 +1,172 @@
+// The ibsr page: send a photo (and optional mask) to POST /search, show the photo, the mask ibsr
+// used and the hits as cards; a click on a hit opens its mesh (GET /shapes/ID/mesh.glb) in a
+// three.js view, first seen from the rig camera of the best-matching view (GET /rig).
+import * as THREE from 'three';
+import { OrbitControls } from 'three/addons/controls/OrbitControls.js';
+import { GLTFLoader } from 'three/addons/loaders/GLTFLoader.js';
+
+const $ = (id) => document.getElementById(id);
+const VIEWER_SIZE = 512;
+// The index renderings' key light (ibsr/indexer/render.py KEY_LIGHT_DIR): above-front-left.
+const KEY_LIGHT = new THREE.Vector3(-0.35, 0.85, 0.40).normalize();
+
+let rig = null;
+let viewer = null;
+
+function shapeUrl(shapeId, file) {
+  return 'shapes/' + shapeId.split('/').map(encodeURIComponent).join('/') + '/' + file;
+}
+
+function setStatus(text, isError = false) {
+  $('status').textContent = text;
+  $('status').classList.toggle('error', isError);
+}
+
+async function errorText(response) {
+  try { return (await response.json()).error; } catch { return `${response.status} ${response.statusText}`; }
+}
+
+async function loadInfo() {
+  const response = await fetch('health');
+  if (!response.ok) return;
+  const health = await response.json();
+  $('index-info').textContent = `${health.shapes} shapes, table version ${health.version}, encoder ${health.encoder_id}`;
+}
+
+async function search() {
+  const image = $('image').files[0];
+  if (!image) { setStatus('choose a photo first', true); return; }
+  const form = new FormData();
+  form.append('image', image, image.name);
+  if ($('mask').files[0]) form.append('mask', $('mask').files[0], $('mask').files[0].name);
+  form.append('topk', $('topk').value || '10');
+  if ($('category').value.trim()) form.append('category', $('category').value.trim());
+  form.append('prefilter', $('prefilter').value);
+
+  $('photo').src = URL.createObjectURL(image);
+  $('query').hidden = false;
+  $('mask-used').removeAttribute('src');
+  $('results').replaceChildren();
+  setStatus('searching…');
+  const started = performance.now();
+  const response = await fetch('search?mask_preview=true', { method: 'POST', body: form });
+  if (!response.ok) { setStatus(await errorText(response), true); return; }
+  const result = await response.json();
+  const ms = Math.round(performance.now() - started);
+  setStatus(`${result.hits.length} hits in ${ms} ms (table version ${response.headers.get('X-Ibsr-Version')})`);
+  showResult(result);
+}
+
+function showResult(result) {
+  $('mask-used').src = result.mask_preview;
+  $('mask-caption').textContent = `mask (${result.mask_source})`;
+  $('predicted').textContent = result.predicted_categories.length
+    ? `categories searched: ${result.predicted_categories.join(', ')}` : '';
+  $('results').replaceChildren(...result.hits.map(card));
+}
+
+function card(hit) {
+  const el = document.createElement('article');
+  el.className = 'card';
+  el.dataset.shapeId = hit.shape_id;
+  el.title = 'open the 3D view';
+  const img = document.createElement('img');
+  img.src = shapeUrl(hit.shape_id, 'thumbnail.png');
+  img.alt = `rendered views of ${hit.shape_id}`;
+  const top = document.createElement('div');
+  top.className = 'top';
+  top.innerHTML = '<b></b><span class="category"></span><span class="score"></span>';
+  top.children[0].textContent = `#${hit.rank}`;
+  top.children[1].textContent = hit.category;
+  top.children[2].textContent = hit.score.toFixed(4);
+  const id = document.createElement('div');
+  id.className = 'id';
+  id.textContent = hit.shape_id;
+  const path = document.createElement('div');
+  path.className = 'path';
+  path.textContent = hit.source_path;
+  el.append(img, top, id, path);
+  el.addEventListener('click', () => openViewer(hit));
+  return el;
+}
+
+function makeViewer() {
+  const renderer = new THREE.WebGLRenderer({ antialias: true, preserveDrawingBuffer: true });
+  renderer.setPixelRatio(1);
+  renderer.setSize(VIEWER_SIZE, VIEWER_SIZE);
+  $('viewer-canvas').append(renderer.domElement);
+  const scene = new THREE.Scene();
+  scene.background = new THREE.Color(0xffffff);
+  scene.add(new THREE.AmbientLight(0xffffff, 0.35));
+  const key = new THREE.DirectionalLight(0xffffff, 1.6);
+  key.position.copy(KEY_LIGHT);
+  scene.add(key);
+  const camera = new THREE.PerspectiveCamera(rig.fov_deg, 1, 0.01, 100);  // square: fov = the rig's
+  const headlight = new THREE.DirectionalLight(0xffffff, 1.3);  // light at the camera, as in the index
+  camera.add(headlight);
+  scene.add(camera);
+  const controls = new OrbitControls(camera, renderer.domElement);
+  const render = () => renderer.render(scene, camera);
+  controls.addEventListener('change', render);
+  return { renderer, scene, camera, controls, render, object: null };
+}
+
+async function openViewer(hit) {
+  rig = rig || await (await fetch('rig')).json();
+  viewer = viewer || makeViewer();
+  const box = $('viewer-canvas');
+  box.dataset.state = 'loading';
+  $('viewer-title').textContent = `#${hit.rank} ${hit.shape_id} (${hit.category}, score ${hit.score.toFixed(4)})`;
+  const cam = rig.cameras[hit.best_view];
+  $('viewer-note').textContent = `Seen from the camera of its best-matching view ${hit.best_view} ` +
+    `(azimuth ${cam.azimuth_deg}°, elevation ${cam.elevation_deg}°). Drag to turn, scroll to zoom.`;
+  if (!$('viewer').open) $('viewer').showModal();
+  const response = await fetch(shapeUrl(hit.shape_id, 'mesh.glb'));
+  if (!response.ok) {
+    box.dataset.state = 'error';
+    $('viewer-note').textContent = await errorText(response);
+    return;
+  }
+  new GLTFLoader().parse(await response.arrayBuffer(), '', (gltf) => {
+    if (viewer.object) viewer.scene.remove(viewer.object);
+    gltf.scene.traverse((node) => {
+      if (node.isMesh) {
+        // Gray and flat, like the index renderings the hit was matched against.
+        node.material = new THREE.MeshStandardMaterial({
+          color: 0xc8c8c8, roughness: 0.85, metalness: 0, flatShading: true, side: THREE.DoubleSide });
+      }
+    });
+    viewer.object = gltf.scene;
+    viewer.scene.add(gltf.scene);
+    viewer.camera.position.fromArray(cam.position);
+    viewer.camera.up.fromArray(rig.up);
+    viewer.controls.target.fromArray(rig.target);
+    viewer.controls.update();
+    viewer.render();
+    box.dataset.state = 'ready';
+  }, (error) => {
+    box.dataset.state = 'error';
+    $('viewer-note').textContent = `cannot show this mesh: ${error.message || error}`;
+  });
+}
+
+function setupDrop() {
+  const drop = $('drop');
+  drop.addEventListener('dragover', (e) => { e.preventDefault(); drop.classList.add('over'); });
+  drop.addEventListener('dragleave', () => drop.classList.remove('over'));
+  drop.addEventListener('drop', (e) => {
+    e.preventDefault();
+    drop.classList.remove('over');
+    if (e.dataTransfer.files.length) {
+      $('image').files = e.dataTransfer.files;
+      run();
+    }
+  });
+}
+
+const run = () => search().catch((e) => setStatus(`search failed: ${e.message || e}`, true));
+$('search-form').addEventListener('submit', (e) => { e.preventDefault(); run(); });
+$('image').addEventListener('change', run);
+$('viewer-close').addEventListener('click', () => $('viewer').close());
+setupDrop();
+loadInfo();

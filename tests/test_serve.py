@@ -1,0 +1,391 @@
+"""ibsr-serve: endpoints and their errors, batching, overload, timeouts, hot reload during a build."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx2 as httpx
+import numpy as np
+import pytest
+import trimesh
+from click.testing import CliRunner
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from ibsr.cli import search as search_cli
+from ibsr.cli import serve as serve_cli
+from ibsr.indexer import Indexer, ShapeReader
+from ibsr.indexer.mesh import load_mesh
+from ibsr.indexer.render import DEFAULT_RIG
+from ibsr.serve import SearchService, ServeConfig, create_app, thread_budget, usable_cpus
+from ibsr.synth import write_catalog
+
+from conftest import CATEGORIES, SHAPES_PER_CATEGORY
+from serve_util import mesh_photo, png_bytes, running_server
+from test_index_search import float64_scores
+
+N_SHAPES = len(CATEGORIES) * SHAPES_PER_CATEGORY
+
+
+def make_service(index, weights, **overrides) -> SearchService:
+    overrides.setdefault("reload_interval_s", 0)
+    return SearchService(ServeConfig(index_dir=index, weights=weights, **overrides))
+
+
+@pytest.fixture(scope="module")
+def client(built_index, tiny_weights):
+    with TestClient(create_app(make_service(built_index, tiny_weights))) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="module")
+def photos(catalog):
+    """(name, photo PNG, mask PNG) of one mesh per category."""
+    meshes = [sorted((catalog / c).iterdir())[1] for c in CATEGORIES]
+    return [(f"{m.stem}.png", *mesh_photo(m, view=k)) for k, m in enumerate(meshes)]
+
+
+def post(client, photo: bytes, mask: bytes | None = None, name="q.png", **fields):
+    fields.setdefault("topk", 3)  # the test index has 9 shapes, fewer than the default 10
+    files = {"image": (name, photo, "image/png")}
+    if mask is not None:
+        files["mask"] = ("m.png", mask, "image/png")
+    return client.post("/search", files=files, data={k: str(v) for k, v in fields.items()})
+
+
+def hits_of(body: dict) -> list[tuple[str, int]]:
+    return [(h["shape_id"], h["best_view"]) for h in body["hits"]]
+
+
+# --------------------------------------------------------------------------- endpoints
+
+
+def test_health_reports_the_served_index(client, built_index):
+    health = client.get("/health").json()
+    info = ShapeReader(built_index).info()
+    assert health["shapes"] == N_SHAPES == info["shapes"]
+    assert health["version"] == info["table_version"]
+    assert health["encoder_id"] == info["encoder_id"]
+
+
+def test_search_answers_what_ibsr_search_json_prints(client, built_index, tiny_weights, photos, tmp_path):
+    name, photo, mask = photos[1]
+    (tmp_path / name).write_bytes(photo)
+    (tmp_path / "m.png").write_bytes(mask)
+    for with_mask in (False, True):
+        args = [str(tmp_path / name), "--index", str(built_index), "--weights", str(tiny_weights), "--topk", "5",
+                "--json"] + (["--mask", str(tmp_path / "m.png")] if with_mask else [])
+        cli = CliRunner().invoke(search_cli.main, args)
+        assert cli.exit_code == 0, cli.output
+        [expected] = json.loads(cli.output)
+        response = post(client, photo, mask if with_mask else None, name=name, topk=5)
+        assert response.status_code == 200
+        body = response.json()
+        assert body["query"] == name  # the upload's name, where the CLI prints the path it was given
+        assert body == {**expected, "query": name}
+        assert body["mask_source"] == ("file" if with_mask else "grabcut")
+        assert len(body["hits"]) == 5 and response.headers["X-Ibsr-Version"] == str(ShapeReader(built_index).version)
+
+
+def test_search_options_and_mask_preview(client, built_index, photos):
+    _, photo, mask = photos[0]
+    body = post(client, photo, mask, topk=2, category="lamp").json()
+    assert [h["category"] for h in body["hits"]] == ["lamp", "lamp"] and body["predicted_categories"] == ["lamp"]
+    everything = post(client, photo, mask, topk=N_SHAPES, prefilter="none").json()
+    assert sorted(h["shape_id"] for h in everything["hits"]) == sorted(ShapeReader(built_index).snapshot().shape_ids)
+    ann = post(client, photo, mask, topk=3, prefilter="ann", candidates=4).json()
+    assert len(ann["hits"]) == 3
+    preview = client.post("/search?mask_preview=true", files={"image": ("q.png", photo), "mask": ("m.png", mask)},
+                          data={"topk": "3"})
+    uri = preview.json()["mask_preview"]
+    assert uri.startswith("data:image/png;base64,")
+    shown = np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))))
+    assert (shown > 127).tolist() == (np.asarray(Image.open(io.BytesIO(mask))) > 127).tolist()
+
+
+def test_bad_input_answers_4xx_json_naming_the_problem(client, photos):
+    _, photo, mask = photos[0]
+    truncated = photo[: len(photo) // 2]
+    small_mask = png_bytes(np.full((10, 10), 255, np.uint8))
+    empty_mask = png_bytes(np.zeros((96, 96), np.uint8))
+    cases = [
+        (dict(photo=b"this is not an image"), 400, "image 'q.png': not an image"),
+        (dict(photo=b""), 400, "image 'q.png': not an image"),
+        (dict(photo=truncated), 400, "image 'q.png'"),
+        (dict(photo=photo, mask=small_mask), 400, "mask 'm.png': mask is 10x10 but the image is 96x96"),
+        (dict(photo=photo, mask=empty_mask), 400, "mask 'm.png': mask is empty"),
+        (dict(photo=photo, topk=0), 400, "topk"),
+        (dict(photo=photo, topk="ten"), 400, "topk"),
+        (dict(photo=photo, topk=N_SHAPES + 1), 400, f"larger than the index ({N_SHAPES} shapes)"),
+        (dict(photo=photo, prefilter="bogus"), 400, "prefilter"),
+        (dict(photo=photo, candidates=0), 400, "candidates"),
+        (dict(photo=photo, category="spaceship"), 400, "no shapes of category 'spaceship'"),
+    ]
+    for kwargs, status, message in cases:
+        response = post(client, kwargs.pop("photo"), kwargs.pop("mask", None), **kwargs)
+        assert response.status_code == status, (kwargs, response.text)
+        assert message in response.json()["error"], (kwargs, response.json())
+    missing = client.post("/search", data={"topk": "3"})
+    assert missing.status_code == 400 and "image" in missing.json()["error"]
+    assert post(client, photo, mask).status_code == 200  # still serving
+
+
+def test_too_large_upload_is_refused_before_decoding(built_index, tiny_weights, photos):
+    _, photo, _ = photos[0]
+    with TestClient(create_app(make_service(built_index, tiny_weights, max_upload_bytes=len(photo) // 2))) as client:
+        response = post(client, photo)
+        assert response.status_code == 413
+        assert "over the" in response.json()["error"] and "--max-upload-mb" in response.json()["error"]
+        assert client.get("/health").json()["requests"] == 0
+
+
+def test_thumbnail_mesh_and_rig(client, built_index, catalog):
+    reader = ShapeReader(built_index)
+    shape_id = "table/table_0001"
+    thumbnail = client.get(f"/shapes/{shape_id}/thumbnail.png")
+    assert thumbnail.status_code == 200 and thumbnail.headers["content-type"] == "image/png"
+    assert thumbnail.content == reader.thumbnails([shape_id])[shape_id]
+    glb = client.get(f"/shapes/{shape_id}/mesh.glb")
+    assert glb.status_code == 200 and glb.headers["content-type"] == "model/gltf-binary"
+    served = trimesh.load(io.BytesIO(glb.content), file_type="glb", force="mesh", process=False)
+    indexed = load_mesh(catalog / "table" / "table_0001.obj")  # what the index rendered
+    assert np.allclose(served.vertices, indexed.vertices, atol=1e-6) and len(served.faces) == len(indexed.faces)
+    assert np.linalg.norm(served.vertices, axis=1).max() == pytest.approx(1.0, abs=1e-6)
+    for path in (f"/shapes/table/nope/mesh.glb", f"/shapes/nope/thumbnail.png"):
+        missing = client.get(path)
+        assert missing.status_code == 404 and "no shape" in missing.json()["error"]
+    rig = client.get("/rig").json()
+    assert rig["fov_deg"] == DEFAULT_RIG.fov_deg and len(rig["cameras"]) == DEFAULT_RIG.views
+    assert np.allclose([c["position"] for c in rig["cameras"]], DEFAULT_RIG.eyes(), atol=1e-6)
+    assert rig["cameras"][0]["position"][0] == pytest.approx(0) and rig["cameras"][0]["position"][2] > 0  # front
+
+
+def test_mesh_of_a_deleted_source_file_is_a_404(tmp_path, catalog, tiny_weights):
+    small = tmp_path / "catalog" / "chair"
+    small.mkdir(parents=True)
+    for mesh in sorted((catalog / "chair").iterdir())[:2]:
+        shutil.copy(mesh, small / mesh.name)
+    Indexer(tmp_path / "index", weights=tiny_weights, workers=0).build(tmp_path / "catalog", progress=False)
+    with TestClient(create_app(make_service(tmp_path / "index", tiny_weights))) as client:
+        shape_id = f"chair/{sorted(small.iterdir())[0].stem}"
+        assert client.get(f"/shapes/{shape_id}/mesh.glb").status_code == 200
+        sorted(small.iterdir())[0].unlink()
+        gone = client.get(f"/shapes/{shape_id}/mesh.glb")
+        assert gone.status_code == 404 and "source mesh is gone" in gone.json()["error"]
+        assert client.get(f"/shapes/{shape_id}/thumbnail.png").status_code == 200  # stored in the index
+
+
+def test_openapi_describes_the_api(client):
+    spec = client.get("/openapi.json").json()
+    assert {"/health", "/search", "/rig", "/shapes/{shape_id}/mesh.glb", "/shapes/{shape_id}/thumbnail.png"} <= set(
+        spec["paths"])
+    form = spec["paths"]["/search"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    ref = form["$ref"].rsplit("/", 1)[1]
+    fields = spec["components"]["schemas"][ref]["properties"]
+    assert {"image", "mask", "topk", "category", "prefilter", "candidates"} <= set(fields)
+    page = client.get("/")
+    assert page.status_code == 200 and "importmap" in page.text
+    script = client.get("/static/app.js").text
+    assert not any(scheme in text for scheme in ("http://", "https://") for text in (page.text, script))  # no CDN
+    assert client.get("/static/vendor/three/three.module.js").status_code == 200
+    assert client.get("/static/vendor/three/LICENSE").text.startswith("The MIT License")
+
+
+# --------------------------------------------------------------------------- batching, overload, timeout
+
+
+def test_thread_budget_never_oversubscribes():
+    assert thread_budget(1) == (1, 1)
+    assert thread_budget(2) == (1, 1)
+    assert thread_budget(16) == (12, 4)
+    assert thread_budget(16, torch_threads=3, decode_threads=2) == (3, 2)
+    assert sum(thread_budget(usable_cpus())) <= max(2, usable_cpus())
+
+
+def _post_all(base: str, requests: list[dict], concurrent: bool) -> list[httpx.Response]:
+    """POST each request (files/data); concurrently = one thread each, released together."""
+    def send(i, out, barrier=None):
+        with httpx.Client(base_url=base, timeout=60) as http:
+            if barrier is not None:
+                barrier.wait()
+            out[i] = http.post("/search", **requests[i])
+
+    out = [None] * len(requests)
+    if not concurrent:
+        for i in range(len(requests)):
+            send(i, out)
+        return out
+    barrier = threading.Barrier(len(requests))
+    threads = [threading.Thread(target=send, args=(i, out, barrier)) for i in range(len(requests))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return out
+
+
+def test_concurrent_requests_share_batches_and_give_sequential_answers(built_index, tiny_weights, photos):
+    requests = []
+    for k, (name, photo, mask) in enumerate(photos * 2):
+        data = [{"topk": "3"}, {"topk": str(N_SHAPES), "prefilter": "none"}, {"topk": "2", "category": "chair"}][k % 3]
+        requests.append({"files": {"image": (name, photo), "mask": ("m.png", mask)}, "data": data})
+    # encode_batch 4: a batch of 6 is encoded as 4 + 2, through both encoder paths
+    service = make_service(built_index, tiny_weights, batch_wait_ms=400, max_batch=16, encode_batch=4)
+    with running_server(create_app(service)) as base:
+        sequential = _post_all(base, requests, concurrent=False)
+        after_sequential = dict(service.stats)
+        concurrent = _post_all(base, requests, concurrent=True)
+    assert after_sequential["batches"] == len(requests)  # one at a time: one batch each
+    batches = service.stats["batches"] - after_sequential["batches"]
+    assert batches < len(requests) and service.stats["largest_batch"] >= 2  # they shared batches
+    for one, many in zip(sequential, concurrent):
+        assert one.status_code == many.status_code == 200
+        a, b = one.json(), many.json()
+        assert hits_of(a) == hits_of(b) and a["predicted_categories"] == b["predicted_categories"]
+        assert [h["score"] for h in a["hits"]] == pytest.approx([h["score"] for h in b["hits"]], abs=1e-5)
+
+
+@pytest.fixture(scope="module")
+def slow_photo() -> bytes:
+    """A 3000 x 3000 noise JPEG (6.8 MB) without a mask: ~0.3 s of decoding and GrabCut here."""
+    noise = (np.random.default_rng(0).random((3000, 3000, 3)) * 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, "JPEG", quality=85)
+    return buffer.getvalue()
+
+
+def test_full_queue_answers_503_with_retry_after(built_index, tiny_weights, photos, slow_photo):
+    _, photo, mask = photos[0]
+    topk = {"topk": "3"}
+    service = make_service(built_index, tiny_weights, queue_size=1)
+    with running_server(create_app(service)) as base, httpx.Client(base_url=base, timeout=60) as http:
+        first = {}
+        slow = threading.Thread(target=lambda: first.update(r=http.post(
+            "/search", files={"image": ("big.jpg", slow_photo)}, data=topk)))
+        slow.start()
+        while service.in_flight == 0:  # the slow photo holds the only place while it is decoded
+            time.sleep(0.002)
+        busy = httpx.post(base + "/search", files={"image": ("q.png", photo), "mask": ("m.png", mask)}, data=topk)
+        slow.join()
+        assert busy.status_code == 503 and busy.headers["Retry-After"] == "1"
+        assert "--queue-size" in busy.json()["error"]
+        assert first["r"].status_code == 200
+        again = http.post("/search", files={"image": ("q.png", photo), "mask": ("m.png", mask)}, data=topk)
+        assert again.status_code == 200  # serving again
+
+
+def test_slow_request_answers_504_and_the_service_goes_on(built_index, tiny_weights, photos, slow_photo):
+    _, photo, mask = photos[0]
+    service = make_service(built_index, tiny_weights, timeout_s=0.03)
+    with TestClient(create_app(service)) as client:
+        response = post(client, slow_photo, name="big.jpg")
+        assert response.status_code == 504 and "--timeout" in response.json()["error"]
+        time.sleep(1.0)  # its decoding ends, and nobody searches for a request that was answered
+        assert service.stats["requests"] == 0
+        assert post(client, photo, mask).status_code == 200 and service.stats["requests"] == 1
+
+
+# --------------------------------------------------------------------------- hot reload
+
+
+def test_hot_reload_during_a_build(index_copy, tiny_weights, synth_root, tmp_path):
+    # The same seed makes the first 3 shapes per category identical (skipped) and adds 3 new ones each.
+    write_catalog(tmp_path, CATEGORIES, 2 * SHAPES_PER_CATEGORY, seed=3)
+    new_mesh = tmp_path / "catalog" / "lamp" / "lamp_0004.obj"
+    name, (photo, mask) = "lamp_0004.png", mesh_photo(new_mesh)
+    (tmp_path / name).write_bytes(photo)
+    files = {"image": (name, photo), "mask": ("m.png", mask)}
+    data = {"topk": str(N_SHAPES), "prefilter": "none"}
+    service = make_service(index_copy, tiny_weights, reload_interval_s=0.1)
+    answers, failures, stop = [], [], threading.Event()
+
+    def hammer():
+        with httpx.Client(base_url=base, timeout=60) as http:
+            while not stop.is_set():
+                r = http.post("/search", files=files, data=data)
+                (answers if r.status_code == 200 else failures).append(r)
+
+    with running_server(create_app(service)) as base:
+        clients = [threading.Thread(target=hammer) for _ in range(2)]
+        for thread in clients:
+            thread.start()
+        time.sleep(0.3)
+        Indexer(index_copy, weights=tiny_weights, workers=0, batch_size=2).build(tmp_path / "catalog", progress=False)
+        final = ShapeReader(index_copy).version
+        deadline = time.monotonic() + 10
+        while httpx.get(base + "/health").json()["version"] != final:
+            assert time.monotonic() < deadline, "the new table version was not served within 10 s"
+            time.sleep(0.05)
+        time.sleep(0.3)
+        stop.set()
+        for thread in clients:
+            thread.join()
+        health = httpx.get(base + "/health").json()
+    assert not failures, [f.text for f in failures[:3]]
+    assert health["shapes"] == 2 * N_SHAPES and health["reloads"] >= 1
+    by_version = {}
+    for r in answers:
+        by_version.setdefault(int(r.headers["X-Ibsr-Version"]), []).append(r.json())
+    first = min(by_version)
+    assert first < final and final in by_version  # answers before and after the build
+    reader = ShapeReader(index_copy)
+    expected_ids = {}
+    for version, bodies in by_version.items():
+        reader.table.checkout(version)
+        snapshot = reader.snapshot()
+        scores = float64_scores(tiny_weights, tmp_path / name, snapshot)
+        order = np.argsort(-scores)[:N_SHAPES]
+        expected_ids[version] = [snapshot.shape_ids[i] for i in order]
+        expected = dict(zip(snapshot.shape_ids, scores))
+        for body in bodies:  # each answer is exactly the top-k of its own version: nothing mixed
+            got = [h["shape_id"] for h in body["hits"]]
+            assert sorted(got) == sorted(expected_ids[version]), version
+            assert all(h["score"] == pytest.approx(expected[h["shape_id"]], abs=2e-3) for h in body["hits"])
+    assert expected_ids[first] != expected_ids[final]  # the new shapes change the answer
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_ibsr_serve_command_serves_and_reports_errors(built_index, tiny_weights, tmp_path, photos):
+    missing = CliRunner().invoke(serve_cli.main, ["--index", str(tmp_path / "nowhere")])
+    assert missing.exit_code == 1 and missing.output.startswith("error: ") and "Traceback" not in missing.output
+    assert "--max-batch" in CliRunner().invoke(serve_cli.main, ["--help"]).output
+    port = free_port()
+    command = [sys.executable, "-m", "ibsr.cli.serve", "--index", str(built_index), "--weights", str(tiny_weights),
+               "--port", str(port), "--log-level", "warning"]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert process.poll() is None and time.monotonic() < deadline, "ibsr-serve did not come up"
+            time.sleep(0.1)
+        _, photo, mask = photos[2]
+        answer = httpx.post(f"http://127.0.0.1:{port}/search", data={"topk": "4"}, timeout=60,
+                            files={"image": ("q.png", photo), "mask": ("m.png", mask)})
+        assert answer.status_code == 200 and len(answer.json()["hits"]) == 4
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=30)
+    assert f"({N_SHAPES} shapes" in stderr

@@ -1,0 +1,98 @@
+"""The ibsr-serve page in a real headless Chromium (Debian's), driven by playwright.
+
+Upload a photo through the page, wait for the hit cards, open the 3D view of the best hit and
+check what the canvas shows: the mesh, seen from the camera of the hit's best view, so its
+silhouette matches the index's own rendering of that view.
+Set IBSR_SERVE_SCREENSHOTS=DIR to keep the screenshots (page and 3D view) to look at.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ibsr.indexer.mesh import load_mesh
+from ibsr.indexer.render import BACKGROUND, render_views
+from ibsr.serve import SearchService, ServeConfig, create_app
+
+from serve_util import mesh_photo, running_server
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--disable-dev-shm-usage"]
+VIEW_SIZE = 512  # the page's 3D view is 512 x 512 CSS px at device scale 1
+
+
+@pytest.fixture
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("CI", "").lower() in ("1", "true"):
+            pytest.fail("chromium is not installed (apt-get install chromium); CI must test the page")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    with sync_api.sync_playwright() as playwright:
+        # Debian's chromium, never a browser downloaded by `playwright install`.
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+def silhouette_iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max(1, (a | b).sum()))
+
+
+def test_page_searches_and_shows_the_hit_in_3d(browser, built_index, tiny_weights, catalog, tmp_path):
+    mesh = sorted((catalog / "chair").iterdir())[0]
+    photo, mask = mesh_photo(mesh, view=2, size=128)
+    (tmp_path / "chair.png").write_bytes(photo)
+    (tmp_path / "chair_mask.png").write_bytes(mask)
+    service = SearchService(ServeConfig(index_dir=built_index, weights=tiny_weights, reload_interval_s=0))
+    errors = []
+    with running_server(create_app(service)) as base:
+        page = browser.new_page(viewport={"width": 1200, "height": 900}, device_scale_factor=1)
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(base + "/")
+        page.wait_for_function("document.getElementById('index-info').textContent.includes('9 shapes')")
+        page.fill("#topk", "5")
+        page.set_input_files("#mask", str(tmp_path / "chair_mask.png"))
+        page.set_input_files("#image", str(tmp_path / "chair.png"))  # choosing the photo starts the search
+        page.wait_for_selector("#results .card >> nth=4", timeout=30_000)
+        cards = page.locator("#results .card")
+        assert cards.count() == 5
+        assert "5 hits" in page.text_content("#status")
+        assert page.text_content("#mask-caption") == "mask (file)"
+        for image in ("#photo", "#mask-used"):
+            assert page.eval_on_selector(image, "img => img.complete && img.naturalWidth > 0")
+        page.wait_for_function("[...document.querySelectorAll('.card img')].every(i => i.complete && i.naturalWidth)")
+        first = cards.nth(0)
+        shape_id, best_view = first.get_attribute("data-shape-id"), None
+        page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+
+        first.click()
+        page.wait_for_selector("#viewer-canvas[data-state=ready]", timeout=30_000)
+        best_view = int(page.text_content("#viewer-note").split("best-matching view ")[1].split(" ")[0])
+        box = page.locator("#viewer-canvas canvas").bounding_box()
+        shot = page.screenshot(path=str(tmp_path / "viewer.png"), clip={
+            "x": round(box["x"]), "y": round(box["y"]), "width": VIEW_SIZE, "height": VIEW_SIZE})
+        page.screenshot(path=str(tmp_path / "page_viewer.png"))
+    assert not errors, errors
+
+    pixels = np.asarray(Image.open(io.BytesIO(shot)).convert("RGB"), dtype=np.int16)
+    assert pixels.shape == (VIEW_SIZE, VIEW_SIZE, 3)
+    drawn = (pixels < 250).any(axis=2)  # background is white
+    assert 0.02 < drawn.mean() < 0.9 and pixels[drawn].std() > 5  # a shaded object, not a blank or flat canvas
+    source = service.served.searcher.shapes.source_paths[service.served.row_of[shape_id]]
+    rendered = render_views(load_mesh(source), VIEW_SIZE)[best_view] != BACKGROUND
+    assert silhouette_iou(drawn, rendered) > 0.85  # opened from the best view's camera
+    other = render_views(load_mesh(source), VIEW_SIZE)[(best_view + 3) % 12] != BACKGROUND
+    assert silhouette_iou(drawn, rendered) > silhouette_iou(drawn, other)
+    if os.environ.get("IBSR_SERVE_SCREENSHOTS"):
+        keep = os.environ["IBSR_SERVE_SCREENSHOTS"]
+        os.makedirs(keep, exist_ok=True)
+        for name in ("page.png", "viewer.png", "page_viewer.png"):
+            shutil.copy(tmp_path / name, os.path.join(keep, name))
