@@ -238,7 +238,7 @@ class Trainer:
     def validate(self) -> dict:
         c = self.config
         metrics = evaluate(self.model, self.val_data, self.views_index, c.method.mask, c.method.attention, c.val.topk)
-        self.train()  # evaluation leaves every module in train mode, frozen ones included
+        self.train()  # back to training, frozen modules (and their BatchNorm statistics) kept in eval mode
         return metrics
 
     def _validate(self, bar) -> None:
