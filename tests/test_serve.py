@@ -105,6 +105,8 @@ def test_search_options_and_mask_preview(client, built_index, photos):
     assert sorted(h["shape_id"] for h in everything["hits"]) == sorted(ShapeReader(built_index).snapshot().shape_ids)
     ann = post(client, photo, mask, topk=3, prefilter="ann", candidates=4).json()
     assert len(ann["hits"]) == 3
+    exact = post(client, photo, mask, topk=3, prefilter="exact").json()  # the pruned exact top-k
+    assert [h["shape_id"] for h in exact["hits"]] == [h["shape_id"] for h in everything["hits"][:3]]
     preview = client.post("/search?mask_preview=true", files={"image": ("q.png", photo), "mask": ("m.png", mask)},
                           data={"topk": "3"})
     uri = preview.json()["mask_preview"]

@@ -39,9 +39,9 @@ from ibsr.cli.common import (IbsrCommand, device_option, index_option, json_opti
 @click.option("--topk", default=None, type=int,
               help="Hits ranked per query. Default: every shape of the index, so ranks and MRR are exact; "
                    "a smaller value (at least 10) is faster on huge indexes, and MRR becomes a lower bound.")
-@click.option("--prefilter", default="category", show_default=True, type=click.Choice(["category", "ann", "none"]),
+@click.option("--prefilter", default="category", show_default=True, type=click.Choice(["category", "ann", "none", "exact"]),
               help="Candidates for the exact rerank, as in ibsr-search; 'none' ranks every shape (the method's "
-                   "own accuracy). A true shape that the prefilter leaves out counts as a miss (see 'found').")
+                   "own accuracy; 'exact' gives the same ranks with pruning). A true shape that the prefilter leaves out counts as a miss (see 'found').")
 @click.option("--candidates", default=None, type=int,
               help="--prefilter ann: shapes reranked per query (default: ibsr-search's).")
 @click.option("--neighbors", default=None, type=int,

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 import click
 
+from ibsr.cpus import usable_cpus
 from ibsr.indexer.render import UP_AXES
 from ibsr.cli.common import IbsrGroup, device_option, index_option, json_option, print_json, weights_option
 
@@ -43,7 +43,7 @@ ray_option = click.option(
               help="Which axis of the mesh files points up (ShapeNet: y; many CAD/scan files: z).")
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1),
               help="Shapes encoded and committed together; a killed build loses at most one batch.")
-@click.option("--workers", default=min(4, os.cpu_count() or 1), show_default=True, type=click.IntRange(min=0),
+@click.option("--workers", default=min(4, usable_cpus()), show_default=True, type=click.IntRange(min=0),
               help="Render worker processes (0: render in this process).")
 @click.option("--strict", is_flag=True, help="Stop at the first mesh that fails to load or render.")
 @click.option("--prune", is_flag=True, help="Remove indexed shapes that are no longer in the catalog.")

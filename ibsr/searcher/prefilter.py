@@ -4,7 +4,9 @@ Modes (DESIGN.md "Search"):
 - `category` (default): predict the query's categories from its `neighbors` nearest shapes
   (FAISS on pooled vectors) and rerank every shape of those categories;
 - `ann`: rerank the `candidates` nearest shapes;
-- `none`: rerank every shape (the exhaustive ground truth).
+- `none`: rerank every shape (the exhaustive ground truth);
+- `exact`: the same top-k as `none`, scoring only the shapes whose upper bound can reach the
+  k-th score (`pruned.py`; the bounds are built on first use and kept).
 Queries that share a candidate set are grouped so each group is one rerank call.
 """
 
@@ -16,8 +18,9 @@ import numpy as np
 
 from ibsr.errors import IbsrError
 from ibsr.indexer.faiss_index import build_faiss, read_faiss, to_gpu_if_available
+from ibsr.searcher.pruned import ShapeBounds
 
-MODES = ("category", "ann", "none")
+MODES = ("category", "ann", "none", "exact")
 
 
 @dataclass
@@ -26,6 +29,7 @@ class CandidateGroup:
     rows: np.ndarray | None  # shape rows to rerank (shared by the group), None = all
     per_query_rows: np.ndarray | None = None  # B_g x C rows, -1 padded (ann mode)
     categories: tuple[str, ...] = ()
+    pruned: bool = False  # exact mode: rows None, scored by `pruned_rerank` with `Prefilter.shape_bounds`
 
 
 class Prefilter:
@@ -35,6 +39,13 @@ class Prefilter:
         self.categories = np.asarray(shapes.categories, dtype=object)
         self.rows_of_category = {c: np.flatnonzero(self.categories == c) for c in sorted(set(shapes.categories))}
         self.index, self.faiss_rows = self._load(index_dir, shapes)
+        self._shapes, self._shape_bounds = shapes, None
+
+    def shape_bounds(self) -> ShapeBounds:
+        """The exact mode's score bounds, built from the snapshot on first use."""
+        if self._shape_bounds is None:
+            self._shape_bounds = ShapeBounds.build(self._shapes.views)
+        return self._shape_bounds
 
     def _load(self, index_dir, shapes):
         """The stored index if it was built from this table version, else an exact one in memory."""
@@ -62,6 +73,8 @@ class Prefilter:
             return [CandidateGroup(batch, self._category_rows([category]), categories=(category,))]
         if mode == "none":
             return [CandidateGroup(batch, None)]
+        if mode == "exact":
+            return [CandidateGroup(batch, None, pruned=True)]
         if mode == "ann":
             if candidates < 1:
                 raise IbsrError(f"--candidates must be at least 1 (got {candidates})")

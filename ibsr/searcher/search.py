@@ -21,6 +21,7 @@ from ibsr.errors import IbsrError
 from ibsr.indexer.store import ShapeReader
 from ibsr.model import checkpoint_id, default_weights_path, load_checkpoint_with_info, rendering_id
 from ibsr.searcher.prefilter import CandidateGroup, Prefilter
+from ibsr.searcher.pruned import pruned_rerank
 from ibsr.searcher.mask_model import load_mask_model
 from ibsr.searcher.query import Query, check_mask_method, load_query, query_tensor
 from ibsr.searcher.results import Hit, SearchResult, html_section
@@ -71,6 +72,7 @@ class Searcher:
         self.views = torch.from_numpy(np.require(self.shapes.views, requirements="W")).to(self.device)
         self.prefilter = Prefilter(self.reader.index_dir, self.shapes)
         self.timings: dict[str, float] = defaultdict(float)  # stage -> seconds, see _timed
+        self.shapes_scored = 0  # by --prefilter exact, summed over queries (fraction: / (queries x len(self)))
 
     def __len__(self) -> int:
         return len(self.shapes.shape_ids)
@@ -132,6 +134,10 @@ class Searcher:
         """One rerank call for queries that share a candidate set; returns row map + results."""
         members = torch.from_numpy(group.queries).to(self.device)
         q, wq = q[members], wq[members]
+        if group.pruned:
+            pruned = pruned_rerank(q, wq, self.views, self.prefilter.shape_bounds(), topk)
+            self.shapes_scored += int(pruned.scored.sum())
+            return None, pruned.ranked
         if group.per_query_rows is not None:
             candidates = torch.from_numpy(group.per_query_rows).to(self.device)
             return None, kernels.rerank(q, wq, self.views, topk, candidates=candidates)

@@ -68,7 +68,7 @@ def create_app(service: SearchService) -> FastAPI:
                                                          "the alpha channel, else an automatic mask, as ibsr-search."),
         topk: int = Form(10, ge=1, description="Number of shapes returned."),
         category: str | None = Form(None, description="Only return shapes of this category."),
-        prefilter: Literal["category", "ann", "none"] = Form("category", description="Candidates of the rerank."),
+        prefilter: Literal["category", "ann", "none", "exact"] = Form("category", description="Candidates of the rerank."),
         candidates: int = Form(1000, ge=1, description="prefilter=ann: shapes reranked."),
         neighbors: int = Form(10, ge=1, description="prefilter=category: nearest shapes that vote for categories."),
         mask_preview: bool = QueryParam(False, description="Add `mask_preview`: a PNG data URI of the mask used."),

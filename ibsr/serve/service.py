@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import queue
 import threading
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 import lancedb
 import torch
 
+from ibsr.cpus import usable_cpus  # affinity and cgroup quota: one place for it
 from ibsr.errors import IbsrError
 from ibsr.indexer.faiss_index import FAISS_DIR, IDS_FILE
 from ibsr.indexer.render import CameraRig
@@ -54,14 +54,6 @@ class ServeConfig:
     reload_interval_s: float = 1.0  # how often the table version is polled (0 = never reload)
     torch_threads: int | None = None  # None: see thread_budget
     decode_threads: int | None = None
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (affinity, cgroup cpusets), not the machine's count."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def thread_budget(cpus: int, torch_threads: int | None = None, decode_threads: int | None = None) -> tuple[int, int]:

@@ -1,0 +1,152 @@
+"""`--prefilter exact`: bound-pruned search returns the exhaustive top-k (ibsr/searcher/pruned.py)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from ibsr import kernels
+from ibsr.cli import search as search_cli
+from ibsr.searcher import Searcher
+from ibsr.searcher.pruned import ShapeBounds, pruned_rerank
+
+from test_index_search import N_SHAPES, view_photo
+
+D, V = 32, 12
+
+
+def unit(x: torch.Tensor) -> torch.Tensor:
+    return x / x.norm(dim=-1, keepdim=True)
+
+
+def random_views(n: int, seed: int, clustered: bool) -> torch.Tensor:
+    """n x V x D float16 unit views: i.i.d. (bounds prune little) or tight per-shape clusters
+    around 8 category centres (bounds prune most shapes)."""
+    g = torch.Generator().manual_seed(seed)
+    if not clustered:
+        return unit(torch.randn(n, V, D, generator=g)).half()
+    centres = unit(torch.randn(8, D, generator=g))
+    shapes = unit(centres[torch.randint(0, 8, (n,), generator=g)] + 0.1 * torch.randn(n, D, generator=g))
+    return unit(shapes[:, None] + 0.05 * torch.randn(n, V, D, generator=g)).half()
+
+
+def random_queries(b: int, seed: int):
+    g = torch.Generator().manual_seed(seed + 1000)
+    q = unit(torch.randn(b, D, generator=g))
+    return q, q @ torch.randn(D, D, generator=g).t()
+
+
+def assert_same_top_k(views, q, wq, got: kernels.Reranked, k: int):
+    """Scores equal the exhaustive top-k's; each returned shape really has its score (ties at
+    the k-th place may be broken either way, so ids are checked through their scores)."""
+    want = kernels.rerank(q, wq, views, k)
+    full = kernels.attention_scores(q, wq, views)
+    torch.testing.assert_close(got.scores, want.scores, rtol=0, atol=1e-5)
+    torch.testing.assert_close(full.gather(1, got.indices), got.scores, rtol=0, atol=1e-5)
+    assert all(len(set(row)) == len(row) for row in got.indices.tolist())  # no shape twice
+    logits = torch.einsum("bd,bkvd->bkv", wq, views[got.indices].float())  # W q . v_j of each hit
+    assert (logits.gather(2, got.best_view[..., None]) >= logits.amax(dim=2, keepdim=True) - 1e-5).all()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("clustered", [False, True])
+@pytest.mark.parametrize("b", [1, 37])
+@pytest.mark.parametrize("k", [1, 10, 5000])  # 5000: larger than the catalog (clamped as rerank does)
+def test_pruned_equals_exhaustive(seed, clustered, b, k):
+    views = random_views(700, seed, clustered)
+    q, wq = random_queries(b, seed)
+    bounds = ShapeBounds.build(views)
+    # max_fraction=1: always take the pruned rounds, never the dense fallback
+    got = pruned_rerank(q, wq, views, bounds, k, first=8, max_fraction=1.0)
+    assert_same_top_k(views, q, wq, got.ranked, min(k, 700))
+    # same ids at every rank whose score stands clear of its neighbours' (within float rounding
+    # two nearly equal scores may come back in either order)
+    want = kernels.rerank(q, wq, views, k)
+    gaps = want.scores[:, :-1] - want.scores[:, 1:]
+    pad = torch.full((b, 1), float("inf"))
+    clear = (torch.cat([pad, gaps], 1) > 1e-5) & (torch.cat([gaps, pad], 1) > 1e-5)
+    assert clear.float().mean() > 0.5  # the check below is not vacuous
+    assert torch.equal(got.ranked.indices[clear], want.indices[clear])
+    default = pruned_rerank(q, wq, views, bounds, k)  # with the dense fallback allowed
+    assert_same_top_k(views, q, wq, default.ranked, min(k, 700))
+
+
+def test_bounds_hold_for_every_shape():
+    views = random_views(500, 5, clustered=True)
+    q, wq = random_queries(20, 5)
+    bound = ShapeBounds.build(views).bounds(q)
+    assert (bound >= kernels.attention_scores(q, wq, views)).all()
+
+
+def test_clustered_catalog_scores_a_fraction_of_it():
+    """Queries near a shape (as photos are) on clustered views: most shapes are never scored."""
+    views = random_views(4000, 3, clustered=True)
+    bounds = ShapeBounds.build(views)
+    g = torch.Generator().manual_seed(9)
+    for row in torch.randint(0, 4000, (4,), generator=g).tolist():
+        q = unit(views[row].float().mean(0, keepdim=True) + 0.05 * torch.randn(1, D, generator=g))
+        wq = q @ torch.randn(D, D, generator=g).t()
+        got = pruned_rerank(q, wq, views, bounds, 10, first=64)
+        assert_same_top_k(views, q, wq, got.ranked, 10)
+        assert got.scored[0] < 0.5 * len(views)
+
+
+def test_exact_ties_beyond_the_first_round_are_kept():
+    """The best shape and its duplicate sit behind decoys of higher bound: the first round
+    scores only decoys, and both tied copies must still come back."""
+    q = unit(torch.randn(1, D, generator=torch.Generator().manual_seed(7)))
+    wq = q.clone()
+    u = unit(torch.randn(D, generator=torch.Generator().manual_seed(8)))
+    u = unit(u - (u @ q[0]) * q[0])  # orthogonal to q: decoys score ~0 but bound ~1
+    decoy = torch.stack([u if j % 2 else -u for j in range(V)])
+    best = unit(q[0] + 0.3 * u).expand(V, D)  # score = q . best, bound = the same + SLACK
+    filler = unit(-q[0] + 0.5 * u).expand(V, D)  # scores below zero
+    views = torch.stack([decoy] * 10 + [best] + [filler] * 20 + [best]).half()
+    got = pruned_rerank(q, wq, views, ShapeBounds.build(views), 2, first=1, max_fraction=1.0)
+    assert sorted(got.ranked.indices[0].tolist()) == [10, 31]
+    assert got.ranked.scores[0, 0] == got.ranked.scores[0, 1]
+    assert got.scored[0] < len(views)  # the fillers were pruned
+
+
+def test_searcher_exact_mode_equals_none(built_index, tiny_weights, catalog, tmp_path):
+    searcher = Searcher(built_index, weights=tiny_weights)
+    meshes = [sorted((catalog / c).iterdir())[0] for c in ("chair", "table", "lamp")]
+    photos = [view_photo(m, tmp_path / f"q{i}.png", view=i) for i, m in enumerate(meshes)]
+    for topk in (1, N_SHAPES):
+        exhaustive = searcher.search(photos, topk=topk, prefilter="none")
+        exact = searcher.search(photos, topk=topk, prefilter="exact")
+        for a, b in zip(exhaustive, exact):
+            assert [h.score for h in a.hits] == pytest.approx([h.score for h in b.hits], abs=1e-5)
+            assert {h.shape_id for h in a.hits} == {h.shape_id for h in b.hits}
+    assert searcher.shapes_scored > 0
+
+
+def test_searcher_exact_mode_on_random_queries(built_index, tiny_weights):
+    """Many encoded queries through the Searcher's own views and bounds (float16 as stored)."""
+    searcher = Searcher(built_index, weights=tiny_weights)
+    q = unit(torch.randn(50, searcher.views.shape[2], generator=torch.Generator().manual_seed(4)))
+    wq = searcher.model.attend(q).detach()
+    queries = [type("Q", (), {"path": f"q{i}", "mask_source": "given"})() for i in range(50)]
+    for k in (1, 5):
+        none = searcher.search_encoded(queries, q, wq, k, prefilter="none")
+        exact = searcher.search_encoded(queries, q, wq, k, prefilter="exact")
+        for a, b in zip(none, exact):
+            assert [h.score for h in a.hits] == pytest.approx([h.score for h in b.hits], abs=1e-5)
+
+
+def test_cli_prefilter_exact_prints_what_none_prints(built_index, tiny_weights, catalog, tmp_path):
+    photo = view_photo(sorted((catalog / "table").iterdir())[0], tmp_path / "q.png")
+    outputs = {}
+    for mode in ("none", "exact"):
+        result = CliRunner().invoke(search_cli.main, [str(photo), "--index", str(built_index), "--weights",
+                                                      str(tiny_weights), "--topk", "4", "--prefilter", mode, "--json"])
+        assert result.exit_code == 0, result.output
+        outputs[mode] = json.loads(result.output)
+    [exact], [none] = outputs["exact"], outputs["none"]  # one photo: a list of one result
+    assert len(none["hits"]) == 4
+    assert [h["shape_id"] for h in exact["hits"]] == [h["shape_id"] for h in none["hits"]]
+    assert [h["score"] for h in exact["hits"]] == pytest.approx([h["score"] for h in none["hits"]], abs=1e-5)
