@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from ibsr.cpus import usable_cpus
 
 SEED = 3
 SETS = {  # name -> (synth category group, photo style, first photo index, folder whose index it uses)
@@ -82,7 +83,7 @@ def main():
                         help="Shapes per training category in (a)/(c); (b) gets twice as many per category.")
     parser.add_argument("--photos-per-shape", type=int, default=2)
     parser.add_argument("--sets", default=",".join(SETS), help="Comma-separated subset of " + ", ".join(SETS))
-    parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--workers", type=int, default=usable_cpus())
     parser.add_argument("--json", type=Path, default=None, help="Write the results here.")
     args = parser.parse_args()
     models = dict(m.split("=", 1) for m in args.model)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import math
 import os
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -60,3 +62,22 @@ def usable_cpus(root: Path = CGROUP_ROOT) -> int:
     if quota is not None:
         cpus = min(cpus, math.floor(quota))
     return max(1, cpus)
+
+
+class process_pool:
+    """`with process_pool(workers) as pool:` a pool of `workers` processes, or None (do the work
+    in this process) when workers < 1. forkserver: workers never inherit this process's torch
+    threads or CUDA context. Leaving the block cancels work not yet started."""
+
+    def __init__(self, workers: int):
+        self.workers = workers
+        self.pool = None
+
+    def __enter__(self):
+        if self.workers > 0:
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=get_context("forkserver"))
+        return self.pool
+
+    def __exit__(self, *exc):
+        if self.pool:
+            self.pool.shutdown(cancel_futures=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
 
@@ -83,8 +82,7 @@ def synth(out_dir, categories, shapes_per_category, queries_per_shape, first_pho
     """Write a procedural catalog (furniture and other everyday objects) and query photos of its shapes."""
     from tqdm import tqdm
 
-    from concurrent.futures import ProcessPoolExecutor
-
+    from ibsr.cpus import process_pool
     from ibsr.synth.catalog import write_catalog_shape, write_jsonl
 
     start = time.perf_counter()
@@ -94,7 +92,7 @@ def synth(out_dir, categories, shapes_per_category, queries_per_shape, first_pho
                     size=size, first_photo=first_photo, photo_style=photo_style)
     try:
         with tqdm(total=len(tasks), unit="shape", disable=as_json, file=sys.stderr) as bar, \
-                ProcessPoolExecutor(workers) if workers > 1 else nullcontext() as pool:
+                process_pool(workers if workers > 1 else 0) as pool:
             mapper = pool.map if pool is not None else map
             # map keeps the task order, so the jsonl files do not depend on the worker count
             for shape_record, query_records in mapper(_star(write), tasks):
@@ -117,7 +115,7 @@ def synth(out_dir, categories, shapes_per_category, queries_per_shape, first_pho
 
 
 class _star:
-    """f(*args) as a picklable one-argument callable for `ProcessPoolExecutor.map`."""
+    """f(*args) as a picklable one-argument callable for a process pool's `map`."""
 
     def __init__(self, f):
         self.f = f

@@ -16,15 +16,14 @@ import datetime
 import sys
 import time
 from collections import Counter, deque
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from ibsr.cpus import process_pool
 from ibsr.errors import IbsrError
 from ibsr.indexer.discover import CatalogEntry, discover
 from ibsr.indexer.faiss_index import FAISS_DIR, faiss_is_current, rebuild_faiss
@@ -220,7 +219,7 @@ class Indexer:
                 for e, digest in todo]
         bar = tqdm(total=len(jobs), unit="shape", desc="indexing", disable=not progress, file=sys.stderr)
         batch: list[dict] = []
-        with _render_pool(self.workers) as pool:
+        with process_pool(self.workers) as pool:
             rendered = _bounded_map(pool, render_shape, jobs, window=4 * self.batch_size)
             for result in rendered:
                 bar.update(1)
@@ -272,21 +271,3 @@ def _bounded_map(pool, fn, items, window: int):
             yield pending.popleft().result()
     while pending:
         yield pending.popleft().result()
-
-
-class _render_pool:
-    """A process pool for rendering, or None (render in-process) when workers == 0."""
-
-    def __init__(self, workers: int):
-        self.workers = workers
-        self.pool = None
-
-    def __enter__(self):
-        if self.workers > 0:
-            # forkserver: workers never inherit this process's torch threads or CUDA context.
-            self.pool = ProcessPoolExecutor(self.workers, mp_context=get_context("forkserver"))
-        return self.pool
-
-    def __exit__(self, *exc):
-        if self.pool:
-            self.pool.shutdown(cancel_futures=True)

@@ -44,15 +44,14 @@ import statistics
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, fields
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from ibsr.cpus import process_pool, usable_cpus
 from ibsr.errors import IbsrError
 from ibsr.indexer.discover import discover
 from ibsr.indexer.mesh import UP_AXES, file_hash
@@ -181,7 +180,7 @@ class Adaptation:
         self.command = command
         self.progress = progress
         self.device = torch_device(options.device)
-        self.threads = options.threads or len(os.sched_getaffinity(0))
+        self.threads = options.threads or usable_cpus()
         _check_writable(self.out)
         self.base_path = Path(weights) if weights else default_weights_path()
         self.base, base_info = load_checkpoint_with_info(self.base_path)
@@ -275,7 +274,7 @@ class Adaptation:
             jobs.append(PhotoJob(e.shape_id, e.category, str(Path(e.path).resolve()), digest, o.up_axis, o.seed,
                                  o.photo_size, o.photos_per_shape, str(self.work / "photos")))
         done = []
-        with _pool(o.workers, len(jobs)) as pool:
+        with process_pool(min(o.workers, len(jobs)) if len(jobs) > 1 else 0) as pool:
             results = pool.map(write_mesh_photos, jobs) if pool else map(write_mesh_photos, jobs)
             for job, result in tqdm(zip(jobs, results), total=len(jobs), unit="shape", file=sys.stderr,
                                     desc=f"photos ({o.photos_per_shape} per shape)", disable=not self.progress):
@@ -487,21 +486,4 @@ def _check_writable(out: Path) -> None:
     except OSError as exc:
         raise IbsrError(f"cannot write the adapted checkpoint there ({exc.strerror or exc}); choose another --out",
                         out) from None
-
-
-class _pool:
-    """Photo worker processes (forkserver: they never inherit torch threads), or None."""
-
-    def __init__(self, workers: int, jobs: int):
-        self.workers = min(workers, jobs) if jobs > 1 else 0
-        self.pool = None
-
-    def __enter__(self):
-        if self.workers > 0:
-            self.pool = ProcessPoolExecutor(self.workers, mp_context=get_context("forkserver"))
-        return self.pool
-
-    def __exit__(self, *exc):
-        if self.pool:
-            self.pool.shutdown(cancel_futures=True)
 

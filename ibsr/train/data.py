@@ -23,8 +23,6 @@ import json
 import os
 import sys
 import tempfile
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -33,6 +31,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from ibsr.cpus import process_pool, usable_cpus
 from ibsr.errors import IbsrError
 from ibsr.eval.queries import read_queries
 from ibsr.indexer.discover import discover
@@ -179,13 +178,11 @@ def _decode_query(files: tuple[Path, Path | None], size: int) -> np.ndarray:
     return query_input(query.rgb, query.mask, size)
 
 
-def _pool(jobs: int):
+def _pool(jobs: int) -> process_pool:
     """Worker processes for a large one-off job (one per CPU this process may use, at most 16);
     none (serial) for small jobs, where starting processes costs more than it saves."""
-    workers = min(len(os.sched_getaffinity(0)), 16)
-    if jobs < POOL_MIN_JOBS or workers < 2:
-        return nullcontext()
-    return ProcessPoolExecutor(workers)
+    workers = min(usable_cpus(), 16)
+    return process_pool(workers if jobs >= POOL_MIN_JOBS and workers >= 2 else 0)
 
 
 # --------------------------------------------------------------------------- helpers

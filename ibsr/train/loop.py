@@ -16,6 +16,7 @@ would have taken; the torch global RNG state is saved and restored as well.
 
 from __future__ import annotations
 
+import functools
 import json
 import signal
 import sys
@@ -50,6 +51,7 @@ RESUMABLE_CHANGES = {("train", "steps"), ("train", "epochs"), ("train", "lr_deca
                      ("train", "log_every"), ("val", "every")}
 
 
+@functools.cache  # autocast() asks at every step; the CPU does not change
 def cpu_has_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX): elsewhere, e.g. an AVX2-only
     EPYC, a bf16 matmul measured 20x slower than float32."""
@@ -237,9 +239,7 @@ class Trainer:
 
     def validate(self) -> dict:
         c = self.config
-        metrics = evaluate(self.model, self.val_data, self.views_index, c.method.mask, c.method.attention, c.val.topk)
-        self.train()  # back to training, frozen modules (and their BatchNorm statistics) kept in eval mode
-        return metrics
+        return evaluate(self.model, self.val_data, self.views_index, c.method.mask, c.method.attention, c.val.topk)
 
     def _validate(self, bar) -> None:
         t0 = time.perf_counter()
