@@ -35,13 +35,20 @@ def test_killed_builds_resume_to_the_same_index(tmp_path, catalog, built_index, 
     index = tmp_path / "killed"
     rng = random.Random(0)
     kills = 0
+    batch_seconds = None  # how long one batch takes on this machine, measured once
     for round_no in range(8):
         proc = start_build(catalog, index, tiny_weights)
         if round_no == 0:
             time.sleep(0.3)  # killed while starting up, before anything is written
         else:
             wait_for_commit(proc, index)
-            time.sleep(rng.uniform(0.0, 0.15))  # then at a random moment of the next batch
+            if batch_seconds is None:
+                started = time.monotonic()
+                wait_for_commit(proc, index)
+                batch_seconds = time.monotonic() - started
+            # then at a random moment of the next batch (a fixed window spanned several batches
+            # on a fast machine, and the build finished before enough kills)
+            time.sleep(rng.uniform(0.0, batch_seconds))
         if proc.poll() is not None:  # finished before the kill: the build is complete
             assert proc.returncode == 0, proc.stderr.read().decode()
             break
