@@ -1,4 +1,4 @@
-"""Exact pruned rerank (`--prefilter exact`) vs the exhaustive rerank (`--prefilter none`).
+"""Exact pruned rerank (`--prefilter none`, formerly `exact`) vs the dense exhaustive rerank.
 
 Synthetic view embeddings clustered like a real index's (measured on the 900-shape real
 index of benchmarks/serve.py: pooled cosine 0.75 within a category and ~0 across, views of

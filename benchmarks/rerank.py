@@ -9,7 +9,8 @@ chunks and cast, so memory stays bounded at N = 1M, ~3 GB) and queries. Variants
               (converted once, outside the timing) when N x V x D float32 fits in
               --naive-f32-max-gb, else it converts chunks of 65536 shapes per query (noted in
               the output). The official loop has no chunking at all.
-  torch       ibsr.kernels.torch_path.rerank on the views' device (CPU, or CUDA if available)
+  torch       ibsr.kernels.torch_path.rerank on the views' device (CPU, or CUDA if available);
+              on a CPU its chunks run on the pool of single-threaded workers (ibsr.cpus)
   triton      ibsr.kernels.triton_rerank.rerank_triton (CUDA only)
   naive-cuda  the naive loop on CUDA
 
@@ -37,6 +38,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from ibsr import cpus  # noqa: E402
 from ibsr.kernels import torch_path  # noqa: E402
 
 V, D = 12, 128
@@ -173,7 +175,8 @@ def main(argv=None):
     meta = {
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": torch.get_num_threads(),  # the naive loop's (one OpenMP team)
+        "torch_pool_workers": cpus.torch_workers(),  # the torch path's single-threaded workers (issue 12)
         "torch": torch.__version__,
         "gpu": torch.cuda.get_device_name() if has_cuda else None,
         "V": V, "D": D, "k": args.k, "views_dtype": "float16",
@@ -201,6 +204,7 @@ def main(argv=None):
                 k = min(args.k, N)
                 note = ""
                 if variant == "naive":
+                    torch.set_num_threads(meta["torch_threads"])  # the torch variant's pool leaves this thread at 1
                     fn, note = (lambda: naive_cpu(q, wq, k)), naive_cpu.note
                 elif variant == "naive-cuda":
                     fn = lambda: naive_gpu(q, wq, k)  # noqa: E731

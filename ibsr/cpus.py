@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import math
 import os
-from concurrent.futures import ProcessPoolExecutor
+import threading
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -81,3 +82,101 @@ class process_pool:
     def __exit__(self, *exc):
         if self.pool:
             self.pool.shutdown(cancel_futures=True)
+
+
+# ---------------------------------------------------------------- the torch worker pool
+#
+# Why not one OpenMP team of N threads: every parallel region ends at a barrier, so when one
+# thread of the team is descheduled (another process holds its core) all the others wait for
+# it, region after region: the rerank ran 15-20x slower on a busy 2-core machine (issue 12).
+# Instead each CPU-heavy call (rerank, encoders) is cut into many independent chunks that a
+# small pool of *single-threaded* workers takes one at a time (Python threads: torch releases
+# the GIL inside its ops). A descheduled worker holds up only its own chunk while the others
+# take the next ones. Results are combined in chunk order and each chunk is computed by one
+# thread, so they are the same bits for any number of workers.
+
+TORCH_WORKERS_ENV = "IBSR_THREADS"  # overrides the pool size (e.g. 1 for a strictly serial run)
+
+_pool: ThreadPoolExecutor | None = None
+_pool_size: int | None = None
+_pool_lock = threading.Lock()
+_in_worker = threading.local()
+
+
+def _forget_pool_in_child() -> None:  # a forked child has none of the parent's threads
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool_in_child)
+
+
+def torch_workers() -> int:
+    """Workers of the torch pool: $IBSR_THREADS, else the usable CPUs capped by
+    $OMP_NUM_THREADS when set (Ray sets it to the CPUs it gave an actor)."""
+    explicit = os.environ.get(TORCH_WORKERS_ENV, "").strip()
+    if explicit:
+        if not explicit.isdigit() or int(explicit) < 1:
+            from ibsr.errors import IbsrError
+
+            raise IbsrError(f"${TORCH_WORKERS_ENV} must be a whole number of threads >= 1, not {explicit!r}")
+        return int(explicit)
+    cpus = usable_cpus()
+    omp = os.environ.get("OMP_NUM_THREADS", "")
+    return max(1, min(cpus, int(omp))) if omp.isdigit() and int(omp) > 0 else cpus
+
+
+def set_torch_workers(workers: int | None) -> None:
+    """Size the pool (None: `torch_workers()`); ibsr-serve's --threads. Takes effect at once."""
+    global _pool, _pool_size
+    with _pool_lock:
+        _pool_size = workers
+        old, _pool = _pool, None
+    if old is not None:
+        old.shutdown(wait=False)
+
+
+def _single_threaded() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # per thread (OpenMP and MKL): this worker never starts a team
+    _in_worker.active = True
+
+
+def _get_pool() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(_pool_size or torch_workers(), thread_name_prefix="ibsr-torch",
+                                       initializer=_single_threaded)
+        return _pool
+
+
+def pool_size() -> int:
+    return _pool_size or torch_workers()
+
+
+def parallel_map(fn, items):
+    """fn(x) for each of items, computed by the single-threaded torch workers; an iterator
+    that yields the results in item order as they are ready (consume it to the end).
+
+    Each worker takes the next item when it finishes one (dynamic scheduling): give many more
+    items than workers so that a descheduled worker delays only the item it holds. Called from
+    a worker itself (nested), it runs the items inline, in that worker's single thread. The
+    caller's grad mode applies in the workers; autocast (also per thread) does not: enter it
+    inside `fn`. The calling thread is left with one intra-op thread for its own torch ops (the
+    workers hold the CPUs; an OpenMP team there would stall as described above)."""
+    import torch  # here, not at the top: render workers import this module without torch
+
+    items = list(items)
+    if getattr(_in_worker, "active", False):
+        return map(fn, items)
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+    grad = torch.is_grad_enabled()
+
+    def run(item):  # grad mode is per thread: carry the caller's (e.g. torch.no_grad) over
+        with torch.set_grad_enabled(grad):
+            return fn(item)
+
+    return _get_pool().map(run, items)

@@ -59,7 +59,8 @@ def test_build_writes_every_shape(built_index, tiny_weights):
     assert all(png.startswith(b"\x89PNG") for png in thumbs.values()) and len(thumbs) == 2
 
 
-def test_scores_match_float64_attention(built_index, tiny_weights, catalog, tmp_path):
+def test_scores_match_float64_attention(built_index, tiny_weights, catalog, tmp_path, monkeypatch):
+    monkeypatch.setenv("IBSR_PRECISION", "float32")  # the rerank's accuracy; bf16 queries: test_precision.py
     searcher = Searcher(built_index, weights=tiny_weights)
     mesh = sorted((catalog / "table").iterdir())[1]
     photo = view_photo(mesh, tmp_path / "q.png")

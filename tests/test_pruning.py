@@ -1,4 +1,4 @@
-"""`--prefilter exact`: bound-pruned search returns the exhaustive top-k (ibsr/searcher/pruned.py)."""
+"""`--prefilter none` (and its synonym `exact`): bound-pruned search returns the exhaustive top-k (ibsr/searcher/pruned.py)."""
 
 from __future__ import annotations
 
@@ -60,8 +60,8 @@ def test_pruned_equals_exhaustive(seed, clustered, b, k):
     views = random_views(700, seed, clustered)
     q, wq = random_queries(b, seed)
     bounds = ShapeBounds.build(views)
-    # max_fraction=1: always take the pruned rounds, never the dense fallback
-    got = pruned_rerank(q, wq, views, bounds, k, first=8, max_fraction=1.0)
+    # max_fraction=inf: always take the pruned rounds, never the dense fallback
+    got = pruned_rerank(q, wq, views, bounds, k, first=8, max_fraction=float("inf"))
     assert_same_top_k(views, q, wq, got.ranked, min(k, 700))
     # same ids at every rank whose score stands clear of its neighbours' (within float rounding
     # two nearly equal scores may come back in either order)
@@ -75,11 +75,45 @@ def test_pruned_equals_exhaustive(seed, clustered, b, k):
     assert_same_top_k(views, q, wq, default.ranked, min(k, 700))
 
 
-def test_bounds_hold_for_every_shape():
+@pytest.mark.parametrize("clustered", [False, True])
+@pytest.mark.parametrize("sharpness", [0.01, 0.1, 1.0, 10.0])  # |W q| from ~0.06 to ~60
+def test_bounds_hold_for_every_shape(clustered, sharpness):
+    views = random_views(500, 5, clustered)
+    q, wq = random_queries(20, 5)
+    wq = wq * sharpness
+    bound = ShapeBounds.build(views).bounds(q, wq)
+    assert (bound >= kernels.attention_scores(q, wq, views)).all()
+
+
+def test_attention_bound_holds_where_the_attention_leans_hardest():
+    """Half the views at c + r u, half at c - r u, q and W q along u: the cosines take their
+    extremes +-r and the attention leans to the + side as far as |W q| allows
+    (score = r tanh(|W q| r)). The bound must hold, stay close for mild attention, and reach
+    the best view's cosine (r) for sharp attention."""
+    g = torch.Generator().manual_seed(3)
+    c, u = unit(torch.randn(2, D, generator=g)).unbind(0)
+    u = unit(u - (u @ c) * c)
+    r = 0.5
+    views = torch.stack([c + (r if j % 2 else -r) * u for j in range(V)])[None]
+    bounds = ShapeBounds.build(views)
+    for beta in (0.1, 0.5, 2.0, 100.0):
+        score = kernels.attention_scores(u[None], beta * u[None], views)[0, 0]
+        assert score == pytest.approx(r * np.tanh(beta * r), abs=1e-5)
+        bound = bounds.bounds(u[None], beta * u[None])[0, 0]
+        assert score <= bound <= score + 0.7 * (r - score) + 2e-4  # below the best-view bound, r
+        if beta <= 0.5:
+            assert bound - score < 0.01
+
+
+def test_attention_bound_prunes_more_than_the_best_view_bound():
+    """Near-uniform attention (small |W q|, as the shipped model has): the bound sits well
+    below the best view's cosine bound q . c + |q| r on most shapes."""
     views = random_views(500, 5, clustered=True)
     q, wq = random_queries(20, 5)
-    bound = ShapeBounds.build(views).bounds(q)
-    assert (bound >= kernels.attention_scores(q, wq, views)).all()
+    wq = wq * (0.7 / wq.norm(dim=1, keepdim=True))
+    b = ShapeBounds.build(views)
+    best_view = q @ b.centres.t() + b.radii[None] * q.norm(dim=1, keepdim=True)
+    assert (b.bounds(q, wq) < best_view - 0.5 * b.radii[None]).float().mean() > 0.9
 
 
 def test_clustered_catalog_scores_a_fraction_of_it():
@@ -99,30 +133,49 @@ def test_exact_ties_beyond_the_first_round_are_kept():
     """The best shape and its duplicate sit behind decoys of higher bound: the first round
     scores only decoys, and both tied copies must still come back."""
     q = unit(torch.randn(1, D, generator=torch.Generator().manual_seed(7)))
-    wq = q.clone()
+    wq = 10 * q  # sharp attention: a decoy's bound is its best view's cosine, ~1
     u = unit(torch.randn(D, generator=torch.Generator().manual_seed(8)))
     u = unit(u - (u @ q[0]) * q[0])  # orthogonal to q: decoys score ~0 but bound ~1
     decoy = torch.stack([u if j % 2 else -u for j in range(V)])
     best = unit(q[0] + 0.3 * u).expand(V, D)  # score = q . best, bound = the same + SLACK
     filler = unit(-q[0] + 0.5 * u).expand(V, D)  # scores below zero
     views = torch.stack([decoy] * 10 + [best] + [filler] * 20 + [best]).half()
-    got = pruned_rerank(q, wq, views, ShapeBounds.build(views), 2, first=1, max_fraction=1.0)
+    got = pruned_rerank(q, wq, views, ShapeBounds.build(views), 2, first=1, max_fraction=float("inf"))
     assert sorted(got.ranked.indices[0].tolist()) == [10, 31]
     assert got.ranked.scores[0, 0] == got.ranked.scores[0, 1]
     assert got.scored[0] < len(views)  # the fillers were pruned
+    default = pruned_rerank(q, wq, views, ShapeBounds.build(views), 2)  # the default mode's settings
+    assert sorted(default.ranked.indices[0].tolist()) == [10, 31]
 
 
-def test_searcher_exact_mode_equals_none(built_index, tiny_weights, catalog, tmp_path):
+def test_searcher_default_exact_mode_is_the_exhaustive_top_k(built_index, tiny_weights, catalog, tmp_path):
+    """`--prefilter none` (pruned) and its old name `exact` return the dense pass's top k."""
     searcher = Searcher(built_index, weights=tiny_weights)
     meshes = [sorted((catalog / c).iterdir())[0] for c in ("chair", "table", "lamp")]
     photos = [view_photo(m, tmp_path / f"q{i}.png", view=i) for i, m in enumerate(meshes)]
+    q, wq = searcher.encode(searcher.load_queries(photos))
     for topk in (1, N_SHAPES):
-        exhaustive = searcher.search(photos, topk=topk, prefilter="none")
-        exact = searcher.search(photos, topk=topk, prefilter="exact")
-        for a, b in zip(exhaustive, exact):
-            assert [h.score for h in a.hits] == pytest.approx([h.score for h in b.hits], abs=1e-5)
-            assert {h.shape_id for h in a.hits} == {h.shape_id for h in b.hits}
+        dense = kernels.rerank(q, wq, searcher.views, topk)
+        for mode in ("none", "exact"):
+            for r, scores, rows in zip(searcher.search(photos, topk=topk, prefilter=mode), dense.scores, dense.indices):
+                assert [h.score for h in r.hits] == pytest.approx(scores.tolist(), abs=1e-5)
+                assert {h.shape_id for h in r.hits} == {searcher.shapes.row(i)[0] for i in rows.tolist()}
+                assert 0 < r.shapes_scored <= 1
     assert searcher.shapes_scored > 0
+
+
+def test_a_batch_turns_dense_when_pruning_would_cost_more():
+    """Loose bounds (i.i.d. views): the batch's rows pass the budget, one dense pass runs (every
+    shape scored). Tight bounds: each query scores a fraction. The same top k either way."""
+    q, wq = random_queries(2, 3)
+    for clustered, dense in ((False, True), (True, False)):
+        views = random_views(3000, 3, clustered)
+        if clustered:  # queries near shapes, as photos are
+            q = unit(views[:2].float().mean(1) + 0.05 * torch.randn(2, D, generator=torch.Generator().manual_seed(1)))
+            wq = q @ torch.randn(D, D, generator=torch.Generator().manual_seed(2)).t()
+        got = pruned_rerank(q, wq, views, ShapeBounds.build(views), 10, first=64)
+        assert_same_top_k(views, q, wq, got.ranked, 10)
+        assert (got.scored == 3000).all() == dense and (got.scored < 3000).all() != dense
 
 
 def test_searcher_exact_mode_on_random_queries(built_index, tiny_weights):

@@ -44,7 +44,8 @@ def assert_same_index(got_dir: Path, want_dir: Path) -> None:
     np.testing.assert_allclose(got.views.astype(np.float32), want.views.astype(np.float32), atol=2e-3)
     np.testing.assert_allclose(got.vectors, want.vectors, atol=2e-3)
     from ibsr.indexer.faiss_index import faiss_is_current
-    assert faiss_is_current(got_dir)
+    from ibsr.indexer.flat import flat_is_current
+    assert faiss_is_current(got_dir) and flat_is_current(got_dir)  # both written as a local build writes them
 
 
 def test_ray_build_equals_local_build(ray_local, catalog_copy, built_index, tiny_weights, tmp_path):
@@ -54,7 +55,8 @@ def test_ray_build_equals_local_build(ray_local, catalog_copy, built_index, tiny
     report = Indexer(index, weights=tiny_weights, batch_size=4).build(catalog_copy, progress=False, ray="local")
     assert report.indexed == 9 and report.unchanged == 0
     assert [f["path"] for f in report.failed] == [str(broken)]  # reported as in the local build
-    assert report.faiss is not None and report.render_seconds > 0 and report.encode_seconds > 0
+    assert report.faiss is not None and report.flat is not None
+    assert report.render_seconds > 0 and report.encode_seconds > 0
     got, want = ShapeReader(index).snapshot(), ShapeReader(built_index).snapshot()
     assert got.shape_ids == want.shape_ids and got.categories == want.categories
     np.testing.assert_allclose(got.views.astype(np.float32), want.views.astype(np.float32), atol=2e-3)

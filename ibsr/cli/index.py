@@ -110,15 +110,22 @@ def _repair_summary(repair: dict) -> str:
 @no_wait_option
 @json_option
 def reindex_faiss(index, faiss_factory, no_wait, as_json):
-    """Rebuild the FAISS prefilter from the LanceDB table (e.g. with another --faiss-factory)."""
+    """Rebuild the FAISS prefilter from the LanceDB table (e.g. with another --faiss-factory), and
+    the flat sidecar (DIR/flat/, what a search memory-maps) when it is missing, stale or damaged."""
     from ibsr.indexer import resolve_index_dir
     from ibsr.indexer.faiss_index import rebuild_faiss
+    from ibsr.indexer.flat import flat_is_current, rebuild_flat
 
-    summary = rebuild_faiss(resolve_index_dir(index), faiss_factory, wait=not no_wait)
+    index_dir = resolve_index_dir(index)
+    flat = None if flat_is_current(index_dir) else rebuild_flat(index_dir, wait=not no_wait)  # first: see build
+    summary = {**rebuild_faiss(index_dir, faiss_factory, wait=not no_wait), "flat": flat}
     if as_json:
         print_json(summary)
-    else:
-        click.echo(f"FAISS {summary['factory']} over {summary['count']} shapes (table version {summary['table_version']})")
+        return
+    click.echo(f"FAISS {summary['factory']} over {summary['count']} shapes (table version {summary['table_version']})")
+    if summary["flat"]:
+        click.echo(f"flat sidecar over {summary['flat']['count']} shapes (table version "
+                   f"{summary['flat']['table_version']})")
 
 
 @main.command()
@@ -149,7 +156,8 @@ def verify(index, quiet, as_json):
     every table row readable; each shape_id exactly once; views finite, unit-norm, V x D as
     the metadata says; pooled vectors equal to the normalized mean of the views; every encoder
     id equal to the index's; thumbnails decodable; the FAISS prefilter built from the current
-    table version. Reads only (never waits for a writer).
+    table version; the flat sidecar (DIR/flat/) of the current table version, equal to the table's
+    rows, views and view bounds. Reads only (never waits for a writer).
 
     Exit status 0 when healthy; otherwise 1, with one line per problem: which shape or file,
     what is wrong, what to do (`ibsr-index build CATALOG --repair` fixes any of them)."""

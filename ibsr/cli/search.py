@@ -27,9 +27,10 @@ QUERY_CHUNK = 64  # photos decoded, encoded and reranked together
 @click.option("--category", default=None, help="Only return shapes of this category (skips category prediction).")
 @click.option("--prefilter", default="category", show_default=True, type=click.Choice(["category", "ann", "none", "exact"]),
               help="Candidates for the exact rerank: 'category' reranks every shape of the categories of the "
-                   "query's nearest shapes; 'ann' reranks the --candidates nearest shapes; 'none' reranks all; "
-                   "'exact' returns what 'none' does, skipping blocks of shapes whose score bound cannot "
-                   "reach the k-th score.")
+                   "query's nearest shapes; 'ann' reranks the --candidates nearest shapes; 'none' returns the "
+                   "exhaustive top k over all shapes, scoring only those whose score bound reaches the k-th "
+                   "score (or all of them in one pass when that is cheaper); 'exact' is its former name, the same "
+                   "mode. --json gives each query's shapes_scored: the fraction of the index scored exactly.")
 @click.option("--candidates", default=1000, show_default=True, type=int,
               help="--prefilter ann: shapes reranked per query.")
 @click.option("--neighbors", default=10, show_default=True, type=int,

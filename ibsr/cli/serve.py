@@ -21,8 +21,8 @@ STARTED = time.perf_counter()  # for "ready in N s" (imports included)
 @click.option("--max-batch", default=32, show_default=True, type=click.IntRange(min=1),
               help="Most requests encoded and reranked together (1 turns batching off).")
 @click.option("--encode-batch", default=None, type=click.IntRange(min=1),
-              help="Photos per query-encoder call within a batch. Default: 32 on CUDA, 1 on a CPU (measured "
-                   "fastest there: benchmarks/RESULTS.md, Serve).")
+              help="Photos per query-encoder call within a batch. Default: 32 (a CPU encodes them one "
+                   "photo per worker thread: benchmarks/RESULTS.md, Thread cliffs).")
 @click.option("--batch-wait-ms", default=5.0, show_default=True, type=click.FloatRange(min=0),
               help="After the first request of a batch, how long to wait for more to join it (only while other "
                    "requests are still being decoded).")

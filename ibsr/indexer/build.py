@@ -27,6 +27,7 @@ from ibsr.cpus import process_pool
 from ibsr.errors import IbsrError
 from ibsr.indexer.discover import CatalogEntry, discover
 from ibsr.indexer.faiss_index import FAISS_DIR, faiss_is_current, rebuild_faiss
+from ibsr.indexer.flat import FLAT_DIR, flat_is_current, rebuild_flat
 from ibsr.indexer.lock import LOCK_FILES, IndexWriteLock
 from ibsr.indexer.mesh import UP_AXES, file_hash
 from ibsr.indexer.render import DEFAULT_RIG
@@ -36,7 +37,7 @@ from ibsr.model import checkpoint_id, load_checkpoint, default_weights_path, ren
 from ibsr.schemas import META_FILE, SHAPES_TABLE, IndexMeta
 
 DAMAGED_DIR = "damaged"  # repair moves an unreadable table / metadata here, never deletes it
-INDEX_ENTRIES = {META_FILE, f"{SHAPES_TABLE}.lance", FAISS_DIR, DAMAGED_DIR, *LOCK_FILES}
+INDEX_ENTRIES = {META_FILE, f"{SHAPES_TABLE}.lance", FAISS_DIR, FLAT_DIR, DAMAGED_DIR, *LOCK_FILES}
 
 
 @dataclass
@@ -53,6 +54,7 @@ class BuildReport:
     write_seconds: float = 0.0
     wall_seconds: float = 0.0
     faiss: dict | None = None  # set when the prefilter was (re)built
+    flat: dict | None = None  # set when the flat sidecar was (re)written
     duplicates_removed: int = 0  # shapes found more than once, removed and re-indexed
     repair: dict | None = None  # what --repair found and did
     took_over: str | None = None  # the dead writer whose lock this build took over
@@ -118,13 +120,19 @@ class Indexer:
         return report
 
     def _finish(self, writer, report: BuildReport, faiss_factory: str | None) -> None:
-        """Compact if anything changed; rebuild the prefilter if stale, asked for or damaged."""
+        """Compact if anything changed; rebuild the prefilter and the flat sidecar if stale, asked
+        for or damaged (both are derived from the table version the compaction leaves)."""
         changed = report.indexed or report.pruned or report.duplicates_removed or \
             (report.repair and report.repair["shapes_removed"])
         if changed:
             writer.compact()
+        if not writer.table.count_rows():
+            return
+        # The sidecar first: `ibsr-serve` reloads when the FAISS files change, and then finds it current.
+        if changed or (report.repair and report.repair["rebuild_flat"]) or not flat_is_current(self.index_dir):
+            report.flat = rebuild_flat(self.index_dir)
         rebuild = changed or faiss_factory or (report.repair and report.repair["rebuild_prefilter"])
-        if writer.table.count_rows() and (rebuild or not faiss_is_current(self.index_dir)):
+        if rebuild or not faiss_is_current(self.index_dir):
             report.faiss = rebuild_faiss(self.index_dir, faiss_factory)
 
     def _check_target(self) -> None:
@@ -144,7 +152,8 @@ class Indexer:
         exists = (self.index_dir / META_FILE).exists() or (self.index_dir / f"{SHAPES_TABLE}.lance").exists()
         found = verify_index(self.index_dir, progress=progress) if exists else None  # None: a new index
         repair = {"problems": dict(found.counts) if found else {}, "moved_aside": None, "shapes_removed": [],
-                  "rebuild_prefilter": bool(found and found.counts["prefilter"])}
+                  "rebuild_prefilter": bool(found and found.counts["prefilter"]),
+                  "rebuild_flat": bool(found and found.counts["flat"])}
         if found is None or found.healthy:
             return repair
         if not found.needs_rebuild and found.bad_shape_ids():
@@ -159,10 +168,10 @@ class Indexer:
         return repair
 
     def _move_aside(self) -> Path:
-        """Move the metadata, table and prefilter to damaged/<time>/: the build starts afresh."""
+        """Move the metadata, table, prefilter and sidecar to damaged/<time>/: the build starts afresh."""
         target = self.index_dir / DAMAGED_DIR / datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
         target.mkdir(parents=True)
-        for name in (META_FILE, f"{SHAPES_TABLE}.lance", FAISS_DIR):
+        for name in (META_FILE, f"{SHAPES_TABLE}.lance", FAISS_DIR, FLAT_DIR):
             if (self.index_dir / name).exists():
                 (self.index_dir / name).rename(target / name)
         return target
@@ -256,7 +265,10 @@ class Indexer:
     def encode_views(self, views: np.ndarray) -> np.ndarray:
         """N x V x S x S uint8 gray renderings -> N x V x D float32 normalized embeddings."""
         x = torch.from_numpy(views).to(self.device, torch.float32).div_(127.5).sub_(1.0)
-        return self.model.embed_views(x.unsqueeze(2)).float().cpu().numpy()
+        # one shape per work item of the torch pool; float32 on every CPU (ibsr.precision)
+        from ibsr.model.inference import embed_views
+
+        return embed_views(self.model, x.unsqueeze(2)).cpu().numpy()
 
 
 def _bounded_map(pool, fn, items, window: int):

@@ -1,4 +1,4 @@
-"""The index directory: metadata file + LanceDB `shapes` table (+ FAISS files).
+"""The index directory: metadata file + LanceDB `shapes` table (+ FAISS files, flat sidecar).
 
 Writers commit one batch per LanceDB transaction (merge-insert on shape_id), so a build
 killed at any moment leaves the table at the last committed batch: a rerun skips what is
@@ -21,11 +21,14 @@ import time
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+from typing import Callable
 
 import lancedb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ibsr.errors import IbsrError
 from ibsr.schemas import SHAPES_TABLE, IndexMeta, shapes_schema
@@ -57,16 +60,22 @@ def _connect(index_dir: Path):
     return lancedb.connect(str(index_dir))
 
 
-def _open_table(db):
-    """The `shapes` table, or None while it does not exist or has no committed version yet."""
+def _open_table(db, attempts: int = 5):
+    """The `shapes` table, or None while it does not exist or has no committed version yet.
+
+    "was not found" means either that the folder exists before its first commit, or that a
+    compaction removed the version this open was reading (seen in tests/test_faults.py's
+    searches during compaction): the latter goes away on a retry, the former does not."""
     if SHAPES_TABLE not in db.list_tables().tables:
         return None
-    try:
-        return db.open_table(SHAPES_TABLE)
-    except ValueError as exc:
-        if "was not found" in str(exc):  # folder present, first commit not written (yet)
-            return None
-        raise
+    for attempt in range(attempts):
+        try:
+            return db.open_table(SHAPES_TABLE)
+        except ValueError as exc:
+            if "was not found" not in str(exc):
+                raise
+            time.sleep(0.02 * (attempt + 1))
+    return None  # folder present, first commit not written (yet)
 
 
 def has_primary_key(table) -> bool:
@@ -211,14 +220,49 @@ def make_rows(schema: pa.Schema, shapes: list[dict], views: np.ndarray) -> pa.Ta
 
 @dataclass
 class ShapeSnapshot:
-    """Everything a search needs, read from one table version."""
+    """Everything a search needs, read from one table version: from the flat sidecar when it
+    is current (memory-mapped, flat.py), else from the table. Nothing here is per row in
+    Python: the row columns stay Arrow, a hit converts its own row (`row`)."""
 
     version: int
-    shape_ids: list[str]
-    categories: list[str]
-    source_paths: list[str]
-    views: np.ndarray  # N x V x D float16
-    vectors: np.ndarray  # N x D float32
+    rows: pa.Table  # shape_id, category, source_path, in row order
+    views: np.ndarray  # N x V x D float16, writable (a copy-on-write mapping or a copy)
+    read_vectors: Callable[[], np.ndarray]  # N x D float32 pooled vectors, read when first needed
+    bounds: tuple[np.ndarray, np.ndarray] | None = None  # the sidecar's (centres, radii), pruned.view_bounds
+    source: str = "table"  # or "flat"
+
+    def __len__(self) -> int:
+        return self.rows.num_rows
+
+    def row(self, i: int) -> tuple[str, str, str]:
+        """(shape_id, category, source_path) of one row."""
+        return tuple(self.rows.column(c)[i].as_py() for c in ("shape_id", "category", "source_path"))
+
+    def category_codes(self) -> tuple[np.ndarray, list[str]]:
+        """Each row's category as an index into the sorted category names."""
+        encoded = pc.dictionary_encode(self.rows.column("category")).combine_chunks()
+        names = encoded.dictionary.to_pylist()
+        order = np.argsort(names)
+        rank = np.empty(len(names), dtype=np.int64)
+        rank[order] = np.arange(len(names))
+        return rank[encoded.indices.to_numpy()], [names[i] for i in order]
+
+    # Whole columns as Python lists, for callers that need them all (eval, serve's shape pages).
+    @cached_property
+    def shape_ids(self) -> list[str]:
+        return self.rows.column("shape_id").to_pylist()
+
+    @cached_property
+    def categories(self) -> list[str]:
+        return self.rows.column("category").to_pylist()
+
+    @cached_property
+    def source_paths(self) -> list[str]:
+        return self.rows.column("source_path").to_pylist()
+
+    @cached_property
+    def vectors(self) -> np.ndarray:
+        return self.read_vectors()
 
 
 class ShapeReader:
@@ -273,20 +317,33 @@ class ShapeReader:
         """Stream the pinned version's rows (bounded memory); errors are the caller's to map."""
         return self.table.search().select(columns).limit(None).to_batches(batch_size)
 
-    def snapshot(self) -> ShapeSnapshot:
+    def snapshot(self, flat: bool = True) -> ShapeSnapshot:
+        """The pinned version's search data: the flat sidecar if it is of this version, else the table."""
+        from ibsr.indexer.flat import read_flat
+
+        sidecar = read_flat(self.index_dir, self.version) if flat else None
+        if sidecar is not None:
+            return ShapeSnapshot(self.version, sidecar.rows, sidecar.views, self._vectors_for(sidecar.rows),
+                                 (sidecar.centres, sidecar.radii), source="flat")
         columns = ["shape_id", "category", "source_path", "views", "vector"]
         data = self.retrying(lambda: self._query(columns))
         n, v, d = data.num_rows, self.meta.views, self.meta.embed_dim
         views = data.column("views").combine_chunks().flatten().to_numpy(zero_copy_only=False)
         vectors = data.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-        return ShapeSnapshot(
-            version=self.version,
-            shape_ids=data.column("shape_id").to_pylist(),
-            categories=data.column("category").to_pylist(),
-            source_paths=data.column("source_path").to_pylist(),
-            views=views.reshape(n, v, d),
-            vectors=vectors.reshape(n, d),
-        )
+        return ShapeSnapshot(self.version, data.select(["shape_id", "category", "source_path"]),
+                             np.require(views.reshape(n, v, d), requirements="W"), lambda: vectors.reshape(n, d))
+
+    def _vectors_for(self, rows: pa.Table) -> Callable[[], np.ndarray]:
+        """Pooled vectors in the order of `rows` (only the in-memory FAISS fallback needs them)."""
+        def read() -> np.ndarray:
+            data = self.retrying(lambda: self._query(["shape_id", "vector"]))
+            flat = data.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+            flat = flat.reshape(data.num_rows, self.meta.embed_dim)
+            if data.column("shape_id").equals(rows.column("shape_id")):
+                return flat
+            at = {s: i for i, s in enumerate(data.column("shape_id").to_pylist())}
+            return flat[[at[s] for s in rows.column("shape_id").to_pylist()]]
+        return read
 
     def vectors(self) -> tuple[list[str], np.ndarray]:
         """shape_ids and pooled vectors only (what the FAISS prefilter is built from)."""

@@ -10,7 +10,10 @@ The checks, in order (each failure is one `Problem`: what, which shape or file, 
   to the normalized mean of the views; every encoder_id equal to the index's; thumbnails
   decodable PNGs;
 - prefilter: the FAISS files readable, built from the table's current version, over exactly
-  the table's shape ids in row order.
+  the table's shape ids in row order;
+- flat: the flat sidecar (flat.py) present, readable, of the table's current version, and
+  equal to the table: the same shape ids, categories and source paths in row order, the same
+  float16 views, and the view bounds those views give (compared while the rows stream by).
 
 The row checks read one pinned table version, so a build running meanwhile cannot make them
 see half a batch (its prefilter is stale until it ends, and is reported as such). `repair`
@@ -19,6 +22,7 @@ see half a batch (its prefilter is stale until it ends, and is reported as such)
 
 from __future__ import annotations
 
+import json
 import sys
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -26,10 +30,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pyarrow.compute as pc
 from tqdm import tqdm
 
 from ibsr.errors import IbsrError
 from ibsr.indexer.faiss_index import FAISS_DIR, IDS_FILE, read_faiss
+from ibsr.indexer.flat import FLAT_DIR, META as FLAT_META, ROW_COLUMNS, read_flat
 from ibsr.indexer.lock import read_holder
 from ibsr.indexer.store import ShapeReader, has_primary_key, is_lance_error, lance_error
 from ibsr.schemas import META_FILE, IndexMeta, shapes_schema
@@ -45,7 +51,7 @@ REBUILD_CHECKS = ("metadata", "table", "schema")  # the table cannot be trusted:
 
 @dataclass
 class Problem:
-    check: str  # metadata, table, schema, shape_id, duplicate, views, vector, encoder, thumbnail, prefilter
+    check: str  # metadata, table, schema, shape_id, duplicate, views, vector, encoder, thumbnail, prefilter, flat
     where: str  # a shape id or a file
     what: str
     fix: str
@@ -110,7 +116,7 @@ def verify_index(index_dir: Path, progress: bool = False) -> Verification:
                             "declared it), so LanceDB alone would not stop concurrent duplicate inserts; the next "
                             "build declares it")
     try:
-        ids = reader.retrying(lambda: _scan_rows(reader, meta, result, repair, progress))
+        ids, flat = reader.retrying(lambda: _scan_rows(reader, meta, result, repair, progress))
     except IbsrError as exc:
         result.add("table", exc.path or index_dir, exc.message.split(";")[0], f"{repair} (rebuilds the table)")
         return result
@@ -120,6 +126,7 @@ def verify_index(index_dir: Path, progress: bool = False) -> Verification:
                        f"{count} times)", repair)
     result.table_version = reader.version  # re-pinned if a compaction removed the first one
     _check_prefilter(index_dir, reader.version, ids, result)
+    flat.report(ids, result)
     holder = read_holder(index_dir)
     if holder is not None:
         result.notes.append(f"the write lock is held (or was left) by {holder.describe()}: a build in progress "
@@ -140,21 +147,24 @@ def _check_schema(reader: ShapeReader, meta: IndexMeta, result: Verification, re
     return not result.counts["schema"]
 
 
-def _scan_rows(reader: ShapeReader, meta: IndexMeta, result: Verification, repair: str, progress: bool) -> list:
-    """Stream every row through the row checks; returns the shape ids in row order."""
+def _scan_rows(reader: ShapeReader, meta: IndexMeta, result: Verification, repair: str, progress: bool):
+    """Stream every row through the row checks and the sidecar comparison; returns the shape
+    ids in row order and the sidecar's comparison."""
     for check in ROW_CHECKS:  # a retry after a re-pin starts over
         result.counts.pop(check, None)
     result.problems = [p for p in result.problems if p.check not in ROW_CHECKS]
     ids: list[str] = []
     columns = list(shapes_schema(meta.views, meta.embed_dim).names)  # every column: every byte a search may read
     total = reader.table.count_rows()
+    flat = FlatCheck(reader.index_dir, reader.version)
     with tqdm(total=total, unit="shape", desc="verifying", disable=not progress, file=sys.stderr) as bar:
         for batch in _batches(reader, columns):
             ids.extend(batch.column("shape_id").to_pylist())
             _check_batch(batch, meta, result, repair)
+            flat.compare(batch, meta)
             bar.update(batch.num_rows)
     result.shapes = len(ids)
-    return ids
+    return ids, flat
 
 
 def _batches(reader: ShapeReader, columns: list[str]):
@@ -236,6 +246,68 @@ def _check_prefilter(index_dir: Path, version: int, ids: list[str], result: Veri
                    f"{meta.get('table_version')}, the table is at version {version} (stale)", fix)
     elif meta.get("shape_ids") != ids:
         result.add("prefilter", ids_file, "the FAISS prefilter's shape ids differ from the table's rows", fix)
+
+
+class FlatCheck:
+    """The flat sidecar compared with the table's rows, batch by batch, as the scan reads them."""
+
+    def __init__(self, index_dir: Path, version: int):
+        self.index_dir, self.version = index_dir, version
+        self.flat = read_flat(index_dir, version)
+        self.at = 0  # rows compared so far
+        self.differs: str | None = None  # the first shape whose sidecar row differs from the table's
+
+    def compare(self, batch, meta: IndexMeta) -> None:
+        from ibsr.searcher.pruned import view_bounds
+
+        if self.flat is None or self.differs is not None:
+            return
+        n, rows = batch.num_rows, slice(self.at, self.at + batch.num_rows)
+        self.at += n
+        if rows.stop > len(self.flat.views):  # the table has more rows: the first one the sidecar lacks
+            self.differs = batch.column("shape_id")[len(self.flat.views) - rows.start].as_py()
+            return
+        views = batch.column("views").flatten().to_numpy(zero_copy_only=False).reshape(n, meta.views, meta.embed_dim)
+        centres, radii = view_bounds(views)
+        stored = self.flat.rows.slice(rows.start, n)
+        same = np.ones(n, dtype=bool)
+        for column in ROW_COLUMNS:
+            equal = pc.equal(stored.column(column).combine_chunks(), batch.column(column))
+            same &= pc.fill_null(equal, False).to_numpy(zero_copy_only=False)
+        def close(a, b):  # per row
+            return np.isclose(a, b, rtol=0, atol=1e-6, equal_nan=True).reshape(n, -1).all(axis=1)
+
+        stored_views = self.flat.views[rows]
+        same &= ((stored_views == views) | (np.isnan(stored_views) & np.isnan(views))).reshape(n, -1).all(axis=1)
+        same &= close(self.flat.centres[rows], centres.numpy())
+        same &= close(self.flat.radii[rows], radii.numpy())
+        if not same.all():
+            self.differs = batch.column("shape_id")[int(np.argmin(same))].as_py()
+
+    def report(self, ids: list[str], result: Verification) -> None:
+        fix = (f"run `ibsr-index reindex-faiss --index {self.index_dir}` (searches meanwhile read the table: "
+               "slower to open)")
+        folder = self.index_dir / FLAT_DIR
+        if not ids:
+            return  # an empty table has no sidecar
+        if not (folder / FLAT_META).exists():
+            result.add("flat", folder, "the flat sidecar is missing", fix)
+        elif self.flat is None:
+            stamp = _flat_stamp(folder)
+            what = (f"the flat sidecar was written from table version {stamp}, the table is at version "
+                    f"{self.version} (stale)" if stamp not in (None, self.version)
+                    else "the flat sidecar is unreadable or its files disagree")
+            result.add("flat", folder / FLAT_META, what, fix)
+        elif self.differs is not None or self.at != len(self.flat.views):
+            where = f" (first at shape {self.differs})" if self.differs else ""
+            result.add("flat", folder, f"the flat sidecar differs from the table{where}", fix)
+
+
+def _flat_stamp(folder: Path) -> int | None:
+    try:
+        return json.loads((folder / FLAT_META).read_text()).get("table_version")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 __all__ = ["Problem", "Verification", "verify_index"]

@@ -100,15 +100,15 @@ class RunningTopK:
         self.extra: list[torch.Tensor] = []
         self.cols = 0
 
-    def add(self, scores: torch.Tensor, idx: torch.Tensor, extra: torch.Tensor | None = None) -> None:
-        """scores B x n; idx B x n (global indices) or 1-D n; extra B x n or None."""
+    @staticmethod
+    def reduce(scores: torch.Tensor, idx: torch.Tensor, k: int, extra: torch.Tensor | None = None):
+        """One chunk's own top-k (or a copy of it when it has <= k columns): what `add` keeps.
+        Pure, so parallel workers can run it and hand the pieces to `add_reduced` in order."""
         n = scores.shape[1]
-        if n == 0:
-            return
         if idx.dim() == 1:
             idx = idx.unsqueeze(0).expand(scores.shape[0], n)
-        if n > self.k:
-            scores, pos = scores.topk(self.k, dim=1)
+        if n > k:
+            scores, pos = scores.topk(k, dim=1)
             idx = idx.gather(1, pos)
             if extra is not None:
                 extra = extra.gather(1, pos)
@@ -117,6 +117,18 @@ class RunningTopK:
             idx = idx.clone()
             if extra is not None:
                 extra = extra.clone()
+        return scores, idx, extra
+
+    def add(self, scores: torch.Tensor, idx: torch.Tensor, extra: torch.Tensor | None = None) -> None:
+        """scores B x n; idx B x n (global indices) or 1-D n; extra B x n or None."""
+        if scores.shape[1] == 0:
+            return
+        self.add_reduced(*self.reduce(scores, idx, self.k, extra))
+
+    def add_reduced(self, scores: torch.Tensor, idx: torch.Tensor, extra: torch.Tensor | None = None) -> None:
+        """Keep the output of `reduce` (chunks must arrive in the same order for the same bits)."""
+        if scores.shape[1] == 0:
+            return
         self.vals.append(scores)
         self.idx.append(idx)
         if extra is not None:

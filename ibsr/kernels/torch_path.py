@@ -13,18 +13,31 @@ that the GEMM output stays under `chunk_bytes` (default 8 MiB: fits the L3 of sm
 measured on a 2-core EPYC, see benchmarks/RESULTS.md).
 
 Precision: float16/bfloat16 views are upcast per chunk to float32 and the GEMM runs in
-float32 (accumulation always float32). A bfloat16 GEMM is opt-in (`compute_dtype`) because
-on CPUs without AVX512-BF16/AMX torch's bf16 matmul is ~20x *slower* than float32 (1.3 s
-vs 0.06 s for 81k x 128 by 128 x 128 on the benchmark machine), and it rounds the logits to
-bf16.
+float32 (accumulation always float32). A bfloat16 GEMM is opt-in (`compute_dtype`, or
+IBSR_PRECISION=bf16 via `ibsr.precision`): on CPUs without AVX512-BF16/AMX torch's bf16
+matmul is ~20x *slower* than float32 (1.3 s vs 0.06 s for 81k x 128 by 128 x 128 on an
+AVX2-only EPYC); on an AVX512-BF16 EPYC it gained nothing for one query (the pass is
+memory-bound) and it rounds the logits to bf16, so `auto` keeps float32 (benchmarks/RESULTS.md,
+"Thread cliffs and precision by CPU").
 
 Top-k never materializes B x N: each chunk's scores go through `RunningTopK`. The best view
 of the k winners is recomputed at the end from the k gathered shapes (cheap: B x k x V x D).
+
+Threads: on a CPU the chunks are independent work items for the single-threaded workers of
+`ibsr.cpus.parallel_map` (dynamic scheduling; one OpenMP team stalled 15-20x whenever another
+process held one of its cores, issue 12). Each worker reduces its chunk to its own top-k and
+the pieces are merged in chunk order; chunk boundaries depend only on N, B, V, D and
+`chunk_bytes`, so the result is the same bits for any number of workers.
 """
 
 from __future__ import annotations
 
+import threading
+
 import torch
+
+from ibsr.cpus import parallel_map
+from ibsr.precision import rerank_dtype
 
 from ._common import RunningTopK
 
@@ -36,7 +49,7 @@ def _compute_dtype(views: torch.Tensor, compute_dtype: torch.dtype | None) -> to
         return compute_dtype
     if views.is_cuda and views.dtype in (torch.float16, torch.bfloat16):
         return views.dtype  # tensor cores; the matmul accumulates in float32
-    return torch.float32
+    return rerank_dtype(views.device.type) or torch.float32  # float32 unless IBSR_PRECISION=bf16
 
 
 class _DenseScorer:
@@ -48,15 +61,20 @@ class _DenseScorer:
         self.cdt = _compute_dtype(views, compute_dtype)
         # D x 2B: columns 0..B-1 give the logits W q . v, columns B..2B-1 the cosines q . v
         self.w2t = torch.cat([wq, q], dim=0).t().contiguous().to(self.cdt)
-        rows_out = max(1, chunk_bytes // (2 * self.B * 4))
-        rows_in = max(1, chunk_bytes // (self.D * 4))
-        self.chunk = max(1, min(rows_out, rows_in) // self.V)  # shapes per chunk
-        self.chunk = min(self.chunk, views.shape[0])
+        self.chunk = self.chunk_size(self.B, views.shape, chunk_bytes)
         dev = views.device
         rows = self.chunk * self.V
         self.out_dtype = self.cdt
         self.buf_out = torch.empty(rows, 2 * self.B, dtype=self.cdt, device=dev)
         self.buf_in = torch.empty(rows, self.D, dtype=self.cdt, device=dev) if views.dtype != self.cdt else None
+
+    @staticmethod
+    def chunk_size(B: int, views_shape, chunk_bytes: int) -> int:
+        """Shapes per chunk: the GEMM's input and output each under chunk_bytes."""
+        N, V, D = views_shape
+        rows_out = max(1, chunk_bytes // (2 * B * 4))
+        rows_in = max(1, chunk_bytes // (D * 4))
+        return min(max(1, min(rows_out, rows_in) // V), N)
 
     def scores(self, views_chunk: torch.Tensor) -> torch.Tensor:
         """views_chunk n x V x D (n <= self.chunk) -> n x B float32 scores."""
@@ -76,16 +94,43 @@ class _DenseScorer:
         return num.div_(den)
 
 
+def _chunks(N: int, chunk: int) -> list[tuple[int, int]]:
+    return [(n0, min(N, n0 + chunk)) for n0 in range(0, N, chunk)]
+
+
+def _map_chunks(views: torch.Tensor, fn, items):
+    """fn over items, results in order: on a CPU by the pool's workers, on a GPU in this thread
+    (the GPU parallelizes)."""
+    return parallel_map(fn, items) if views.device.type == "cpu" else map(fn, items)
+
+
+def _scorer_per_thread(q, wq, views, chunk_bytes, compute_dtype):
+    """(scorer(): the calling thread's `_DenseScorer`, each worker reusing its own buffers;
+    the chunk size they all share)."""
+    local = threading.local()
+
+    def scorer() -> _DenseScorer:
+        if not hasattr(local, "sc"):
+            local.sc = _DenseScorer(q, wq, views, chunk_bytes, compute_dtype)
+        return local.sc
+
+    return scorer, _DenseScorer.chunk_size(q.shape[0], views.shape, chunk_bytes)
+
+
 def attention_scores(q, wq, views, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES, compute_dtype=None) -> torch.Tensor:
     """B x N float32 scores (inputs already validated)."""
     B, N = q.shape[0], views.shape[0]
     out = torch.empty(B, N, dtype=torch.float32, device=views.device)
     if B == 0:
         return out
-    sc = _DenseScorer(q, wq, views, chunk_bytes, compute_dtype)
-    for n0 in range(0, N, sc.chunk):
-        n1 = min(N, n0 + sc.chunk)
-        out[:, n0:n1].copy_(sc.scores(views[n0:n1]).t())
+    scorer, chunk = _scorer_per_thread(q, wq, views, chunk_bytes, compute_dtype)
+
+    def score(span):
+        n0, n1 = span
+        out[:, n0:n1].copy_(scorer().scores(views[n0:n1]).t())  # disjoint columns per chunk
+
+    for _ in _map_chunks(views, score, _chunks(N, chunk)):
+        pass
     return out
 
 
@@ -107,12 +152,16 @@ def best_views(wq: torch.Tensor, views: torch.Tensor, indices: torch.Tensor, *, 
 
 def _rerank_dense(q, wq, views, k, chunk_bytes, compute_dtype):
     B, N = q.shape[0], views.shape[0]
-    sc = _DenseScorer(q, wq, views, chunk_bytes, compute_dtype)
-    top = RunningTopK(B, k, views.device)
+    scorer, chunk = _scorer_per_thread(q, wq, views, chunk_bytes, compute_dtype)
     ar = torch.arange(N, device=views.device)
-    for n0 in range(0, N, sc.chunk):
-        n1 = min(N, n0 + sc.chunk)
-        top.add(sc.scores(views[n0:n1]).t(), ar[n0:n1])
+
+    def top_of_chunk(span):
+        n0, n1 = span
+        return RunningTopK.reduce(scorer().scores(views[n0:n1]).t(), ar[n0:n1], k)
+
+    top = RunningTopK(B, k, views.device)
+    for piece in _map_chunks(views, top_of_chunk, _chunks(N, chunk)):
+        top.add_reduced(*piece)
     scores, indices, _ = top.result()
     return scores, indices
 
@@ -124,9 +173,9 @@ def _rerank_candidates(q, wq, views, k, candidates, chunk_bytes, compute_dtype):
     cdt = _compute_dtype(views, compute_dtype)
     qw = torch.stack([wq, q], dim=2).to(cdt)  # B x D x 2: logits, cosines
     cc = max(1, chunk_bytes // max(1, B * V * D * 4))  # candidates per chunk
-    top = RunningTopK(B, k, views.device)
-    for c0 in range(0, C, cc):
-        idx = candidates[:, c0 : c0 + cc]
+
+    def top_of_chunk(span):
+        idx = candidates[:, span[0]:span[1]]
         n = idx.shape[1]
         valid = idx >= 0
         g = views[idx.clamp(min=0)].to(cdt)  # B x n x V x D
@@ -135,7 +184,11 @@ def _rerank_candidates(q, wq, views, k, candidates, chunk_bytes, compute_dtype):
         a.sub_(a.amax(dim=2, keepdim=True)).exp_()
         s = c.mul_(a).sum(dim=2).div_(a.sum(dim=2))
         s.masked_fill_(~valid, float("-inf"))
-        top.add(s, idx.masked_fill(~valid, -1))
+        return RunningTopK.reduce(s, idx.masked_fill(~valid, -1), k)
+
+    top = RunningTopK(B, k, views.device)
+    for piece in _map_chunks(views, top_of_chunk, _chunks(C, cc)):
+        top.add_reduced(*piece)
     scores, indices, _ = top.result()
     return scores, indices
 

@@ -4,9 +4,11 @@ Modes (DESIGN.md "Search"):
 - `category` (default): predict the query's categories from its `neighbors` nearest shapes
   (FAISS on pooled vectors) and rerank every shape of those categories;
 - `ann`: rerank the `candidates` nearest shapes;
-- `none`: rerank every shape (the exhaustive ground truth);
-- `exact`: the same top-k as `none`, scoring only the shapes whose upper bound can reach the
-  k-th score (`pruned.py`; the bounds are built on first use and kept).
+- `none`: the exhaustive top-k over every shape (the ground truth), scoring only the shapes
+  whose upper bound can reach the k-th score (`pruned.py`), or all of them in one dense pass
+  when that is cheaper (`pruned.py`: the bounds come from the flat sidecar, or are
+  built from the views on first use);
+- `exact`: the same as `none` (its name before `none` pruned; kept so that scripts keep working).
 Queries that share a candidate set are grouped so each group is one rerank call.
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 
 from ibsr.errors import IbsrError
 from ibsr.indexer.faiss_index import build_faiss, read_faiss, to_gpu_if_available
@@ -29,22 +32,28 @@ class CandidateGroup:
     rows: np.ndarray | None  # shape rows to rerank (shared by the group), None = all
     per_query_rows: np.ndarray | None = None  # B_g x C rows, -1 padded (ann mode)
     categories: tuple[str, ...] = ()
-    pruned: bool = False  # exact mode: rows None, scored by `pruned_rerank` with `Prefilter.shape_bounds`
+    pruned: bool = False  # none/exact: rows None, scored by `pruned_rerank` with `Prefilter.shape_bounds`
 
 
 class Prefilter:
     """FAISS over the pooled shape vectors of one pinned snapshot."""
 
     def __init__(self, index_dir, shapes):
-        self.categories = np.asarray(shapes.categories, dtype=object)
-        self.rows_of_category = {c: np.flatnonzero(self.categories == c) for c in sorted(set(shapes.categories))}
+        codes, names = shapes.category_codes()
+        self.category_names = np.asarray(names, dtype=object)
+        self.category_of_row = codes  # N indices into category_names
+        # rows of each category, ascending: one stable sort instead of a scan per category
+        order = np.argsort(codes, kind="stable")
+        bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
+        self.rows_of_category = {name: order[bounds[i]:bounds[i + 1]] for i, name in enumerate(names)}
         self.index, self.faiss_rows = self._load(index_dir, shapes)
         self._shapes, self._shape_bounds = shapes, None
 
     def shape_bounds(self) -> ShapeBounds:
-        """The exact mode's score bounds, built from the snapshot on first use."""
+        """The exact modes' score bounds: the flat sidecar's, else built from the views on first use."""
         if self._shape_bounds is None:
-            self._shape_bounds = ShapeBounds.build(self._shapes.views)
+            stored = self._shapes.bounds
+            self._shape_bounds = ShapeBounds.from_raw(*stored) if stored else ShapeBounds.build(self._shapes.views)
         return self._shape_bounds
 
     def _load(self, index_dir, shapes):
@@ -52,11 +61,18 @@ class Prefilter:
         stored = read_faiss(index_dir)
         if stored is not None and stored[1]["table_version"] == shapes.version:
             index, meta = stored
-            row = {s: i for i, s in enumerate(shapes.shape_ids)}
-            faiss_rows = np.array([row.get(s, -1) for s in meta["shape_ids"]], dtype=np.int64)
-        else:
-            index, faiss_rows = build_faiss(shapes.vectors, "Flat"), np.arange(len(shapes.shape_ids))
-        return to_gpu_if_available(index), faiss_rows
+            return to_gpu_if_available(index), self._rows_of_ids(meta["shape_ids"], shapes)
+        return to_gpu_if_available(build_faiss(shapes.vectors, "Flat")), np.arange(len(shapes))
+
+    @staticmethod
+    def _rows_of_ids(faiss_ids: list[str], shapes) -> np.ndarray:
+        """Snapshot row of each FAISS id (-1 if absent): the identity when both follow the table's
+        row order, as they do when written from one version (no per-row Python then)."""
+        ids = shapes.rows.column("shape_id")
+        if len(faiss_ids) == len(ids) and pa.chunked_array([pa.array(faiss_ids, ids.type)]).equals(ids):
+            return np.arange(len(ids))
+        row = {s: i for i, s in enumerate(shapes.shape_ids)}
+        return np.array([row.get(s, -1) for s in faiss_ids], dtype=np.int64)
 
     def nearest(self, q: np.ndarray, k: int) -> np.ndarray:
         """B x k snapshot rows of the nearest shapes by pooled vector (-1 where fewer)."""
@@ -71,9 +87,7 @@ class Prefilter:
         batch = np.arange(len(q))
         if category is not None:
             return [CandidateGroup(batch, self._category_rows([category]), categories=(category,))]
-        if mode == "none":
-            return [CandidateGroup(batch, None)]
-        if mode == "exact":
+        if mode in ("none", "exact"):
             return [CandidateGroup(batch, None, pruned=True)]
         if mode == "ann":
             if candidates < 1:
@@ -86,7 +100,7 @@ class Prefilter:
     def _category_groups(self, q: np.ndarray, neighbors: int) -> list[CandidateGroup]:
         predicted: dict[tuple[str, ...], list[int]] = {}
         for i, rows in enumerate(self.nearest(q, neighbors)):
-            key = tuple(sorted({self.categories[r] for r in rows if r >= 0}))
+            key = tuple(self.category_names[np.unique(self.category_of_row[rows[rows >= 0]])])
             predicted.setdefault(key, []).append(i)
         return [CandidateGroup(np.array(members), self._category_rows(key), categories=key)
                 for key, members in predicted.items()]

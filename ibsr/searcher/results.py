@@ -26,6 +26,7 @@ class SearchResult:
     mask_source: str
     hits: list[Hit]
     predicted_categories: list[str] = field(default_factory=list)
+    shapes_scored: float | None = None  # fraction of the index's shapes scored exactly for this query
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -20,6 +20,7 @@ from ibsr import kernels
 from ibsr.errors import IbsrError
 from ibsr.indexer.store import ShapeReader
 from ibsr.model import checkpoint_id, default_weights_path, load_checkpoint_with_info, rendering_id
+from ibsr.model.inference import embed_queries
 from ibsr.searcher.prefilter import CandidateGroup, Prefilter
 from ibsr.searcher.pruned import pruned_rerank
 from ibsr.searcher.mask_model import load_mask_model
@@ -69,13 +70,13 @@ class Searcher:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model.to(self.device)
         self.shapes = self.reader.snapshot()
-        self.views = torch.from_numpy(np.require(self.shapes.views, requirements="W")).to(self.device)
+        self.views = torch.from_numpy(self.shapes.views).to(self.device)  # writable: no copy on a CPU
         self.prefilter = Prefilter(self.reader.index_dir, self.shapes)
         self.timings: dict[str, float] = defaultdict(float)  # stage -> seconds, see _timed
-        self.shapes_scored = 0  # by --prefilter exact, summed over queries (fraction: / (queries x len(self)))
+        self.shapes_scored = 0  # shapes scored exactly, summed over queries (fraction: / (queries x len(self)))
 
     def __len__(self) -> int:
-        return len(self.shapes.shape_ids)
+        return len(self.shapes)
 
     def search(self, images: list, masks: list | None = None, topk: int = 10, category: str | None = None,
                prefilter: str = "category", candidates: int = DEFAULT_CANDIDATES,
@@ -114,9 +115,10 @@ class Searcher:
         results: list[SearchResult | None] = [None] * len(queries)
         for group in groups:
             with self._timed("rerank"):
-                rows, ranked = self._rerank_group(q, wq, group, topk)
+                rows, ranked, scored = self._rerank_group(q, wq, group, topk)
+            self.shapes_scored += int(scored.sum())
             for j, i in enumerate(group.queries.tolist()):
-                results[i] = self._result(queries[i], ranked, j, rows, group.categories)
+                results[i] = self._result(queries[i], ranked, j, rows, group.categories, int(scored[j]))
         return results
 
     @contextmanager
@@ -131,20 +133,22 @@ class Searcher:
         self.timings[stage] += time.perf_counter() - start
 
     def _rerank_group(self, q, wq, group: CandidateGroup, topk: int):
-        """One rerank call for queries that share a candidate set; returns row map + results."""
+        """One rerank call for queries that share a candidate set; returns the row map, the
+        results and how many shapes each query scored exactly."""
         members = torch.from_numpy(group.queries).to(self.device)
         q, wq = q[members], wq[members]
         if group.pruned:
             pruned = pruned_rerank(q, wq, self.views, self.prefilter.shape_bounds(), topk)
-            self.shapes_scored += int(pruned.scored.sum())
-            return None, pruned.ranked
+            return None, pruned.ranked, pruned.scored
         if group.per_query_rows is not None:
             candidates = torch.from_numpy(group.per_query_rows).to(self.device)
-            return None, kernels.rerank(q, wq, self.views, topk, candidates=candidates)
+            scored = (group.per_query_rows >= 0).sum(axis=1)
+            return None, kernels.rerank(q, wq, self.views, topk, candidates=candidates), scored
         if group.rows is None:
-            return None, kernels.rerank(q, wq, self.views, topk)
+            return None, kernels.rerank(q, wq, self.views, topk), np.full(len(members), len(self))
         rows = torch.from_numpy(group.rows).to(self.device)
-        return group.rows, kernels.rerank(q, wq, self.views.index_select(0, rows), topk)
+        scored = np.full(len(members), len(group.rows))
+        return group.rows, kernels.rerank(q, wq, self.views.index_select(0, rows), topk), scored
 
     def _check_topk(self, topk: int) -> int:
         if topk < 1:
@@ -156,25 +160,26 @@ class Searcher:
 
     @torch.no_grad()
     def encode(self, queries: list[Query]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Query embeddings q and attention keys W q, encoded in batches."""
+        """Query embeddings q and attention keys W q, encoded in batches (on a CPU, one photo
+        per work item of the torch pool, bf16 where the CPU has it: `ibsr.model.inference`)."""
         size = self.model.config.query_size
         qs = []
         for start in range(0, len(queries), ENCODE_BATCH):
             x = np.stack([query_tensor(query, size) for query in queries[start:start + ENCODE_BATCH]])
-            qs.append(self.model.embed_queries(torch.from_numpy(x).to(self.device)))
-        q = torch.cat(qs).float()
-        return q, self.model.attend(q).float()
+            qs.append(embed_queries(self.model, torch.from_numpy(x).to(self.device)))
+        q = torch.cat(qs)
+        return q, self.model.attend(q).float()  # attend stays float32: W q feeds the rerank's logits
 
-    def _result(self, query: Query, ranked, i: int, rows, categories) -> SearchResult:
+    def _result(self, query: Query, ranked, i: int, rows, categories, scored: int) -> SearchResult:
         hits = []
         for rank, (score, index, view) in enumerate(zip(ranked.scores[i].tolist(), ranked.indices[i].tolist(),
                                                         ranked.best_view[i].tolist()), start=1):
             if index < 0:
                 break
             row = index if rows is None else int(rows[index])
-            hits.append(Hit(rank, self.shapes.shape_ids[row], self.shapes.categories[row], float(score),
-                            self.shapes.source_paths[row], int(view)))
-        return SearchResult(query.path, query.mask_source, hits, list(categories))
+            shape_id, category, source_path = self.shapes.row(row)
+            hits.append(Hit(rank, shape_id, category, float(score), source_path, int(view)))
+        return SearchResult(query.path, query.mask_source, hits, list(categories), scored / len(self))
 
     def html_sections(self, results: list[SearchResult], queries: list[Query]) -> list[str]:
         """HTML blocks for `html_page`: each query, its mask and its hits' rendered views."""

@@ -25,7 +25,7 @@ from pathlib import Path
 import lancedb
 import torch
 
-from ibsr.cpus import usable_cpus  # affinity and cgroup quota: one place for it
+from ibsr.cpus import set_torch_workers, usable_cpus  # affinity and cgroup quota: one place for it
 from ibsr.errors import IbsrError
 from ibsr.indexer.faiss_index import FAISS_DIR, IDS_FILE
 from ibsr.indexer.render import CameraRig
@@ -46,7 +46,7 @@ class ServeConfig:
     weights: Path | None = None
     device: str | None = None
     max_batch: int = 32  # requests searched together (1 = batching off)
-    encode_batch: int | None = None  # photos per encoder call; None: 32 on CUDA, 1 on CPU (see _encode)
+    encode_batch: int | None = None  # photos per Searcher.encode call; None: 32 (see _encode)
     batch_wait_ms: float = 5.0  # how long the worker waits for more requests after the first
     queue_size: int = 64  # requests in flight (decoding, queued or searched) before 503
     max_upload_bytes: int = 20 * 1024 * 1024
@@ -57,11 +57,13 @@ class ServeConfig:
 
 
 def thread_budget(cpus: int, torch_threads: int | None = None, decode_threads: int | None = None) -> tuple[int, int]:
-    """(torch threads, decode threads) that together use at most `cpus` cores.
+    """(torch workers, decode threads) that together use at most `cpus` cores.
 
     Decoding gets a quarter of the cores (at least one) and torch the rest: when both run at
-    once no core is oversubscribed. Oversubscribed OpenMP threads stall each other: a rerank
-    ran 15-20x slower with one core busy elsewhere (benchmarks/RESULTS.md)."""
+    once no core is oversubscribed. The torch count sizes the pool of single-threaded workers
+    that run the encoders and the rerank (`ibsr.cpus.parallel_map`) and FAISS's threads.
+    Oversubscribed OpenMP teams stall each other: a rerank ran 15-20x slower with one core
+    busy elsewhere (benchmarks/RESULTS.md, "Thread cliffs and precision by CPU")."""
     decode = decode_threads or max(1, cpus // 4)
     return torch_threads or max(1, cpus - decode), decode
 
@@ -204,7 +206,10 @@ class SearchService:
     def _work(self) -> None:
         import faiss
 
-        torch.set_num_threads(self.torch_threads)  # OpenMP settings are per thread: set them here
+        # torch work runs on the pool's single-threaded workers (ibsr.cpus.parallel_map: no OpenMP
+        # team to stall when a core is taken); this thread's own small ops stay single-threaded too
+        torch.set_num_threads(1)  # OpenMP settings are per thread: set them here
+        set_torch_workers(self.torch_threads)
         faiss.omp_set_num_threads(self.torch_threads)
         while not self._stop.is_set():
             batch = self._next_batch()
@@ -258,12 +263,12 @@ class SearchService:
             self._search_group(served, [live[i] for i in members], q[members], wq[members])
 
     def _encode(self, searcher: Searcher, queries: list[Query]):
-        """q, W q of the batch, `encode_batch` photos per encoder call.
+        """q, W q of the batch, `encode_batch` photos per `Searcher.encode` call (default 32).
 
-        On a CPU one photo per call is fastest: the shipped EfficientNet-Lite0 query encoder
-        (224 px, 1 thread, this 2-core EPYC) took 47 ms per photo alone, 78 ms in batches of 8
-        and 96 ms in batches of 32 (activations outgrow the caches). A GPU wants large batches."""
-        size = self.config.encode_batch or (32 if searcher.device.type == "cuda" else 1)
+        On a CPU each call spreads its photos over the torch pool, one photo per work item (one
+        photo per encoder call was fastest per photo: `ibsr.model.inference`); the embeddings do
+        not depend on the batching. A GPU takes the whole call as one batch."""
+        size = self.config.encode_batch or 32
         parts = [searcher.encode(queries[i:i + size]) for i in range(0, len(queries), size)]
         return torch.cat([q for q, _ in parts]), torch.cat([wq for _, wq in parts])
 

@@ -16,7 +16,6 @@ would have taken; the torch global RNG state is saved and restored as well.
 
 from __future__ import annotations
 
-import functools
 import json
 import signal
 import sys
@@ -34,6 +33,7 @@ from ibsr.model.cmic import CMIC
 from ibsr.model.efficientnet_lite import load_imagenet_efficientnet
 from ibsr.model.losses import CMICLoss, cmic_loss
 from ibsr.model.resnet import load_imagenet_backbone
+from ibsr.precision import cpu_has_bf16
 from ibsr.train.augment import apply_mask_mode, augment_queries, augment_views, plain_queries, plain_views
 from ibsr.train.batch import AUGMENT_STREAM, Batch, sample_batch, step_rng, steps_per_epoch
 from ibsr.train.config import TrainConfig, views_index
@@ -49,17 +49,6 @@ STATE_VERSION = 1
 RESUMABLE_CHANGES = {("train", "steps"), ("train", "epochs"), ("train", "lr_decay_steps"), ("train", "threads"),
                      ("train", "channels_last"), ("train", "device"), ("train", "checkpoint_every"),
                      ("train", "log_every"), ("val", "every")}
-
-
-@functools.cache  # autocast() asks at every step; the CPU does not change
-def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX): elsewhere, e.g. an AVX2-only
-    EPYC, a bf16 matmul measured 20x slower than float32."""
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return False
-    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
 
 
 def autocast(device: torch.device, mode: str):

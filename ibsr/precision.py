@@ -1,0 +1,84 @@
+"""Compute precision by CPU: bf16 where the CPU computes it natively and it pays, float32 elsewhere.
+
+One place decides (`precision(component)`), from `$IBSR_PRECISION`:
+
+- `auto` (default): the *query encoder* (search, serve) runs under bf16 autocast on a CPU with
+  AVX512-BF16 or AMX (measured 1.16x faster for one photo per call, 2.3x in batches), in
+  float32 on any other CPU (on an AVX2-only EPYC a bf16 matmul was ~20x *slower* than float32)
+  and on CUDA (unchanged).
+  The *rendering encoder* (index builds) and the *CPU rerank* stay float32: bf16 view
+  embeddings drifted to cosine 0.93 from float32 ones (a stored index would then depend on the
+  CPU that built it), and the rerank gained nothing for one query while bf16 logits would break
+  the float32 bound that `--prefilter exact` prunes with (benchmarks/RESULTS.md, "Thread cliffs
+  and precision by CPU").
+- `float32`: float32 everywhere (the same numbers on every CPU).
+- `bf16`: bf16 wherever it is offered (query and rendering encoders, the rerank GEMM),
+  whatever the CPU (for measuring).
+
+Tolerance of the bf16 query encoder against float32 (shipped model, generated photos;
+tests/test_precision.py): query cosine >= 0.99, attention scores within 0.05, top-5 overlap
+>= 0.9. Index builds are float32 under `auto` on every CPU: builds of one catalog on one
+machine are byte-identical (repairs and Ray builds against local ones too), and builds on
+different CPUs agree to float32 rounding, never to bf16's.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from contextlib import nullcontext
+
+PRECISION_ENV = "IBSR_PRECISION"
+PRECISIONS = ("auto", "float32", "bf16")
+
+
+@functools.cache  # asked at every step and every search; the CPU does not change
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX): elsewhere, e.g. an AVX2-only
+    EPYC, a bf16 matmul measured 20x slower than float32."""
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
+
+
+def requested() -> str:
+    value = os.environ.get(PRECISION_ENV, "auto").strip().lower() or "auto"
+    if value not in PRECISIONS:
+        from ibsr.errors import IbsrError
+
+        raise IbsrError(f"${PRECISION_ENV} must be one of {', '.join(PRECISIONS)}, not {value!r}")
+    return value
+
+
+COMPONENTS = ("queries", "views", "rerank")
+
+
+def precision(component: str, device_type: str = "cpu") -> str:
+    """"bf16" or "float32" for `component` (one of COMPONENTS) on `device_type`."""
+    if component not in COMPONENTS:
+        raise ValueError(f"component must be one of {COMPONENTS}, not {component!r}")
+    want = requested()
+    if want != "auto":
+        return want
+    if component == "queries" and device_type == "cpu" and cpu_has_bf16():
+        return "bf16"
+    return "float32"
+
+
+def encoder_autocast(component: str, device_type: str = "cpu"):
+    """The context an encoder ("queries" or "views") runs under: bf16 autocast or nothing.
+    Autocast state is per thread: enter it in the thread that runs the model (each pool worker)."""
+    if precision(component, device_type) != "bf16":
+        return nullcontext()
+    import torch
+
+    return torch.autocast(device_type, dtype=torch.bfloat16)
+
+
+def rerank_dtype(device_type: str = "cpu"):
+    """The CPU rerank GEMM's dtype (`ibsr.kernels.torch_path` compute_dtype); None = its default."""
+    import torch
+
+    return torch.bfloat16 if device_type == "cpu" and precision("rerank", device_type) == "bf16" else None

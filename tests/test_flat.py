@@ -1,0 +1,138 @@
+"""The flat sidecar (ibsr/indexer/flat.py): written by every writer, memory-mapped by searches
+of its table version, checked by verify, rebuilt by repair; the table answers the same when it
+is missing, stale or damaged."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from ibsr.cli.index import main as index_cli
+from ibsr.indexer import Indexer
+from ibsr.indexer.flat import FLAT_DIR, META, read_flat
+from ibsr.indexer.store import ShapeReader
+from ibsr.indexer.verify import verify_index
+from ibsr.searcher import Searcher
+from index_helpers import assert_same_as_clean, replace_row
+from test_index_search import view_photo
+
+CHAIR = "chair/chair_0000"
+
+
+def flat_problems(index):
+    return [p for p in verify_index(index).problems if p.check == "flat"]
+
+
+def views_file(index):
+    meta = json.loads((index / FLAT_DIR / META).read_text())
+    return index / FLAT_DIR / meta["files"]["views"]
+
+
+@pytest.fixture(scope="module")
+def photos(catalog, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("flat_photos")
+    meshes = [sorted((catalog / c).iterdir())[1] for c in ("chair", "table", "lamp")]
+    return [view_photo(m, folder / f"q{i}.png", view=2 + i) for i, m in enumerate(meshes)]
+
+
+def answers(index, weights, photos):
+    """Every mode's hits and scored fractions, as plain values, and where the views came from."""
+    searcher = Searcher(index, weights=weights)
+    out = {}
+    for mode in ("category", "ann", "none"):
+        for topk in (1, 9):
+            results = searcher.search(photos, topk=topk, prefilter=mode, candidates=4)
+            out[mode, topk] = [(r.predicted_categories, r.shapes_scored,
+                                [(h.shape_id, h.category, h.source_path, h.score, h.best_view) for h in r.hits])
+                               for r in results]
+    return searcher.shapes.source, out
+
+
+def test_a_build_writes_the_sidecar_of_its_table_version(built_index):
+    reader = ShapeReader(built_index)
+    flat = read_flat(built_index, reader.version)
+    assert flat is not None
+    table = reader.snapshot(flat=False)
+    assert flat.rows.equals(table.rows)
+    assert np.array_equal(flat.views, table.views)
+    assert flat.views.dtype == np.float16 and flat.views.shape == (9, 12, 64)
+    assert reader.snapshot().source == "flat"
+
+
+def test_opening_and_searching_build_no_per_row_python_lists(built_index, tiny_weights, photos):
+    searcher = Searcher(built_index, weights=tiny_weights)
+    searcher.search(photos, topk=3, prefilter="none")
+    searcher.search(photos, topk=3)
+    assert isinstance(searcher.shapes.views, np.memmap)  # mapped, not copied
+    assert not {"shape_ids", "categories", "source_paths", "vectors"} & set(vars(searcher.shapes))  # never built
+
+
+def test_search_answers_the_same_from_the_sidecar_as_from_the_table(index_copy, tiny_weights, photos):
+    source, mapped = answers(index_copy, tiny_weights, photos)
+    assert source == "flat"
+    views_file(index_copy).write_bytes(b"\x93NUMPY truncated")  # unreadable: falls back to the table
+    source, read = answers(index_copy, tiny_weights, photos)
+    assert source == "table" and read == mapped
+    assert 0 < mapped["none", 1][0][1] <= 1  # the fraction scored is reported
+
+
+def test_a_stale_sidecar_is_not_used_and_reindex_rewrites_it(index_copy, tiny_weights, photos):
+    before = answers(index_copy, tiny_weights, photos)[1]
+    replace_row(index_copy, CHAIR)  # a new table version, same content
+    [problem] = flat_problems(index_copy)
+    assert "stale" in problem.what and "reindex-faiss" in problem.fix
+    source, stale = answers(index_copy, tiny_weights, photos)
+    assert source == "table" and stale == before
+    result = CliRunner().invoke(index_cli, ["reindex-faiss", "--index", str(index_copy)])
+    assert result.exit_code == 0 and "flat sidecar over 9 shapes" in result.output, result.output
+    assert verify_index(index_copy).healthy
+    assert answers(index_copy, tiny_weights, photos) == ("flat", before)
+
+
+def test_damaged_or_missing_sidecar_is_found_and_repaired(index_copy, built_index, catalog, tiny_weights):
+    path = views_file(index_copy)
+    data = bytearray(path.read_bytes())
+    data[-2:] = np.float16(0.5).tobytes()  # last view value of the last shape: still a valid file
+    path.write_bytes(bytes(data))
+    [problem] = flat_problems(index_copy)
+    last = ShapeReader(index_copy).snapshot(flat=False).row(8)[0]
+    assert f"differs from the table (first at shape {last})" in problem.what
+    assert problem.where == str(index_copy / FLAT_DIR)
+    report = Indexer(index_copy, weights=tiny_weights).build(catalog, progress=False, repair=True)
+    assert report.repair["rebuild_flat"] and report.flat is not None and report.indexed == 0
+    assert_same_as_clean(index_copy, built_index)
+    (index_copy / FLAT_DIR / META).unlink()
+    [problem] = flat_problems(index_copy)
+    assert "missing" in problem.what
+    result = CliRunner().invoke(index_cli, ["verify", "--index", str(index_copy), "--quiet"])
+    assert result.exit_code == 1 and "flat sidecar is missing" in result.output
+    report = Indexer(index_copy, weights=tiny_weights).build(catalog, progress=False)  # a plain rerun rewrites it
+    assert report.flat is not None and verify_index(index_copy).healthy
+
+
+def test_a_rewrite_removes_the_previous_files(index_copy):
+    from ibsr.indexer.flat import rebuild_flat
+
+    before = set((index_copy / FLAT_DIR).iterdir())
+    rebuild_flat(index_copy)
+    after = set((index_copy / FLAT_DIR).iterdir())
+    assert len(after) == len(before) == 5 and (after - before) and read_flat(index_copy) is not None
+
+
+def test_a_failed_write_keeps_the_previous_sidecar(index_copy, monkeypatch):
+    import errno
+
+    import ibsr.indexer.flat as flat
+    from ibsr.errors import IbsrError
+
+    before = sorted((index_copy / FLAT_DIR).iterdir())
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(flat, "_write_rows", full)  # after the three arrays are written
+    with pytest.raises(IbsrError, match="disk is full"):
+        flat.rebuild_flat(index_copy)
+    assert sorted((index_copy / FLAT_DIR).iterdir()) == before  # the new files are gone, the old ones kept
+    assert read_flat(index_copy, ShapeReader(index_copy).version) is not None
