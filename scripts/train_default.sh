@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Make the default model's data and train the shipped networks (configs/README.md): the exact
-# commands, in order. A GPU job (~10 minutes on one H100); on a CPU it runs, slowly.
+# commands, in order. Stage 1 is a GPU job (~10 minutes on one H100; on a CPU it runs, slowly),
+# stage 2 and the mask network run anywhere.
 #   scripts/train_default.sh [WORKERS]
 # Data generation is a pure function of the seeds and the code, so any machine writes the same files.
 set -euo pipefail
@@ -11,9 +12,14 @@ PY="${PYTHON:-python3}"
     --queries-per-shape 6 --seed 1 --workers "$WORKERS" --json
 "$PY" -m ibsr.cli.data synth --out data/lite-val --categories train --shapes-per-category 8 \
     --queries-per-shape 2 --seed 2 --workers "$WORKERS" --json
-# the retrieval model (CMIC, EfficientNet-Lite0 from ImageNet): ibsr/model/weights/default.pt
+# the retrieval model (CMIC, EfficientNet-Lite0 from ImageNet), stage 1 (GPU): both encoders
 "$PY" -m ibsr.cli.train run --config configs/lite.toml --out data/runs/lite
-"$PY" -m ibsr.cli.train export data/runs/lite/last.pt --out ibsr/model/weights/default.pt
+"$PY" -m ibsr.cli.train export data/runs/lite/last.pt --out data/models/lite.pt
+# stage 2 (a 2-core CPU is enough: ~42 min): the query side on fresh shapes and photos
+"$PY" -m ibsr.cli.data synth --out data/q2/train --categories train --shapes-per-category 30 \
+    --queries-per-shape 4 --seed 5 --workers "$WORKERS" --json
+"$PY" -m ibsr.cli.train run --config configs/lite-query.toml --out data/runs/lite-query
+"$PY" -m ibsr.cli.train export data/runs/lite-query/last.pt --out ibsr/model/weights/default.pt
 # the automatic-mask network: ibsr/model/weights/mask.pt
 "$PY" -m ibsr.cli.data synth --out data/mtrain --categories train --shapes-per-category 30 \
     --queries-per-shape 8 --seed 1 --workers "$WORKERS" --json
