@@ -3,8 +3,9 @@
 The photo is resized (INTER_AREA) to the network's `MaskConfig.size` square, whatever its
 aspect ratio (training crops with aspect ratios 1/2-2 and resizes them the same way), the
 probability map is resized back to the photo's size (bilinear) and thresholded at 0.5.
-The network runs on the CPU in the calling thread with torch's thread settings, so a caller
-that sets `torch.set_num_threads` (ibsr-serve's workers) governs it as it governs the encoder.
+The network runs on the CPU as one work item of the torch worker pool (`ibsr.cpus.parallel_map`):
+single-threaded, never an OpenMP team that stalls when another process takes a core (issue 12),
+and the calling thread's torch keeps one thread, as around the encoders.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import cv2
 import numpy as np
 import torch
 
+from ibsr.cpus import parallel_map
 from ibsr.errors import IbsrError
 from ibsr.model import segmenter
 from ibsr.model.segmenter import MaskNet, load_mask_checkpoint
@@ -47,7 +49,8 @@ def mask_probability(model: MaskNet, rgb: np.ndarray) -> np.ndarray:
     size = model.config.size
     x = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
     x = torch.from_numpy(x).permute(2, 0, 1)[None].float().div_(127.5).sub_(1.0)
-    logits = model(x.contiguous(memory_format=torch.channels_last))[0, 0]
+    x = x.contiguous(memory_format=torch.channels_last)
+    logits = next(iter(parallel_map(lambda item: model(item)[0, 0], [x])))
     prob = torch.sigmoid(logits).numpy()
     return cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR)
 
