@@ -339,3 +339,26 @@ def test_searches_while_compaction_removes_old_versions(index_copy, built_index,
     rounds = int(out.split("rounds")[1])
     print(f"{rounds} commit+compaction rounds (no old version kept) while {searches} searchers opened and searched")
     assert rounds >= 10 and searches >= 5, (rounds, searches)
+
+
+def test_open_retries_a_version_that_compaction_removed(built_index, monkeypatch):
+    """LanceDB says "was not found" when a compaction deletes the version an open was reading:
+    the reader opens again instead of calling the index empty. An index whose table never
+    committed still reads as empty (the same message, every time)."""
+    import lancedb.db
+
+    real = lancedb.db.LanceDBConnection.open_table
+    failures = {"left": 2}
+
+    def racing(self, *args, **kwargs):
+        if failures["left"] > 0:
+            failures["left"] -= 1
+            raise ValueError("Table shapes version 7 was not found")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(lancedb.db.LanceDBConnection, "open_table", racing)
+    assert len(ShapeReader(built_index).snapshot()) == len(content(built_index))
+    assert failures["left"] == 0
+    failures["left"] = 10**6  # never commits
+    with pytest.raises(IbsrError, match="no shapes yet"):
+        ShapeReader(built_index)
