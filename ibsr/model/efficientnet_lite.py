@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ibsr.errors import IbsrError
+from ibsr.model.pretrained import copy_by_name, first_problems
 
 # name -> (width multiplier, depth multiplier, ImageNet input side)
 VARIANTS = {
@@ -218,25 +219,10 @@ def load_imagenet_efficientnet(model: EfficientNetLite, state_dict: dict | None 
     """
     if state_dict is None:
         state_dict = imagenet_state_dict(model.arch)
+    loaded, problems = copy_by_name(model, state_dict, "_conv_stem.weight",
+                                    lambda weight: _adapt_stem(weight, model.in_channels))
     own = model.state_dict()
-    loaded, problems = [], []
-    for name, target in own.items():
-        if name.startswith("fc."):
-            continue
-        if name not in state_dict:
-            problems.append(f"missing {name}")
-            continue
-        value = torch.as_tensor(state_dict[name])
-        if name == "_conv_stem.weight":
-            value = _adapt_stem(value, model.in_channels)
-        if value.shape != target.shape:
-            problems.append(f"{name} has shape {tuple(value.shape)}, expected {tuple(target.shape)}")
-            continue
-        target.copy_(value.to(target.dtype))
-        loaded.append(name)
-    unexpected = [k for k in state_dict if k not in own and not k.startswith("_fc.")]
-    problems += [f"unexpected {k}" for k in unexpected]
+    problems += [f"unexpected {k}" for k in state_dict if k not in own and not k.startswith("_fc.")]
     if problems:
-        raise IbsrError(f"ImageNet weights do not fit {model.arch}: {'; '.join(problems[:3])}"
-                        + (f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""))
+        raise IbsrError(f"ImageNet weights do not fit {model.arch}: {first_problems(problems)}")
     return loaded

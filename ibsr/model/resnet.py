@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ibsr.errors import IbsrError
+from ibsr.model.pretrained import copy_by_name, first_problems
 
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
@@ -159,26 +160,10 @@ def load_imagenet_backbone(model: ResNet, state_dict: dict) -> list[str]:
     CMIC head keeps its own initialization. `num_batches_tracked` may be absent (older
     torchvision files). Returns the names that were loaded.
     """
-    own = model.state_dict()
-    loaded, problems = [], []
-    for name, target in own.items():
-        if name.startswith("fc."):
-            continue
-        if name not in state_dict:
-            if not name.endswith("num_batches_tracked"):
-                problems.append(f"missing {name}")
-            continue
-        value = torch.as_tensor(state_dict[name])
-        if name == "conv1.weight":
-            value = _adapt_conv1(value, model.in_channels)
-        if value.shape != target.shape:
-            problems.append(f"{name} has shape {tuple(value.shape)}, expected {tuple(target.shape)}")
-            continue
-        target.copy_(value.to(target.dtype))
-        loaded.append(name)
+    loaded, problems = copy_by_name(model, state_dict, "conv1.weight",
+                                    lambda weight: _adapt_conv1(weight, model.in_channels),
+                                    may_be_absent=lambda name: name.endswith("num_batches_tracked"))
     if problems:
-        raise IbsrError(
-            f"ImageNet weights do not fit this ResNet (width {model.width}; ImageNet needs "
-            f"width 64): {'; '.join(problems[:3])}" + (f" (+{len(problems) - 3} more)" if len(problems) > 3 else "")
-        )
+        raise IbsrError(f"ImageNet weights do not fit this ResNet (width {model.width}; ImageNet needs "
+                        f"width 64): {first_problems(problems)}")
     return loaded
