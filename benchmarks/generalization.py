@@ -12,7 +12,8 @@ Three sets, each made by `ibsr-data synth` with a seed no training or model sele
 Each is scored through the real pipeline (`ibsr-index build`, then `ibsr-eval --prefilter none`,
 exhaustive ranking) twice: with the exact masks given, and with the masks ignored (the
 searcher's automatic mask, as for a user's plain JPEG; `--mask-method NAME=grabcut|model|auto`
-per model, default auto). Prints a table (top-1, top-10, right category) and writes JSON.
+per model, default auto; `--no-mirror`: each photo without its mirror image, as `ibsr-eval
+--no-mirror`). Prints a table (top-1, top-10, right category) and writes JSON.
 Generated sets and indexes are kept under --work and reused.
 """
 
@@ -55,7 +56,7 @@ def make_set(work: Path, name: str, args) -> Path:
     return folder
 
 
-def evaluate(work: Path, model: str, weights: str, mask_method: str, name: str) -> dict:
+def evaluate(work: Path, model: str, weights: str, mask_method: str, name: str, mirror: bool) -> dict:
     index_folder = work / "data" / SETS[name][3]
     index = work / "index" / f"{model}-{SETS[name][3]}"
     run([sys.executable, "-m", "ibsr.cli.index", "build", str(index_folder / "catalog"), "--index", str(index),
@@ -64,7 +65,8 @@ def evaluate(work: Path, model: str, weights: str, mask_method: str, name: str) 
     for masks, options in (("given", []), ("auto", ["--ignore-masks", "--mask-method", mask_method])):
         report = json.loads(run([sys.executable, "-m", "ibsr.cli.eval", "--index", str(index), "--queries",
                                  str(work / "data" / name / "queries.jsonl"), "--weights", weights,
-                                 "--prefilter", "none", "--json", "--no-progress", *options]))
+                                 "--prefilter", "none", "--json", "--no-progress",
+                                 "--mirror" if mirror else "--no-mirror", *options]))
         s = report["summary"]
         out[masks] = {"top1": s["top1"], "top10": s["top10"], "category": s["category"], "queries": s["count"],
                       "shapes": report["shapes"], "seconds": report["timings"]["total_s"]}
@@ -84,6 +86,8 @@ def main():
     parser.add_argument("--photos-per-shape", type=int, default=2)
     parser.add_argument("--sets", default=",".join(SETS), help="Comma-separated subset of " + ", ".join(SETS))
     parser.add_argument("--workers", type=int, default=usable_cpus())
+    parser.add_argument("--no-mirror", dest="mirror", action="store_false",
+                        help="Search each photo alone (ibsr-eval --no-mirror), not averaged with its mirror image.")
     parser.add_argument("--json", type=Path, default=None, help="Write the results here.")
     args = parser.parse_args()
     models = dict(m.split("=", 1) for m in args.model)
@@ -93,13 +97,14 @@ def main():
     for name in sets:
         make_set(args.work, SETS[name][3], args)  # the catalog a set's index is built from
         make_set(args.work, name, args)
-    results = {model: {name: evaluate(args.work, model, weights, mask_methods[model], name) for name in sets}
+    results = {model: {name: evaluate(args.work, model, weights, mask_methods[model], name, args.mirror)
+                         for name in sets}
                for model, weights in models.items()}
     print_table(results)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({
-            "results": results, "models": models, "mask_methods": mask_methods, "seed": SEED, "shapes_per_category": args.shapes_per_category,
+            "results": results, "models": models, "mask_methods": mask_methods, "mirror": args.mirror, "seed": SEED, "shapes_per_category": args.shapes_per_category,
             "photos_per_shape": args.photos_per_shape, "cpu": cpu_name(), "python": platform.python_version(),
             "seconds": round(time.perf_counter() - start, 1)}, indent=2) + "\n")
 

@@ -98,6 +98,21 @@ def test_search_answers_what_ibsr_search_json_prints(client, built_index, tiny_w
         assert len(body["hits"]) == 5 and response.headers["X-Ibsr-Version"] == str(ShapeReader(built_index).version)
 
 
+def test_mirror_on_answers_what_ibsr_search_mirror_prints(built_index, tiny_weights, photos, tmp_path):
+    name, photo, _ = photos[2]
+    (tmp_path / name).write_bytes(photo)
+    outputs = {}
+    for flag in ("--mirror", "--no-mirror"):
+        cli = CliRunner().invoke(search_cli.main, [str(tmp_path / name), "--index", str(built_index), "--weights",
+                                                   str(tiny_weights), "--topk", "5", "--json", flag])
+        assert cli.exit_code == 0, cli.output
+        outputs[flag] = json.loads(cli.output)[0]
+    assert outputs["--mirror"]["hits"] != outputs["--no-mirror"]["hits"]
+    with TestClient(create_app(make_service(built_index, tiny_weights, mirror=True))) as mirrored:
+        body = post(mirrored, photo, name=name, topk=5).json()
+    assert body == {**outputs["--mirror"], "query": name}
+
+
 def test_search_options_and_mask_preview(client, built_index, photos):
     _, photo, mask = photos[0]
     body = post(client, photo, mask, topk=2, category="lamp").json()

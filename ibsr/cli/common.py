@@ -38,6 +38,11 @@ mask_method_option = click.option(
          "network (falls back to GrabCut when its mask is empty or tiny), 'grabcut' = OpenCV GrabCut from "
          "the image border, 'auto' = the network when one is installed (ibsr/model/weights/mask.pt) or given "
          "(--mask-weights), else GrabCut. Results say which made each mask (mask_source).")
+mirror_option = click.option(
+    "--mirror/--no-mirror", default=False, show_default=True,
+    help="Embed each photo and its left-right mirror image and average the two: a second look at the same "
+         "shape for twice the encoding time. Off by default: with the shipped model it gained nothing "
+         "consistent (benchmarks/RESULTS.md, \"Mirror averaging\").")
 mask_weights_option = click.option(
     "--mask-weights", type=click.Path(dir_okay=False), default=None,
     help="Mask network (.pt from `ibsr-train mask`) to use instead of the shipped one.")

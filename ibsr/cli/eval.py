@@ -16,7 +16,7 @@ import time
 import click
 
 from ibsr.cli.common import (IbsrCommand, device_option, index_option, json_option, mask_method_option,
-                             mask_weights_option, print_json, weights_option)
+                             mask_weights_option, mirror_option, print_json, weights_option)
 
 
 @click.command(cls=IbsrCommand)
@@ -32,6 +32,7 @@ from ibsr.cli.common import (IbsrCommand, device_option, index_option, json_opti
                    "(--mask-method): measures retrieval as a user without masks gets it.")
 @mask_method_option
 @mask_weights_option
+@mirror_option
 @click.option("--batch-size", default=64, show_default=True, type=int,
               help="Queries loaded and searched together (memory is bounded by one batch).")
 @click.option("--limit", default=None, type=int,
@@ -67,7 +68,7 @@ from ibsr.cli.common import (IbsrCommand, device_option, index_option, json_opti
               help="Progress bar on stderr. Default: when stderr is a terminal.")
 @device_option
 @json_option
-def main(index, queries_path, weights, ignore_masks, mask_method, mask_weights, batch_size, limit, topk, prefilter,
+def main(index, queries_path, weights, ignore_masks, mask_method, mask_weights, mirror, batch_size, limit, topk, prefilter,
          candidates, neighbors, oracle_category, strict, per_query, report_path, shape_metrics, ray_address, progress,
          device, as_json):
     """Report top-1/5/10 instance accuracy, category accuracy, mean reciprocal rank, a per-category
@@ -84,7 +85,7 @@ def main(index, queries_path, weights, ignore_masks, mask_method, mask_weights, 
         queries = [dataclasses.replace(q, mask=None) for q in queries]
     start = time.perf_counter()
     searcher = Searcher(resolve_index_dir(index), weights=weights, device=device, mask_method=mask_method,
-                        mask_weights=mask_weights)
+                        mask_weights=mask_weights, mirror=mirror)
     open_s = time.perf_counter() - start
     options = dict(batch_size=batch_size, topk=topk, prefilter=prefilter, candidates=candidates, neighbors=neighbors,
                    oracle_category=oracle_category, strict=strict, limit=limit, source=str(queries_path),

@@ -8,7 +8,7 @@ import click
 
 from ibsr.errors import IbsrError
 from ibsr.cli.common import (IbsrCommand, device_option, index_option, json_option, mask_method_option,
-                             mask_weights_option, print_json, weights_option)
+                             mask_weights_option, mirror_option, print_json, weights_option)
 
 
 QUERY_CHUNK = 64  # photos decoded, encoded and reranked together
@@ -24,6 +24,7 @@ QUERY_CHUNK = 64  # photos decoded, encoded and reranked together
                    "channel, else an automatic mask (--mask-method).")
 @mask_method_option
 @mask_weights_option
+@mirror_option
 @click.option("--category", default=None, help="Only return shapes of this category (skips category prediction).")
 @click.option("--prefilter", default="category", show_default=True, type=click.Choice(["category", "ann", "none", "exact"]),
               help="Candidates for the exact rerank: 'category' reranks every shape of the categories of the "
@@ -39,7 +40,7 @@ QUERY_CHUNK = 64  # photos decoded, encoded and reranked together
               help="Also write an HTML page with each query, its mask and each hit's rendered views.")
 @device_option
 @json_option
-def main(images, index, weights, topk, masks, mask_method, mask_weights, category, prefilter, candidates, neighbors,
+def main(images, index, weights, topk, masks, mask_method, mask_weights, mirror, category, prefilter, candidates, neighbors,
          html_path, device, as_json):
     """Rank the shapes of an index for each query photo (JPEG, PNG, WebP, ...), best first."""
     from ibsr.indexer import resolve_index_dir
@@ -49,7 +50,7 @@ def main(images, index, weights, topk, masks, mask_method, mask_weights, categor
     if masks and len(masks) != len(images):
         raise IbsrError(f"{len(masks)} --mask for {len(images)} images; give one --mask per image, in order, or none")
     searcher = Searcher(resolve_index_dir(index), weights=weights, device=device, mask_method=mask_method,
-                        mask_weights=mask_weights)
+                        mask_weights=mask_weights, mirror=mirror)
     results, sections = [], []
     for start in range(0, len(images), QUERY_CHUNK):  # bounded memory for thousands of photos
         chunk = slice(start, start + QUERY_CHUNK)

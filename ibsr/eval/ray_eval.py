@@ -116,11 +116,12 @@ def query_row(row: dict, size: int, mask_method: str = "auto", mask_weights: str
 class QueryEncoder:
     """Ray Data actor: query tensors -> q and W q (as Searcher.encode computes them)."""
 
-    def __init__(self, config: dict, state, device: str):
+    def __init__(self, config: dict, state, device: str, mirror: bool):
         import torch
 
         self.device = torch.device(device)
         self.model = load_model(config, state, device)
+        self.mirror = mirror
 
     def __call__(self, batch: dict) -> dict:
         import torch
@@ -128,6 +129,8 @@ class QueryEncoder:
         with torch.no_grad():
             x = torch.from_numpy(np.array(batch.pop("x"), dtype=np.float32)).to(self.device)  # a writable copy
             q = self.model.embed_queries(x).float()
+            if self.mirror:
+                q = torch.nn.functional.normalize(q + self.model.embed_queries(x.flip(-1)).float(), dim=-1)
             wq = self.model.attend(q).float()
         batch["q"], batch["wq"] = q.cpu().numpy(), wq.cpu().numpy()
         return batch
@@ -147,7 +150,8 @@ def _encoded_rows(ray, searcher, known: list[EvalQuery], encoders: int | None):
                           num_cpus=1, memory=TASK_MEMORY)
     dataset = dataset.map_batches(
         QueryEncoder, batch_size=ENCODE_BATCH, batch_format="numpy",
-        fn_constructor_kwargs={**model_payload(ray, searcher.model), "device": pool["device"]},
+        fn_constructor_kwargs={**model_payload(ray, searcher.model), "device": pool["device"],
+                               "mirror": searcher.mirror},
         compute=pool["compute"], num_gpus=pool["num_gpus"], num_cpus=pool["num_cpus"])
     for batch in dataset.iter_batches(batch_size=ENCODE_BATCH, batch_format="numpy"):
         for i in range(len(batch["image"])):

@@ -1,6 +1,6 @@
 """The encoders at inference time (search, serve, index builds): precision and threads.
 
-    embed_queries(model, x) -> B x D float32      x: B x 4 x H x W in [-1, 1]
+    embed_queries(model, x[, mirror]) -> B x D float32      x: B x 4 x H x W in [-1, 1]
     embed_views(model, x)   -> N x V x D float32  x: N x V x 1 x H x W in [-1, 1]
 
 On a CPU every photo, and every shape's V views, is one work item for the single-threaded
@@ -42,9 +42,16 @@ def _per_item(encode, component: str, x: torch.Tensor) -> torch.Tensor:
     return torch.cat(list(parallel_map(lambda i: _run(encode, component, x[i:i + 1]), range(len(x)))))
 
 
-def embed_queries(model: CMIC, x: torch.Tensor) -> torch.Tensor:
-    """B x D float32 query embeddings, one photo per work item on a CPU."""
-    return _per_item(model.embed_queries, "queries", x)
+def embed_queries(model: CMIC, x: torch.Tensor, mirror: bool = False) -> torch.Tensor:
+    """B x D float32 query embeddings, one photo per work item on a CPU.
+
+    mirror: average each photo's embedding with its mirror image's (re-normalized). The
+    training flips photos and views alike, and most objects are left-right symmetric, so the
+    mirror is a second, independent look at the same shape (benchmarks/RESULTS.md, "Mirror averaging")."""
+    q = _per_item(model.embed_queries, "queries", x)
+    if mirror:
+        q = F.normalize(q + _per_item(model.embed_queries, "queries", x.flip(-1)), dim=-1)
+    return q
 
 
 def embed_views(model: CMIC, x: torch.Tensor) -> torch.Tensor:

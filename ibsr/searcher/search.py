@@ -30,6 +30,7 @@ from ibsr.searcher.results import Hit, SearchResult, html_section
 ENCODE_BATCH = 32
 DEFAULT_CANDIDATES = 1000  # --prefilter ann: shapes reranked per query
 DEFAULT_NEIGHBORS = 10  # --prefilter category: nearest shapes that vote for categories
+MIRROR = False  # off: no consistent gain for twice the encoding (benchmarks/RESULTS.md, "Mirror averaging")
 
 
 def same_rendering_side(meta, model, info: dict) -> bool:
@@ -50,12 +51,14 @@ class Searcher:
     """Search one index with the model that built it."""
 
     def __init__(self, index_dir: Path, weights: Path | None = None, device: str | None = None,
-                 mask_method: str = "auto", mask_weights: Path | None = None):
+                 mask_method: str = "auto", mask_weights: Path | None = None, mirror: bool = MIRROR):
         """mask_method / mask_weights: the automatic mask of photos without mask or alpha
         (`ibsr.searcher.query.automatic_mask`): "auto" (the mask network if installed, else
-        GrabCut), "model" or "grabcut"; mask_weights replaces the shipped mask network."""
+        GrabCut), "model" or "grabcut"; mask_weights replaces the shipped mask network.
+        mirror: embed each photo and its mirror image and average the two (twice the encoding;
+        off by default: it did not help the default model consistently)."""
         check_mask_method(mask_method)
-        self.mask_method, self.mask_weights = mask_method, mask_weights
+        self.mask_method, self.mask_weights, self.mirror = mask_method, mask_weights, mirror
         if mask_method != "grabcut":  # a missing or bad mask network fails here, not at the first photo
             load_mask_model(mask_weights, required=mask_method == "model" or mask_weights is not None)
         self.reader = ShapeReader(Path(index_dir))
@@ -161,12 +164,13 @@ class Searcher:
     @torch.no_grad()
     def encode(self, queries: list[Query]) -> tuple[torch.Tensor, torch.Tensor]:
         """Query embeddings q and attention keys W q, encoded in batches (on a CPU, one photo
-        per work item of the torch pool, bf16 where the CPU has it: `ibsr.model.inference`)."""
+        per work item of the torch pool, bf16 where the CPU has it; with its mirror image
+        unless mirror is off: `ibsr.model.inference`)."""
         size = self.model.config.query_size
         qs = []
         for start in range(0, len(queries), ENCODE_BATCH):
             x = np.stack([query_tensor(query, size) for query in queries[start:start + ENCODE_BATCH]])
-            qs.append(embed_queries(self.model, torch.from_numpy(x).to(self.device)))
+            qs.append(embed_queries(self.model, torch.from_numpy(x).to(self.device), self.mirror))
         q = torch.cat(qs)
         return q, self.model.attend(q).float()  # attend stays float32: W q feeds the rerank's logits
 

@@ -45,6 +45,7 @@ class ServeConfig:
     index_dir: Path
     weights: Path | None = None
     device: str | None = None
+    mirror: bool = False  # Searcher's mirror averaging of each photo (ibsr-serve --mirror)
     max_batch: int = 32  # requests searched together (1 = batching off)
     encode_batch: int | None = None  # photos per Searcher.encode call; None: 32 (see _encode)
     batch_wait_ms: float = 5.0  # how long the worker waits for more requests after the first
@@ -98,7 +99,7 @@ class Served:
     @classmethod
     def load(cls, config: ServeConfig) -> "Served":
         generation = index_generation(config.index_dir)  # read first: a newer commit reloads again
-        searcher = Searcher(config.index_dir, weights=config.weights, device=config.device)
+        searcher = Searcher(config.index_dir, weights=config.weights, device=config.device, mirror=config.mirror)
         row_of = {shape_id: row for row, shape_id in enumerate(searcher.shapes.shape_ids)}
         return cls(searcher, row_of, CameraRig.from_dict(searcher.meta.rig), generation)
 
