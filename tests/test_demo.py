@@ -1,5 +1,6 @@
 """ibsr-demo, the README's first command, on a small catalog: it generates, indexes, searches
-and reports ranks that agree with its own hits; a second run reuses the index."""
+and reports ranks that agree with its own hits; a second run reuses the index, a run with
+another model builds it again."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from click.testing import CliRunner
 from ibsr.cli.demo import main
 
 
-def test_demo_runs_end_to_end_and_reports_consistent_ranks(tmp_path):
+def test_demo_runs_end_to_end_and_reports_consistent_ranks(tmp_path, tiny_weights):
     out = tmp_path / "demo"
     args = ["--out", str(out), "--shapes-per-category", "2", "--photos-per-category", "1", "--seed", "77", "--json"]
     result = CliRunner().invoke(main, args)
@@ -29,3 +30,9 @@ def test_demo_runs_end_to_end_and_reports_consistent_ranks(tmp_path):
     assert again.exit_code == 0, again.output
     assert "indexed 0 shapes (16 already indexed)" in again.output
     assert f"correct shape at rank 1: {summary['top1']}/8" in again.output
+
+    # another model (e.g. an updated shipped one): the demo's own index is built again, not refused
+    other = CliRunner().invoke(main, args[:-1] + ["--weights", str(tiny_weights)])
+    assert other.exit_code == 0, other.output
+    assert "was built with another model: building it again" in other.output
+    assert "indexed 16 shapes (0 already indexed)" in other.output

@@ -7,6 +7,7 @@ shape landed in the ranking.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import click
@@ -43,6 +44,9 @@ def main(out, shapes_per_category, photos_per_category, seed, topk, weights, as_
         photographed = [catalog_shape(c, i, seed) for c in DEMO_CATEGORIES
                         for i in range(min(photos_per_category, shapes_per_category))]
         write_queries(out, photographed, 1, seed)
+    if _built_by_another_model(out / "index", weights):
+        say(f"{out / 'index'} was built with another model: building it again")
+        shutil.rmtree(out / "index")
     report = Indexer(out / "index", weights=weights).build(out / "catalog", progress=not as_json)
     say(f"indexed {report.indexed} shapes ({report.unchanged} already indexed) in {out / 'index'}")
 
@@ -58,6 +62,17 @@ def main(out, shapes_per_category, photos_per_category, seed, topk, weights, as_
         return
     _show(rows, topk)
     click.echo(f"\n{_summary(rows)['line']}\nresults page with the photos and hit renderings: {out / 'results.html'}")
+
+
+def _built_by_another_model(index: Path, weights) -> bool:
+    """Whether the demo's own index (generated, so safe to rebuild) holds another model's
+    embeddings, e.g. from a run before the shipped model was updated."""
+    from ibsr.model import checkpoint_id, default_weights_path
+    from ibsr.schemas import META_FILE, IndexMeta
+
+    if not (index / META_FILE).is_file():
+        return False
+    return IndexMeta.read(index).encoder_id != checkpoint_id(weights or default_weights_path())
 
 
 def _row(record: EvalQuery, result, out: Path) -> dict:
