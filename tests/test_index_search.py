@@ -29,7 +29,7 @@ def view_photo(mesh_path, out, view=1, size=96):
     return out
 
 
-def float64_scores(weights, image, snapshot, mirror=True):
+def float64_scores(weights, image, snapshot, mirror=False):
     model = load_checkpoint(weights)
     x = torch.from_numpy(query_tensor(load_query(image), model.config.query_size))[None]
     with torch.no_grad():
