@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Make the default model's data and train the shipped networks (configs/README.md): the exact
 # commands, in order. Stage 1 is a GPU job (~10 minutes on one H100; on a CPU it runs, slowly),
-# stage 2 and the mask network run anywhere.
+# stages 2 and 3 ran on a 2-core CPU (~2 h and ~40 min, resumable), the mask network runs anywhere.
 #   scripts/train_default.sh [WORKERS]
 # Data generation is a pure function of the seeds and the code, so any machine writes the same files.
 set -euo pipefail
@@ -15,11 +15,16 @@ PY="${PYTHON:-python3}"
 # the retrieval model (CMIC, EfficientNet-Lite0 from ImageNet), stage 1 (GPU): both encoders
 "$PY" -m ibsr.cli.train run --config configs/lite.toml --out data/runs/lite
 "$PY" -m ibsr.cli.train export data/runs/lite/last.pt --out data/models/lite.pt
-# stage 2 (a 2-core CPU is enough: ~42 min): the query side on fresh shapes and photos
+# stage 2 (a 2-core CPU: ~2 h, add --resume to continue a killed run): both encoders, fresh data
+"$PY" -m ibsr.cli.data synth --out data/long/train --categories train --shapes-per-category 40 \
+    --queries-per-shape 6 --seed 7 --workers "$WORKERS" --json
+"$PY" -m ibsr.cli.train run --config configs/lite-long.toml --out data/runs/lite-long
+"$PY" -m ibsr.cli.train export data/runs/lite-long/last.pt --out data/models/lite-long.pt
+# stage 3 (a 2-core CPU: ~40 min): the query side on fresh shapes and photos
 "$PY" -m ibsr.cli.data synth --out data/q2/train --categories train --shapes-per-category 30 \
     --queries-per-shape 4 --seed 5 --workers "$WORKERS" --json
-"$PY" -m ibsr.cli.train run --config configs/lite-query.toml --out data/runs/lite-query
-"$PY" -m ibsr.cli.train export data/runs/lite-query/last.pt --out ibsr/model/weights/default.pt
+"$PY" -m ibsr.cli.train run --config configs/lite-long-query.toml --out data/runs/lite-long-query
+"$PY" -m ibsr.cli.train export data/runs/lite-long-query/last.pt --out ibsr/model/weights/default.pt
 # the automatic-mask network: ibsr/model/weights/mask.pt
 "$PY" -m ibsr.cli.data synth --out data/mtrain --categories train --shapes-per-category 30 \
     --queries-per-shape 8 --seed 1 --workers "$WORKERS" --json

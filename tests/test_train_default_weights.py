@@ -1,5 +1,6 @@
 """The shipped model, ibsr/model/weights/default.pt: configs/lite.toml (stage 1, GPU), then
-configs/lite-query.toml (stage 2, the query side on a CPU); configs/README.md."""
+configs/lite-long.toml (stage 2, both encoders on a CPU), then configs/lite-long-query.toml
+(stage 3, the query side on a CPU); configs/README.md."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from ibsr.model import LITE, default_weights_path, load_default_model, rendering
 from ibsr.train.config import TrainConfig, load_config
 
 
-STAGE1_RENDERING_ID = "6fab3456397f7e7b"  # rendering_id of configs/lite.toml's model (data/models/lite.pt)
+STAGE2_RENDERING_ID = "4e9faa95787b0cc4"  # rendering_id of configs/lite-long.toml's model (data/models/lite-long.pt)
 
 
 def test_default_weights_are_the_lite_preset_with_their_provenance():
@@ -28,14 +29,15 @@ def test_default_weights_are_the_lite_preset_with_their_provenance():
     assert weights["rendering_encoder.efficientnet._bn0.running_var"].dtype == torch.float32
     assert info["half"] is True
     assert info["trained_by"] == "ibsr-train" and info["command"].startswith("ibsr-train run --config ")
-    # provenance: trained with exactly the settings of configs/lite-query.toml (configs/README.md);
+    # provenance: trained with exactly the settings of configs/lite-long-query.toml (configs/README.md);
     # read back through TrainConfig so that keys added later compare at their defaults
-    config = load_config(Path(__file__).parent.parent / "configs" / "lite-query.toml")
+    config = load_config(Path(__file__).parent.parent / "configs" / "lite-long-query.toml")
     assert TrainConfig.from_dict(info["config"]).to_dict() == config.to_dict()
     assert info["step"] == config.train.steps and "rendering_encoder" in config.train.freeze
-    # stage 2 froze the rendering encoder: it embeds views exactly as stage 1 did, so indexes
-    # built with stage 1 (rendering id 6fab3456397f7e7b, configs/README.md) stay valid
-    assert rendering_id(model) == STAGE1_RENDERING_ID
+    # stage 3 froze the rendering encoder: it embeds views exactly as stage 2 did, so indexes
+    # built with stage 2 (rendering id 4e9faa95787b0cc4, configs/README.md) stay valid
+    assert config.model.init == "data/models/lite-long.pt"
+    assert rendering_id(model) == STAGE2_RENDERING_ID
     # finite, normalized embeddings
     with torch.no_grad():
         q = model.embed_queries(torch.rand(2, 4, LITE.query_size, LITE.query_size) * 2 - 1)
