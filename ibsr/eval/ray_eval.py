@@ -126,11 +126,11 @@ class QueryEncoder:
     def __call__(self, batch: dict) -> dict:
         import torch
 
+        from ibsr.model.inference import embed_queries  # Searcher.encode's precision, worker pool and mirror
+
         with torch.no_grad():
             x = torch.from_numpy(np.array(batch.pop("x"), dtype=np.float32)).to(self.device)  # a writable copy
-            q = self.model.embed_queries(x).float()
-            if self.mirror:
-                q = torch.nn.functional.normalize(q + self.model.embed_queries(x.flip(-1)).float(), dim=-1)
+            q = embed_queries(self.model, x, self.mirror)
             wq = self.model.attend(q).float()
         batch["q"], batch["wq"] = q.cpu().numpy(), wq.cpu().numpy()
         return batch

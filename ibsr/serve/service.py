@@ -31,7 +31,7 @@ from ibsr.indexer.faiss_index import FAISS_DIR, IDS_FILE
 from ibsr.indexer.render import CameraRig
 from ibsr.schemas import SHAPES_TABLE
 from ibsr.searcher import Query, Searcher
-from ibsr.searcher.search import DEFAULT_CANDIDATES, DEFAULT_NEIGHBORS
+from ibsr.searcher.search import DEFAULT_CANDIDATES, DEFAULT_NEIGHBORS, MIRROR
 
 log = logging.getLogger("ibsr.serve")
 
@@ -45,7 +45,7 @@ class ServeConfig:
     index_dir: Path
     weights: Path | None = None
     device: str | None = None
-    mirror: bool = False  # Searcher's mirror averaging of each photo (ibsr-serve --mirror)
+    mirror: bool = MIRROR  # Searcher's mirror averaging of each photo (ibsr-serve --mirror)
     max_batch: int = 32  # requests searched together (1 = batching off)
     encode_batch: int | None = None  # photos per Searcher.encode call; None: 32 (see _encode)
     batch_wait_ms: float = 5.0  # how long the worker waits for more requests after the first
