@@ -397,3 +397,43 @@ def test_import_jittor_cli_round_trips_a_checkpoint(tmp_path):
                                    atol=1e-6, rtol=1e-5)
     bad = CliRunner().invoke(main, ["import-jittor", str(tmp_path / "missing.pt"), "--out", str(out)])
     assert bad.exit_code == 1 and "not found" in bad.output
+
+
+def test_attention_lr_scale_gives_the_attention_its_own_rate(dataset_dir, tmp_path):
+    cache = tmp_path / "cache"
+    with pytest.raises(IbsrError, match="attention_lr_scale"):
+        tiny_config(dataset_dir, cache, train={"attention_lr_scale": 0})
+    moved = {}
+    for scale in (1.0, 30.0):
+        trainer = Trainer(tiny_config(dataset_dir, cache, train={"attention_lr_scale": scale}, val={"every": 0}),
+                          tmp_path / f"run{scale}", progress=False)
+        before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+        trainer.train_step()
+        rates = sorted(g["lr"] for g in trainer.optimizer.param_groups)
+        assert rates == ([pytest.approx(1e-3)] if scale == 1.0 else [pytest.approx(1e-3), pytest.approx(3e-2)])
+        moved[scale] = {n: (p.detach() - before[n]).abs().max().item() for n, p in trainer.model.named_parameters()}
+    attention = [n for n in moved[1.0] if n.startswith("attention.")]
+    learning = [n for n in attention if moved[1.0][n] > 0]  # linear_in (scoring uses no other)
+    assert "attention.linear_in.weight" in learning
+    # Adam's first step moves each weight by ~lr: the attention ~30x further
+    for n in learning:
+        assert moved[30.0][n] > 10 * moved[1.0][n], n
+    others = [n for n in moved[1.0] if n not in attention]
+    assert max(moved[1.0][n] for n in others) > 0
+    for n in others:  # the same first gradient and rate: the same move
+        assert moved[30.0][n] == pytest.approx(moved[1.0][n], rel=1e-4, abs=1e-9), n
+
+
+def test_a_run_saved_before_attention_lr_scale_existed_resumes(dataset_dir, tmp_path):
+    cache = tmp_path / "cache"
+    Trainer(tiny_config(dataset_dir, cache, train={"steps": 2}), tmp_path / "run", progress=False).run()
+    state = tmp_path / "run" / "state.pt"
+    payload = torch.load(state, weights_only=True)
+    del payload["config"]["train"]["attention_lr_scale"]  # as such a run wrote it
+    for group in payload["optimizer"]["param_groups"]:
+        del group["lr_scale"]
+    torch.save(payload, state)
+    resumed = Trainer(tiny_config(dataset_dir, cache), tmp_path / "run", resume=True, progress=False)
+    assert resumed.step == 2
+    assert resumed.run().step == 4
+    assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)

@@ -136,8 +136,7 @@ class Trainer:
         if c.train.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self._freeze()
-        self.optimizer = torch.optim.Adam([p for p in self.model.parameters() if p.requires_grad], lr=c.train.lr,
-                                          betas=tuple(c.train.betas))
+        self.optimizer = torch.optim.Adam(self._param_groups(), lr=c.train.lr, betas=tuple(c.train.betas))
         if resume:
             self._load_state()
         else:
@@ -166,6 +165,19 @@ class Trainer:
             return None
         return cached_view_embeddings(self.model, self.train_views, c.data.cache)
 
+    def _param_groups(self) -> list[dict]:
+        """The trainable parameters: the attention's in a group of its own when it learns at
+        another rate (train.attention_lr_scale); `lr_scale` multiplies the scheduled rate."""
+        scale = self.config.train.attention_lr_scale
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        if scale == 1.0:  # one group, as before the option existed (their runs stay resumable)
+            return [{"params": trainable, "lr_scale": 1.0}]
+        attention = {id(p) for p in self.model.attention.parameters()}
+        groups = [{"params": [p for p in trainable if id(p) not in attention], "lr_scale": 1.0},
+                  {"params": [p for p in trainable if id(p) in attention],
+                   "lr_scale": scale}]
+        return [g for g in groups if g["params"]]
+
     def _freeze(self) -> None:
         for name in self.config.train.freeze:
             for p in getattr(self.model, name).parameters():
@@ -181,7 +193,8 @@ class Trainer:
                           step_rng(c.seed, AUGMENT_STREAM, self.step), self.view_embeddings)
         self.optimizer.zero_grad(set_to_none=True)
         for group in self.optimizer.param_groups:
-            group["lr"] = c.train.lr_at(self.step, self.total_steps)
+            # runs saved before train.attention_lr_scale existed restore groups without lr_scale
+            group["lr"] = c.train.lr_at(self.step, self.total_steps) * group.get("lr_scale", 1.0)
         loss.total.backward()
         self.optimizer.step()
         self.step += 1
@@ -298,7 +311,9 @@ class Trainer:
             raise IbsrError("not an ibsr-train state file", path)
         if payload.get("version") != STATE_VERSION:
             raise IbsrError(f"training state version {payload.get('version')!r} is not supported", path)
-        changed = _config_changes(payload["config"], self.config.to_dict()) - RESUMABLE_CHANGES
+        # read back through TrainConfig: keys added since the run started compare at their defaults
+        saved = TrainConfig.from_dict(payload["config"]).to_dict()
+        changed = _config_changes(saved, self.config.to_dict()) - RESUMABLE_CHANGES
         if changed:
             names = ", ".join(".".join(k) for k in sorted(changed))
             raise IbsrError(f"the config differs from the run's in {names}; only the length (train.steps, "
