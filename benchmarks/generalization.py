@@ -13,7 +13,10 @@ Each is scored through the real pipeline (`ibsr-index build`, then `ibsr-eval --
 exhaustive ranking) twice: with the exact masks given, and with the masks ignored (the
 searcher's automatic mask, as for a user's plain JPEG; `--mask-method NAME=grabcut|model|auto`
 per model, default auto; `--no-mirror`: each photo without its mirror image, as `ibsr-eval
---no-mirror`). Prints a table (top-1, top-10, right category) and writes JSON.
+--no-mirror`). Prints a table (top-1, top-10, right category) and writes JSON. With two models
+or more, each later one is also compared with the first photo by photo: how many photos only
+one of the two puts first, and a two-sided sign test on those (a difference of a point or two
+on a few hundred photos is often noise; this says how often).
 Generated sets and indexes are kept under --work and reused.
 """
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import subprocess
 import sys
@@ -65,11 +69,34 @@ def evaluate(work: Path, model: str, weights: str, mask_method: str, name: str, 
     for masks, options in (("given", []), ("auto", ["--ignore-masks", "--mask-method", mask_method])):
         report = json.loads(run([sys.executable, "-m", "ibsr.cli.eval", "--index", str(index), "--queries",
                                  str(work / "data" / name / "queries.jsonl"), "--weights", weights,
-                                 "--prefilter", "none", "--json", "--no-progress",
+                                 "--prefilter", "none", "--json", "--per-query", "--no-progress",
                                  "--mirror" if mirror else "--no-mirror", *options]))
         s = report["summary"]
         out[masks] = {"top1": s["top1"], "top10": s["top10"], "category": s["category"], "queries": s["count"],
-                      "shapes": report["shapes"], "seconds": report["timings"]["total_s"]}
+                      "shapes": report["shapes"], "seconds": report["timings"]["total_s"],
+                      "first": {r["image"]: r["rank"] == 1 for r in report["records"]}}  # per photo
+    return out
+
+
+def sign_test(only_a: int, only_b: int) -> float:
+    """Two-sided exact sign test: the chance of a split at least this uneven if neither is better."""
+    n, k = only_a + only_b, min(only_a, only_b)
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n) if n else 1.0
+
+
+def paired(results: dict) -> dict:
+    """Each later model against the first, per set and mask: photos only one of them puts first."""
+    (base, base_sets), *others = results.items()
+    out = {}
+    for model, per_set in others:
+        for name, per_mask in per_set.items():
+            for masks, r in per_mask.items():
+                a, b = base_sets[name][masks]["first"], r["first"]
+                both = a.keys() & b.keys()  # the same photos (a photo one model failed to load is left out)
+                only_a = sum(a[photo] and not b[photo] for photo in both)
+                only_b = sum(b[photo] and not a[photo] for photo in both)
+                out[f"{model}/{name}/{masks}"] = {f"only_{base}": only_a, f"only_{model}": only_b,
+                                                  "sign_test_p": round(sign_test(only_a, only_b), 3)}
     return out
 
 
@@ -101,10 +128,17 @@ def main():
                          for name in sets}
                for model, weights in models.items()}
     print_table(results)
+    comparison = paired(results)
+    for key, counts in comparison.items():
+        print(f"{key:<40} " + "  ".join(f"{k} {v}" for k, v in counts.items()))
+    for per_set in results.values():  # the per-photo lists served the comparison
+        for per_mask in per_set.values():
+            for r in per_mask.values():
+                r.pop("first")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({
-            "results": results, "models": models, "mask_methods": mask_methods, "mirror": args.mirror, "seed": SEED, "shapes_per_category": args.shapes_per_category,
+            "results": results, "paired": comparison, "models": models, "mask_methods": mask_methods, "mirror": args.mirror, "seed": SEED, "shapes_per_category": args.shapes_per_category,
             "photos_per_shape": args.photos_per_shape, "cpu": cpu_name(), "python": platform.python_version(),
             "seconds": round(time.perf_counter() - start, 1)}, indent=2) + "\n")
 
