@@ -1,6 +1,7 @@
 """The shipped model, ibsr/model/weights/default.pt: configs/lite.toml (stage 1, GPU), then
 configs/lite-long.toml (stage 2, both encoders on a CPU), then configs/lite-long-query.toml
-(stage 3, the query side on a CPU); configs/README.md."""
+(stage 3, the query side on a CPU), then configs/lite-long-query2.toml (stage 4, the query side
+on fresh shapes); configs/README.md."""
 
 from __future__ import annotations
 
@@ -29,14 +30,16 @@ def test_default_weights_are_the_lite_preset_with_their_provenance():
     assert weights["rendering_encoder.efficientnet._bn0.running_var"].dtype == torch.float32
     assert info["half"] is True
     assert info["trained_by"] == "ibsr-train" and info["command"].startswith("ibsr-train run --config ")
-    # provenance: trained with exactly the settings of configs/lite-long-query.toml (configs/README.md);
+    # provenance: trained with exactly the settings of configs/lite-long-query2.toml (configs/README.md);
     # read back through TrainConfig so that keys added later compare at their defaults
-    config = load_config(Path(__file__).parent.parent / "configs" / "lite-long-query.toml")
+    config = load_config(Path(__file__).parent.parent / "configs" / "lite-long-query2.toml")
     assert TrainConfig.from_dict(info["config"]).to_dict() == config.to_dict()
     assert info["step"] == config.train.steps and "rendering_encoder" in config.train.freeze
-    # stage 3 froze the rendering encoder: it embeds views exactly as stage 2 did, so indexes
-    # built with stage 2 (rendering id 4e9faa95787b0cc4, configs/README.md) stay valid
-    assert config.model.init == "data/models/lite-long.pt"
+    # stages 3 and 4 froze the rendering encoder: it embeds views exactly as stage 2 did, so
+    # indexes built with stage 2 or 3 (rendering id 4e9faa95787b0cc4, configs/README.md) stay valid
+    assert config.model.init == "data/models/lite-long-query.pt"
+    assert load_config(Path(__file__).parent.parent / "configs" / "lite-long-query.toml").model.init == \
+        "data/models/lite-long.pt"
     assert rendering_id(model) == STAGE2_RENDERING_ID
     # finite, normalized embeddings
     with torch.no_grad():
