@@ -312,14 +312,14 @@ class Trainer:
         if payload.get("version") != STATE_VERSION:
             raise IbsrError(f"training state version {payload.get('version')!r} is not supported", path)
         # read back through TrainConfig: keys added since the run started compare at their defaults
-        saved = TrainConfig.from_dict(payload["config"]).to_dict()
-        changed = _config_changes(saved, self.config.to_dict()) - RESUMABLE_CHANGES
+        saved = TrainConfig.from_dict(payload["config"])
+        changed = _config_changes(saved.to_dict(), self.config.to_dict()) - RESUMABLE_CHANGES
         if changed:
             names = ", ".join(".".join(k) for k in sorted(changed))
             raise IbsrError(f"the config differs from the run's in {names}; only the length (train.steps, "
                             f"train.epochs), threads and logging/validation intervals may change on --resume",
                             path)
-        self._check_schedule(TrainConfig.from_dict(payload["config"]), int(payload["step"]), path)
+        self._check_schedule(saved, int(payload["step"]), path)
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         torch.set_rng_state(payload["rng"]["torch"].cpu())
