@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
-from math import comb
+from itertools import product
 from pathlib import Path
 
 import pytest
@@ -13,10 +13,19 @@ generalization = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(generalization)
 
 
+def enumerated_p(only_a: int, only_b: int) -> float:
+    """The sign test by brute force: of all 2^n equally likely win/loss sequences, the share whose
+    smaller side is at most this split's smaller side (two-sided, symmetric)."""
+    n, k = only_a + only_b, min(only_a, only_b)
+    return sum(min(sum(s), n - sum(s)) <= k for s in product((0, 1), repeat=n)) / 2**n
+
+
 def test_sign_test_is_the_two_sided_binomial_tail():
-    assert generalization.sign_test(0, 5) == pytest.approx(2 / 32)
+    assert generalization.sign_test(0, 5) == pytest.approx(2 / 32)  # by hand: all wins either way
+    assert generalization.sign_test(1, 9) == pytest.approx(2 * 11 / 1024)  # (1 + 10) sequences per side
     assert generalization.sign_test(3, 3) == 1.0 and generalization.sign_test(0, 0) == 1.0
-    assert generalization.sign_test(12, 30) == pytest.approx(2 * sum(comb(42, i) for i in range(13)) / 2**42)
+    for split in [(2, 12), (5, 9), (6, 7), (0, 14), (7, 7)]:
+        assert generalization.sign_test(*split) == pytest.approx(min(1.0, enumerated_p(*split)))
     assert generalization.sign_test(30, 12) == generalization.sign_test(12, 30)
 
 
