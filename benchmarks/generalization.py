@@ -3,7 +3,8 @@
     python benchmarks/generalization.py --model old=OLD.pt --model new=ibsr/model/weights/default.pt \
         --json benchmarks/out/generalization.json
 
-Three sets, each made by `ibsr-data synth` with a seed no training or model selection used (3):
+Three sets, each made by `ibsr-data synth` with a seed no training used (3; those sets have since
+chosen default models, so `--seed 13 --work OTHER` makes sets that nothing was chosen on):
   (a) unseen-shapes     new shapes of the training categories (synth group "train"), photos in
                         the training style;
   (b) unseen-categories shapes of the categories held out of training (synth group "heldout");
@@ -33,7 +34,7 @@ from pathlib import Path
 
 from ibsr.cpus import usable_cpus
 
-SEED = 3
+SEED = 3  # the sets' default seed; --seed N makes others (e.g. for a model these sets chose)
 SETS = {  # name -> (synth category group, photo style, first photo index, folder whose index it uses)
     "unseen-shapes": ("train", "default", 0, "unseen-shapes"),
     "unseen-categories": ("heldout", "default", 0, "unseen-categories"),
@@ -55,7 +56,7 @@ def make_set(work: Path, name: str, args) -> Path:
         shapes = args.shapes_per_category * (2 if group == "heldout" else 1)
         run([sys.executable, "-m", "ibsr.cli.data", "synth", "--out", str(folder), "--categories", group,
              "--shapes-per-category", str(shapes), "--queries-per-shape", str(args.photos_per_shape),
-             "--first-photo", str(first), "--photo-style", style, "--seed", str(SEED),
+             "--first-photo", str(first), "--photo-style", style, "--seed", str(args.seed),
              "--workers", str(args.workers), "--json"])
     return folder
 
@@ -111,6 +112,8 @@ def main():
     parser.add_argument("--shapes-per-category", type=int, default=8,
                         help="Shapes per training category in (a)/(c); (b) gets twice as many per category.")
     parser.add_argument("--photos-per-shape", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=SEED,
+                        help="Seed of the generated sets. Give a new --work with a new seed: sets are reused by folder.")
     parser.add_argument("--sets", default=",".join(SETS), help="Comma-separated subset of " + ", ".join(SETS))
     parser.add_argument("--workers", type=int, default=usable_cpus())
     parser.add_argument("--no-mirror", dest="mirror", action="store_false",
@@ -138,7 +141,7 @@ def main():
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({
-            "results": results, "paired": comparison, "models": models, "mask_methods": mask_methods, "mirror": args.mirror, "seed": SEED, "shapes_per_category": args.shapes_per_category,
+            "results": results, "paired": comparison, "models": models, "mask_methods": mask_methods, "mirror": args.mirror, "seed": args.seed, "shapes_per_category": args.shapes_per_category,
             "photos_per_shape": args.photos_per_shape, "cpu": cpu_name(), "python": platform.python_version(),
             "seconds": round(time.perf_counter() - start, 1)}, indent=2) + "\n")
 
