@@ -1,7 +1,8 @@
 """The shipped model, ibsr/model/weights/default.pt: configs/lite.toml (stage 1, GPU), then
 configs/lite-long.toml (stage 2, both encoders on a CPU), then configs/lite-long-query.toml
 (stage 3, the query side on a CPU), then configs/lite-long-query2.toml (stage 4, the query side
-on fresh shapes); configs/README.md."""
+on fresh shapes), then configs/lite-long2.toml (stage 5, both encoders on fresh shapes);
+configs/README.md."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from ibsr.model import LITE, default_weights_path, load_default_model, rendering
 from ibsr.train.config import TrainConfig, load_config
 
 
-STAGE2_RENDERING_ID = "4e9faa95787b0cc4"  # rendering_id of configs/lite-long.toml's model (data/models/lite-long.pt)
+STAGE5_RENDERING_ID = "9baf501c72bdc695"  # rendering_id of configs/lite-long2.toml's model (the shipped file)
 
 
 def test_default_weights_are_the_lite_preset_with_their_provenance():
@@ -30,17 +31,20 @@ def test_default_weights_are_the_lite_preset_with_their_provenance():
     assert weights["rendering_encoder.efficientnet._bn0.running_var"].dtype == torch.float32
     assert info["half"] is True
     assert info["trained_by"] == "ibsr-train" and info["command"].startswith("ibsr-train run --config ")
-    # provenance: trained with exactly the settings of configs/lite-long-query2.toml (configs/README.md);
+    # provenance: trained with exactly the settings of configs/lite-long2.toml (configs/README.md);
     # read back through TrainConfig so that keys added later compare at their defaults
-    config = load_config(Path(__file__).parent.parent / "configs" / "lite-long-query2.toml")
+    configs = Path(__file__).parent.parent / "configs"
+    config = load_config(configs / "lite-long2.toml")
     assert TrainConfig.from_dict(info["config"]).to_dict() == config.to_dict()
-    assert info["step"] == config.train.steps and "rendering_encoder" in config.train.freeze
-    # stages 3 and 4 froze the rendering encoder: it embeds views exactly as stage 2 did, so
-    # indexes built with stage 2 or 3 (rendering id 4e9faa95787b0cc4, configs/README.md) stay valid
-    assert config.model.init == "data/models/lite-long-query.pt"
-    assert load_config(Path(__file__).parent.parent / "configs" / "lite-long-query.toml").model.init == \
-        "data/models/lite-long.pt"
-    assert rendering_id(model) == STAGE2_RENDERING_ID
+    assert info["step"] == config.train.steps
+    # stage 5 trained both encoders: its views embed differently from stage 4's, and indexes record
+    # this id so that ibsr-search refuses one built with an earlier model (configs/README.md)
+    assert not config.train.freeze and rendering_id(model) == STAGE5_RENDERING_ID
+    # the chain of stages, each started from the previous one's export
+    chain = {"lite-long2.toml": "data/models/lite-long-query2.pt", "lite-long-query2.toml": "data/models/lite-long-query.pt",
+             "lite-long-query.toml": "data/models/lite-long.pt", "lite-long.toml": "data/models/lite.pt"}
+    for name, init in chain.items():
+        assert load_config(configs / name).model.init == init, name
     # finite, normalized embeddings
     with torch.no_grad():
         q = model.embed_queries(torch.rand(2, 4, LITE.query_size, LITE.query_size) * 2 - 1)
