@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -97,6 +98,8 @@ def test_config_files_load_and_typos_are_refused(tmp_path):
         config = load_config(f"configs/{name}.toml")
         assert config.method.tau == 0.1 and config.method.beta1 == 0.2 and config.train.batch_size == 30
     assert load_config("configs/paper.toml").train.lr == 5e-5
+    for path in sorted(Path("configs").rglob("*.toml")):  # every shipped config, extends chains included
+        assert load_config(path).data.train, path  # loads: no unknown key, its extends chain resolves
     bad = tmp_path / "bad.toml"
     for text, message in [('[data]\ntrain = "x"\n[train]\nlr_rate = 1\n', "unknown keys in [train]"),
                           ('[data]\ntrain = "x"\n[method]\nviews = 5\n', "method.views"),
