@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Make the default model's data and train the shipped networks (configs/README.md): the exact
 # commands, in order. Stage 1 is a GPU job (~10 minutes on one H100; on a CPU it runs, slowly),
-# stages 2 to 5 ran on a 2-core CPU (~2 h, ~40 min, ~50 min, ~95 min; resumable), the mask network runs anywhere.
+# stages 2 to 5 and 7 ran on a 2-core CPU (~2 h, ~40 min, ~50 min, ~95 min, ~95 min; resumable), the mask network runs anywhere.
 #   scripts/train_default.sh [WORKERS]
 # Data generation is a pure function of the seeds and the code, so any machine writes the same files.
 set -euo pipefail
@@ -34,7 +34,13 @@ PY="${PYTHON:-python3}"
 "$PY" -m ibsr.cli.data synth --out data/q5/train --categories train --shapes-per-category 40 \
     --queries-per-shape 6 --seed 17 --workers "$WORKERS" --json
 "$PY" -m ibsr.cli.train run --config configs/lite-long2.toml --out data/runs/lite-long2
-"$PY" -m ibsr.cli.train export data/runs/lite-long2/last.pt --out ibsr/model/weights/default.pt
+"$PY" -m ibsr.cli.train export data/runs/lite-long2/last.pt --out data/models/lite-long2.pt
+# stage 7 (a 2-core CPU: ~95 min, add --resume to continue a killed run): both encoders, fresh data
+# (stage 6, configs/lite-long2-query.toml, was not shipped and is not part of the chain)
+"$PY" -m ibsr.cli.data synth --out data/q7/train --categories train --shapes-per-category 40 \
+    --queries-per-shape 6 --seed 31 --workers "$WORKERS" --json
+"$PY" -m ibsr.cli.train run --config configs/lite-long3.toml --out data/runs/lite-long3
+"$PY" -m ibsr.cli.train export data/runs/lite-long3/last.pt --out ibsr/model/weights/default.pt
 # the automatic-mask network: ibsr/model/weights/mask.pt
 "$PY" -m ibsr.cli.data synth --out data/mtrain --categories train --shapes-per-category 30 \
     --queries-per-shape 8 --seed 1 --workers "$WORKERS" --json
