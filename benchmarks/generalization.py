@@ -3,9 +3,9 @@
     python benchmarks/generalization.py --model old=OLD.pt --model new=ibsr/model/weights/default.pt \
         --json benchmarks/out/generalization.json
 
-Three sets, each made by `ibsr-data synth` with a seed no training used (default 3; seeds 3, 13 and 19
+Three sets, each made by `ibsr-data synth` with a seed no training used (default 3; seeds 3, 13, 19, 23 and 37
 have since chosen default models, so for sets nothing was chosen on give another seed and
-folder, e.g. `--seed 23 --work data/generalization23`):
+folder, e.g. `--seed 41 --work data/generalization41`):
   (a) unseen-shapes     new shapes of the training categories (synth group "train"), photos in
                         the training style;
   (b) unseen-categories shapes of the categories held out of training (synth group "heldout");
