@@ -19,6 +19,19 @@ per model, default auto; `--no-mirror`: each photo without its mirror image, as 
 or more, each later one is also compared with the first photo by photo: how many photos only
 one of the two puts first, and a two-sided sign test on those (a difference of a point or two
 on a few hundred photos is often noise; this says how often).
+
+Real rows (skipped with a message when `--real-dev` / `--real-train` are absent; the folders
+are read in place, never copied):
+  (d) real-photos       real_dev's real photographs of 22 IKEA models, automatic mask only (a
+                        user's photo has none);
+  (e) real-rendered     photos rendered by `ibsr-data photos` (seed `--seed`, 2 per shape) of the
+                        held-out part of real_train (`ibsr.eval.real_sets`: misc, tool and a
+                        third of every other category, by file name; no training uses them),
+                        given and automatic mask.
+Both search one catalog of real meshes: real_dev's 22 plus the 110 held-out real_train meshes
+as distractors. Besides top-1/top-10/category they report the family top-1 (the first hit is
+a model of the right product line, `ibsr.eval.real_sets.family`) and the mean Chamfer distance
+of the first hit to the truth (`ibsr-eval --shape-metrics`; 0 = the right shape).
 Generated sets and indexes are kept under --work and reused.
 """
 
@@ -34,6 +47,7 @@ import time
 from pathlib import Path
 
 from ibsr.cpus import usable_cpus
+from ibsr.eval.real_sets import dev_entries, family, split_real_train, write_dev_queries, write_manifest
 
 SEED = 3  # the sets' default seed; --seed N makes others (e.g. for a model these sets chose)
 SETS = {  # name -> (synth category group, photo style, first photo index, folder whose index it uses)
@@ -41,6 +55,9 @@ SETS = {  # name -> (synth category group, photo style, first photo index, folde
     "unseen-categories": ("heldout", "default", 0, "unseen-categories"),
     "unseen-style": ("train", "heldout", 2, "unseen-shapes"),
 }
+REAL_SETS = ("real-photos", "real-rendered")
+REAL_CATALOG = "real-catalog"  # the index of both real sets: real_dev's meshes + held-out real_train
+REAL_PHOTOS_PER_SHAPE = 2
 
 
 def run(cmd: list[str]) -> str:
@@ -62,22 +79,65 @@ def make_set(work: Path, name: str, args) -> Path:
     return folder
 
 
+def make_real_sets(work: Path, args) -> list[str]:
+    """The real catalog (a manifest) and both real sets' queries; the names of those made."""
+    if not (args.real_dev / "queries.jsonl").is_file() or not (args.real_train / "meshes").is_dir():
+        print(f"real rows skipped: no real_dev at {args.real_dev} or no real_train at {args.real_train} "
+              "(pass --real-dev / --real-train)", file=sys.stderr)
+        return []
+    data = work / "data"
+    _, heldout = split_real_train(args.real_train)
+    write_manifest(dev_entries(args.real_dev) + heldout, data / REAL_CATALOG / "catalog.csv")
+    write_dev_queries(args.real_dev, data / "real-photos" / "queries.jsonl")
+    rendered = data / "real-rendered"
+    if not (rendered / "queries.jsonl").is_file():
+        write_manifest(heldout, rendered / "heldout.csv")
+        run([sys.executable, "-m", "ibsr.cli.data", "photos", str(rendered / "heldout.csv"), "--out", str(rendered),
+             "--photos-per-shape", str(REAL_PHOTOS_PER_SHAPE), "--seed", str(args.seed),
+             "--workers", str(args.workers), "--json"])
+    return list(REAL_SETS)
+
+
 def evaluate(work: Path, model: str, weights: str, mask_method: str, name: str, mirror: bool) -> dict:
-    index_folder = work / "data" / SETS[name][3]
-    index = work / "index" / f"{model}-{SETS[name][3]}"
-    run([sys.executable, "-m", "ibsr.cli.index", "build", str(index_folder / "catalog"), "--index", str(index),
+    real = name in REAL_SETS
+    catalog = work / "data" / (REAL_CATALOG if real else SETS[name][3])
+    index = work / "index" / f"{model}-{catalog.name}"
+    run([sys.executable, "-m", "ibsr.cli.index", "build",
+         str(catalog / "catalog.csv" if real else catalog / "catalog"), "--index", str(index),
          "--weights", weights, "--json"])
+    queries = work / "data" / name / "queries.jsonl"
+    families = {}
+    if real:
+        families = {r["image"]: r.get("family") or family(r["shape_id"])
+                    for r in map(json.loads, queries.read_text().splitlines())}
+    modes = (("given", []), ("auto", ["--ignore-masks", "--mask-method", mask_method]))
     out = {}
-    for masks, options in (("given", []), ("auto", ["--ignore-masks", "--mask-method", mask_method])):
+    for masks, options in modes[1:] if name == "real-photos" else modes:  # real photos have no mask
         report = json.loads(run([sys.executable, "-m", "ibsr.cli.eval", "--index", str(index), "--queries",
-                                 str(work / "data" / name / "queries.jsonl"), "--weights", weights,
-                                 "--prefilter", "none", "--json", "--per-query", "--no-progress",
-                                 "--mirror" if mirror else "--no-mirror", *options]))
+                                 str(queries), "--weights", weights, "--prefilter", "none", "--json",
+                                 "--per-query", "--no-progress", "--mirror" if mirror else "--no-mirror",
+                                 *(["--shape-metrics"] if real else []), *options]))
         s = report["summary"]
         out[masks] = {"top1": s["top1"], "top10": s["top10"], "category": s["category"], "queries": s["count"],
                       "shapes": report["shapes"], "seconds": report["timings"]["total_s"],
                       "first": {r["image"]: r["rank"] == 1 for r in report["records"]}}  # per photo
+        if real:
+            out[masks] |= real_metrics(report, families)
     return out
+
+
+def real_metrics(report: dict, families: dict) -> dict:
+    """Family top-1 (per photo, from the first hit's id), the mean Chamfer distance of the first
+    hit to the truth, and top-1 / family top-1 per family."""
+    by_family: dict[str, list] = {}
+    for r in report["records"]:
+        truth = families.get(r["image"]) or family(r["shape_id"])
+        hit = bool(r["top"]) and family(r["top"][0]) == truth
+        by_family.setdefault(truth, []).append((r["rank"] == 1, hit))
+    hits = [h for rows in by_family.values() for _, h in rows]
+    return {"family": sum(hits) / len(hits), "chamfer": report["shape_metrics"]["summary"]["chamfer"],
+            "per_family": {f: {"photos": len(rows), "top1": sum(t for t, _ in rows), "family": sum(h for _, h in rows)}
+                           for f, rows in sorted(by_family.items())}}
 
 
 def sign_test(only_a: int, only_b: int) -> float:
@@ -115,7 +175,12 @@ def main():
     parser.add_argument("--photos-per-shape", type=int, default=2)
     parser.add_argument("--seed", type=int, default=SEED,
                         help="Seed of the generated sets. Give a new --work with a new seed: sets are reused by folder.")
-    parser.add_argument("--sets", default=",".join(SETS), help="Comma-separated subset of " + ", ".join(SETS))
+    parser.add_argument("--sets", default=",".join([*SETS, *REAL_SETS]),
+                        help="Comma-separated subset of " + ", ".join([*SETS, *REAL_SETS]))
+    parser.add_argument("--real-dev", type=Path, default=Path("../shared/real_dev"),
+                        help="Real photographs with their meshes (queries.jsonl, photos/, meshes/); read in place.")
+    parser.add_argument("--real-train", type=Path, default=Path("../shared/real_train"),
+                        help="Real CAD meshes; its held-out part (ibsr.eval.real_sets) is the real distractors.")
     parser.add_argument("--workers", type=int, default=usable_cpus())
     parser.add_argument("--no-mirror", dest="mirror", action="store_false",
                         help="Search each photo alone (ibsr-eval --no-mirror), not averaged with its mirror image.")
@@ -124,10 +189,16 @@ def main():
     models = dict(m.split("=", 1) for m in args.model)
     mask_methods = {name: "auto" for name in models} | dict(m.split("=", 1) for m in args.mask_method)
     sets = [s for s in args.sets.split(",") if s]
+    unknown = [s for s in sets if s not in SETS and s not in REAL_SETS]
+    if unknown:
+        parser.error(f"unknown set(s) {', '.join(unknown)}; choose from {', '.join([*SETS, *REAL_SETS])}")
     start = time.perf_counter()
-    for name in sets:
+    for name in (s for s in sets if s in SETS):
         make_set(args.work, SETS[name][3], args)  # the catalog a set's index is built from
         make_set(args.work, name, args)
+    if any(s in REAL_SETS for s in sets):
+        made = make_real_sets(args.work, args)
+        sets = [s for s in sets if s not in REAL_SETS or s in made]
     results = {model: {name: evaluate(args.work, model, weights, mask_methods[model], name, args.mirror)
                          for name in sets}
                for model, weights in models.items()}
@@ -148,12 +219,14 @@ def main():
 
 
 def print_table(results: dict) -> None:
-    print(f"{'model':<10} {'set':<18} {'masks':<6} {'shapes':>6} {'photos':>6} {'top-1':>7} {'top-10':>7} {'category':>8}")
+    print(f"{'model':<10} {'set':<18} {'masks':<6} {'shapes':>6} {'photos':>6} {'top-1':>7} {'top-10':>7} {'category':>8}"
+          f" {'family':>7} {'chamfer':>8}")
     for model, per_set in results.items():
         for name, per_mask in per_set.items():
             for masks, r in per_mask.items():
+                real = f"{r['family']:>7.1%} {r['chamfer']:>8.4f}" if "family" in r else f"{'-':>7} {'-':>8}"
                 print(f"{model:<10} {name:<18} {masks:<6} {r['shapes']:>6} {r['queries']:>6} {r['top1']:>7.1%} "
-                      f"{r['top10']:>7.1%} {r['category']:>8.1%}")
+                      f"{r['top10']:>7.1%} {r['category']:>8.1%} {real}")
 
 
 def cpu_name() -> str:

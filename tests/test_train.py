@@ -440,3 +440,27 @@ def test_a_run_saved_before_attention_lr_scale_existed_resumes(dataset_dir, tmp_
     assert resumed.step == 2
     assert resumed.run().step == 4
     assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)
+
+
+def test_freeze_takes_modules_inside_an_encoder(dataset_dir, tmp_path):
+    """A dotted name freezes one part (weights and BatchNorm statistics); the rest still learns."""
+    frozen = "query_encoder.resnet.layer1"
+    config = tiny_config(dataset_dir, tmp_path / "cache", data={"val": ""}, train={"freeze": [frozen], "steps": 2})
+    trainer = Trainer(config, tmp_path / "run", progress=False)
+    part = trainer.model.get_submodule(frozen)
+    before = {k: v.clone() for k, v in part.state_dict().items()}
+    head_before = trainer.model.query_encoder.resnet.layer4.state_dict()["0.conv1.weight"].clone()
+    for _ in range(2):
+        trainer.train_step()
+    for name, value in part.state_dict().items():
+        assert torch.equal(value, before[name]), name  # running means included: eval mode
+    assert not torch.equal(trainer.model.query_encoder.resnet.layer4.state_dict()["0.conv1.weight"], head_before)
+
+
+def test_freeze_names_are_checked(dataset_dir, tmp_path):
+    with pytest.raises(IbsrError, match="train.freeze"):
+        tiny_config(dataset_dir, tmp_path / "cache", train={"freeze": ["backbone.layer1"]})
+    config = tiny_config(dataset_dir, tmp_path / "cache", data={"val": ""},
+                         train={"freeze": ["query_encoder.no_such_part"]})
+    with pytest.raises(IbsrError, match="no_such_part"):
+        Trainer(config, tmp_path / "run", progress=False)

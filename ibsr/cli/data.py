@@ -114,6 +114,84 @@ def synth(out_dir, categories, shapes_per_category, queries_per_shape, first_pho
                    f"query photos in {summary['seconds']} s")
 
 
+@main.command()
+@click.argument("catalog", type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Dataset folder: photos/, catalog.jsonl (the usable shapes), queries.jsonl (their photos), "
+                   "what `ibsr-train` and `ibsr-eval` read. Photos already there are kept (a rerun resumes).")
+@click.option("--photos-per-shape", default=6, show_default=True, type=click.IntRange(min=1),
+              help="Photos rendered per mesh (photo k of a mesh is a pure function of the seed).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Random seed of the photos.")
+@click.option("--size", default=256, show_default=True, type=click.IntRange(min=32, max=2048),
+              help="Photo side length in pixels.")
+@click.option("--up-axis", default="y", show_default=True, type=click.Choice(["x", "y", "z", "-x", "-y", "-z"]),
+              help="The catalog's up axis, as `ibsr-index build --up-axis`.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=0),
+              help="Worker processes that render photos in parallel (0 or 1: in this process).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout (no progress bar).")
+def photos(catalog, out_dir, photos_per_shape, seed, size, up_axis, workers, as_json):
+    """Photograph every mesh of CATALOG (a folder or a manifest) with the synthetic photo machinery
+    (materials, rooms, lights, occluders, camera) and write a dataset of it: real geometry for
+    training, or rendered photos of real meshes for a benchmark. Unreadable meshes are reported
+    and left out."""
+    from ibsr.indexer.discover import discover
+    from ibsr.synth.mesh_photos import photograph_catalog, write_dataset
+
+    start = time.perf_counter()
+    try:
+        entries = discover(catalog)
+        done, skipped = photograph_catalog(entries, out_dir / "photos", photos_per_shape, seed, size, up_axis,
+                                           workers if workers > 1 else 0, progress=not as_json)
+        if not done:
+            raise IbsrError("no mesh of the catalog could be photographed", catalog)
+        count = write_dataset(out_dir, done)
+    except (IbsrError, OSError) as error:
+        raise click.ClickException(str(error)) from None
+    summary = {"out": str(out_dir), "shapes": len(done), "queries": count, "skipped": skipped, "seed": seed,
+               "seconds": round(time.perf_counter() - start, 2)}
+    if as_json:
+        click.echo(json.dumps(summary))
+    else:
+        click.echo(f"wrote {count} photos of {len(done)} shapes to {out_dir}"
+                   + (f" ({len(skipped)} meshes skipped)" if skipped else "") + f" in {summary['seconds']} s")
+
+
+@main.command()
+@click.argument("datasets", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="The merged dataset folder: catalog.jsonl + queries.jsonl with absolute paths (no file "
+                   "is copied).")
+def merge(datasets, out_dir):
+    """Merge dataset folders (`ibsr-data synth` or `ibsr-data photos` outputs) into one, to train
+    on several worlds at once, e.g. procedural shapes and real meshes. Shape ids must not repeat."""
+    from ibsr.train.merge import merge_datasets
+
+    try:
+        shapes, queries = merge_datasets(datasets, out_dir)
+    except (IbsrError, OSError) as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"merged {len(datasets)} datasets into {out_dir}: {shapes} shapes, {queries} photos")
+
+
+@main.command("real-split")
+@click.argument("real_train", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for train.csv (the meshes training may use) and heldout.csv (the benchmark's).")
+def real_split(real_train, out_dir):
+    """Split a real_train folder (real CAD meshes) by the fixed rule of `ibsr.eval.real_sets`:
+    manifests of the part training may use and of the held-out part the benchmark scores on."""
+    from ibsr.eval.real_sets import split_real_train, write_manifest
+
+    try:
+        train, heldout = split_real_train(real_train)
+        write_manifest(train, out_dir / "train.csv")
+        write_manifest(heldout, out_dir / "heldout.csv")
+    except (IbsrError, OSError) as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"{len(train)} meshes for training in {out_dir / 'train.csv'}, {len(heldout)} held out in "
+               f"{out_dir / 'heldout.csv'}")
+
+
 class _star:
     """f(*args) as a picklable one-argument callable for a process pool's `map`."""
 

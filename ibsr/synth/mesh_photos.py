@@ -26,14 +26,18 @@ import hashlib
 import json
 import os
 import re
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ibsr.errors import IbsrError
-from ibsr.indexer.mesh import load_mesh
+from tqdm import tqdm
 
-from .catalog import write_shape_queries
+from ibsr.cpus import process_pool
+from ibsr.errors import IbsrError
+from ibsr.indexer.mesh import file_hash, load_mesh
+
+from .catalog import write_jsonl, write_shape_queries
 from .shapes import shape_from_mesh
 
 PHOTOS_VERSION = 1
@@ -89,6 +93,54 @@ def write_mesh_photos(job: PhotoJob) -> dict:
     stem = f"queries/{job.safe_category}/{job.safe_name}"
     return {"shape_id": job.shape_id,
             "photos": [(f"{stem}_{k}.jpg", f"{stem}_{k}_mask.png") for k in range(job.count)]}
+
+
+def photograph_catalog(entries, folder, count: int, seed: int, size: int, up_axis: str, workers: int = 0,
+                       progress: bool = True) -> tuple[list, list[dict]]:
+    """Photos 0..count-1 of every catalog entry under `folder` (those already made are kept).
+
+    Returns (done, skipped): done = [(PhotoJob, [(image, mask), ...])] with paths relative to
+    `folder`; skipped = [{"path", "reason"}] for meshes that cannot be read or photographed,
+    each also reported above the progress bar."""
+    jobs, skipped = [], []
+    for e in entries:
+        try:
+            digest = file_hash(e.path)
+        except OSError as exc:
+            skipped.append(_skip(str(e.path), f"unreadable ({exc.strerror})"))
+            continue
+        jobs.append(PhotoJob(e.shape_id, e.category, str(Path(e.path).resolve()), digest, up_axis, seed, size,
+                             count, str(folder)))
+    done = []
+    with process_pool(min(workers, len(jobs)) if len(jobs) > 1 else 0) as pool:
+        results = pool.map(write_mesh_photos, jobs) if pool else map(write_mesh_photos, jobs)
+        for job, result in tqdm(zip(jobs, results), total=len(jobs), unit="shape", file=sys.stderr,
+                                desc=f"photos ({count} per shape)", disable=not progress):
+            if "error" in result:
+                skipped.append(_skip(result["path"], result["error"]))
+            else:
+                done.append((job, result["photos"]))
+    return done, skipped
+
+
+def write_dataset(folder, done: list, photos_of=lambda photos: photos, photos_dir: str = "photos") -> int:
+    """A training/evaluation dataset folder (`catalog.jsonl` + `queries.jsonl`, what
+    `ibsr-train` and `ibsr-eval` read) from `photograph_catalog`'s `done`; `photos_of` picks
+    which photos of a shape to list, `photos_dir` is where they lie relative to `folder`.
+    Returns the number of photos listed."""
+    folder = Path(folder)
+    catalog = [{"shape_id": job.shape_id, "category": job.category, "path": job.path} for job, _ in done]
+    queries = [{"image": f"{photos_dir}/{image}", "mask": f"{photos_dir}/{mask}", "shape_id": job.shape_id,
+                "category": job.category}
+               for job, photos in done for image, mask in photos_of(photos)]
+    write_jsonl(folder / "catalog.jsonl", catalog)
+    write_jsonl(folder / "queries.jsonl", queries)
+    return len(queries)
+
+
+def _skip(path: str, reason: str) -> dict:
+    tqdm.write(f"skipped {path}: {reason}", file=sys.stderr)  # above the progress bar, not inside it
+    return {"path": path, "reason": reason}
 
 
 def _photos_done(job: PhotoJob) -> int:

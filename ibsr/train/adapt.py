@@ -49,17 +49,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from ibsr.cpus import process_pool, usable_cpus
+from ibsr.cpus import usable_cpus
 from ibsr.errors import IbsrError
 from ibsr.indexer.discover import discover
-from ibsr.indexer.mesh import UP_AXES, file_hash
+from ibsr.indexer.mesh import UP_AXES
 from ibsr.model.checkpoint import (checkpoint_id, default_weights_path, load_checkpoint_with_info, rendering_id,
                                    save_checkpoint)
 from ibsr.model.cmic import CMIC
-from ibsr.synth.catalog import write_jsonl
-from ibsr.synth.mesh_photos import PhotoJob, write_mesh_photos
+from ibsr.synth.mesh_photos import photograph_catalog, write_dataset
 from ibsr.train.config import TrainConfig, views_index
 from ibsr.train.data import Dataset, load_dataset
 from ibsr.train.device import torch_device
@@ -264,24 +262,8 @@ class Adaptation:
         if self.record.get("shapes") and (self.work / "heldout" / "queries.jsonl").is_file():
             return  # --resume: the run keeps the shapes it started with
         o = self.options
-        jobs, skipped = [], []
-        for e in entries:
-            try:
-                digest = file_hash(e.path)
-            except OSError as exc:
-                skipped.append(self._skip(str(e.path), f"unreadable ({exc.strerror})"))
-                continue
-            jobs.append(PhotoJob(e.shape_id, e.category, str(Path(e.path).resolve()), digest, o.up_axis, o.seed,
-                                 o.photo_size, o.photos_per_shape, str(self.work / "photos")))
-        done = []
-        with process_pool(min(o.workers, len(jobs)) if len(jobs) > 1 else 0) as pool:
-            results = pool.map(write_mesh_photos, jobs) if pool else map(write_mesh_photos, jobs)
-            for job, result in tqdm(zip(jobs, results), total=len(jobs), unit="shape", file=sys.stderr,
-                                    desc=f"photos ({o.photos_per_shape} per shape)", disable=not self.progress):
-                if "error" in result:
-                    skipped.append(self._skip(result["path"], result["error"]))
-                else:
-                    done.append((job, result["photos"]))
+        done, skipped = photograph_catalog(entries, self.work / "photos", o.photos_per_shape, o.seed, o.photo_size,
+                                           o.up_axis, o.workers, self.progress)
         if len(done) < 2:
             raise IbsrError(f"adaptation needs at least 2 usable meshes; {len(done)} of {len(entries)} could be "
                             f"loaded and photographed", self.catalog)
@@ -290,20 +272,11 @@ class Adaptation:
                            photos={"train": len(done) * (o.photos_per_shape - 1), "heldout": len(done)})
         self._save_record()
 
-    def _skip(self, path: str, reason: str) -> dict:
-        tqdm.write(f"skipped {path}: {reason}", file=sys.stderr)  # above the progress bar, not inside it
-        return {"path": path, "reason": reason}
-
     def _write_datasets(self, done: list) -> None:
         """train/ and heldout/: the usable shapes as a manifest, and the photos split by k
-        (the last photo of every shape held out). Photo paths are relative to the jsonl."""
-        catalog = [{"shape_id": job.shape_id, "category": job.category, "path": job.path} for job, _ in done]
-        for split, photos_of in (("train", lambda photos: photos[:-1]), ("heldout", lambda photos: photos[-1:])):
-            queries = [{"image": f"../photos/{image}", "mask": f"../photos/{mask}", "shape_id": job.shape_id,
-                        "category": job.category}
-                       for job, photos in done for image, mask in photos_of(photos)]
-            write_jsonl(self.work / split / "catalog.jsonl", catalog)
-            write_jsonl(self.work / split / "queries.jsonl", queries)
+        (the last photo of every shape held out)."""
+        write_dataset(self.work / "train", done, lambda photos: photos[:-1], "../photos")
+        write_dataset(self.work / "heldout", done, lambda photos: photos[-1:], "../photos")
 
     def _before(self, heldout: Dataset) -> dict:
         if self.record.get("before"):

@@ -29,7 +29,9 @@
     betas = [0.5, 0.999]
     threads = 2                  # torch CPU threads
     amp = "off"                  # bf16 autocast: "auto" (CUDA, or a CPU with AVX512-BF16/AMX), "bf16", "off"
-    freeze = []                  # modules kept fixed, e.g. ["rendering_encoder"] (query-side adaptation)
+    freeze = []                  # modules kept fixed (weights and BatchNorm statistics), e.g.
+                                 # ["rendering_encoder"] (query-side adaptation), or modules inside
+                                 # one by dotted name: "query_encoder.efficientnet._blocks.0"
     device = "auto"              # "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1"
     channels_last = true         # NHWC convolutions: ~2-3x faster training on CPU, same math
     checkpoint_every = 200       # steps between resumable state saves
@@ -227,9 +229,9 @@ class TrainConfig:
             bad(f"train.attention_lr_scale must be > 0, not {self.train.attention_lr_scale}")
         if self.train.amp not in AMP_MODES:
             bad(f"train.amp must be one of {', '.join(AMP_MODES)}, not {self.train.amp!r}")
-        unknown = [m for m in self.train.freeze if m not in FREEZABLE]
+        unknown = [m for m in self.train.freeze if m.split(".", 1)[0] not in FREEZABLE]
         if unknown:
-            bad(f"train.freeze may name {', '.join(FREEZABLE)}, not {unknown}")
+            bad(f"train.freeze may name {', '.join(FREEZABLE)} or modules inside them, not {unknown}")
         if self.model.pretrained and not self.model.init:
             resnets = [a for a in (self.model_config.query_arch, self.model_config.render_arch) if a.startswith("resnet")]
             if resnets:

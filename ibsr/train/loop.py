@@ -150,7 +150,7 @@ class Trainer:
         """Train mode, except frozen modules: their BatchNorm statistics stay fixed too."""
         self.model.train()
         for name in self.config.train.freeze:
-            getattr(self.model, name).eval()
+            self.model.get_submodule(name).eval()
 
     def _fixed_view_embeddings(self) -> torch.Tensor | None:
         """With the rendering encoder frozen (eval mode) and renderings not augmented, every view
@@ -180,7 +180,12 @@ class Trainer:
 
     def _freeze(self) -> None:
         for name in self.config.train.freeze:
-            for p in getattr(self.model, name).parameters():
+            try:
+                module = self.model.get_submodule(name)
+            except AttributeError:
+                raise IbsrError(f"train.freeze names {name!r}, which this model does not have; name a module "
+                                "such as query_encoder.efficientnet._blocks.0") from None
+            for p in module.parameters():
                 p.requires_grad_(False)
 
     # ------------------------------------------------------------------ the loop

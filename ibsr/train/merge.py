@@ -1,0 +1,38 @@
+"""Merging dataset folders into one, so a training run sees several worlds at once.
+
+A dataset folder is `catalog/` or `catalog.jsonl` plus `queries.jsonl` (what `ibsr-data synth`
+and `ibsr-data photos` write). The merge writes a manifest and a queries file whose paths are
+absolute, so nothing is copied and the sources stay where they are.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ibsr.errors import IbsrError
+from ibsr.eval.queries import read_queries
+from ibsr.indexer.discover import discover
+from ibsr.train.data import dataset_paths
+
+from ibsr.synth.catalog import write_jsonl
+
+
+def merge_datasets(folders, out) -> tuple[int, int]:
+    """Write `out/catalog.jsonl` and `out/queries.jsonl` from the dataset folders; returns
+    (shapes, photos). A shape id in two datasets is an error (rename, or leave one out)."""
+    catalog, queries, owner = [], [], {}
+    for folder in folders:
+        shapes_file, queries_file = dataset_paths(folder)
+        for e in discover(shapes_file):
+            if e.shape_id in owner:
+                raise IbsrError(f"shape id {e.shape_id!r} is in both {owner[e.shape_id]} and {folder}; "
+                                "merge datasets with distinct shape ids", folder)
+            owner[e.shape_id] = folder
+            catalog.append({"shape_id": e.shape_id, "category": e.category, "path": str(Path(e.path).resolve())})
+        for q in read_queries(queries_file):
+            queries.append({"image": str(q.image.resolve()), "mask": str(q.mask.resolve()) if q.mask else None,
+                            "shape_id": q.shape_id, "category": q.category})
+    out = Path(out)
+    write_jsonl(out / "catalog.jsonl", catalog)
+    write_jsonl(out / "queries.jsonl", [{k: v for k, v in q.items() if v is not None} for q in queries])
+    return len(catalog), len(queries)
