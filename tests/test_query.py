@@ -197,8 +197,23 @@ def test_automatic_mask_is_made_inside_the_box(tmp_path, method):
     assert (query.mask & blue).sum() / (query.mask | blue).sum() > 0.8
 
 
+def test_a_tight_box_keeps_the_object_edges():
+    """GrabCut takes its input's border for background: it gets a band around the box, so an object
+    the box was drawn tight around keeps its edges."""
+    rng = np.random.default_rng(0)
+    rgb = rng.normal(190, 12, (160, 240, 3)).clip(0, 255).astype(np.uint8)
+    yy, xx = np.mgrid[:160, :240]
+    disk = (yy - 80) ** 2 + (xx - 160) ** 2 < 40 ** 2
+    rgb[disk] = (rng.normal(0, 10, (disk.sum(), 3)) + (40, 60, 170)).clip(0, 255).astype(np.uint8)
+    rgb[45:115, 25:85] = (200, 40, 30)  # another object, left
+    mask, source = q.mask_in_box(rgb, q.Box(120, 40, 200, 120), method="grabcut")  # the disk's own bounding box
+    assert source == "grabcut" and (mask & disk).sum() / (mask | disk).sum() > 0.95
+    assert not mask[:, :120].any() and not mask[:40].any()
+
+
 def test_automatic_mask_sees_only_the_box(monkeypatch):
-    """The mask method gets the box's pixels alone, and its mask is placed back where they were."""
+    """The mask method gets the box's pixels and a thin band around them, and what it finds in the
+    box is placed back where it was."""
     rgb = two_objects()
     seen = []
 
@@ -208,8 +223,9 @@ def test_automatic_mask_sees_only_the_box(monkeypatch):
 
     monkeypatch.setattr(q, "automatic_mask", fake)
     mask, source = q.mask_in_box(rgb, q.Box(100.4, 15, 199.5, 110))  # a detector's float box
-    assert source == "grabcut" and (seen[0] == rgb[15:110, 100:200]).all()
-    assert mask.sum() == 95 * 100 and mask[15:110, 100:200].all()
+    # the box (whole pixels: 100,15,200,110) and a band of 10% of its size around it, within the photo
+    assert source == "grabcut" and (seen[0] == rgb[5:120, 90:200]).all()
+    assert mask.sum() == 95 * 100 and mask[15:110, 100:200].all()  # kept: what lies in the box
 
 
 def test_given_masks_are_cut_to_the_box(tmp_path):

@@ -37,6 +37,13 @@ MASK_METHODS = ("auto", "model", "grabcut")
 # A network mask covering less of the photo than this is a failure (nothing found, or specks):
 # GrabCut takes over and the query says "grabcut-fallback".
 MIN_MODEL_MASK_FRACTION = 0.005
+# With a box, the automatic mask looks at the box plus this fraction of its size on every side
+# (within the photo) and keeps what lies in the box: GrabCut takes its input's border for
+# background, so on the bare box it cut off the edges of an object the box was drawn tight around.
+# Boxes = the true masks' bounding boxes, 30 photos of benchmarks/generalization.py --seed 41's
+# real-rendered set: mean IoU 0.50 -> 0.76 (GrabCut), 0.83 -> 0.88 (network); 15% looser boxes
+# changed by under 0.01.
+BOX_MASK_CONTEXT = 0.1
 
 
 BOX_FORMAT = "X0,Y0,X1,Y1"
@@ -98,6 +105,11 @@ class Box:
                             f"0,0,{width},{height} (pixels of the upright photo)", path)
         return Box(math.floor(x0), math.floor(y0), math.ceil(x1), math.ceil(y1))
 
+    def grown(self, fraction: float) -> "Box":
+        """This box with `fraction` of its width and height added on every side."""
+        dx, dy = (self.x1 - self.x0) * fraction, (self.y1 - self.y0) * fraction
+        return Box(self.x0 - dx, self.y0 - dy, self.x1 + dx, self.y1 + dy)
+
     def to_list(self) -> list:
         """[x0, y0, x1, y1], whole numbers as ints (JSON answers)."""
         return [_number(v) for v in (self.x0, self.y0, self.x1, self.y1)]
@@ -154,9 +166,9 @@ def mask_in_box(rgb: np.ndarray, box: Box, given: np.ndarray | None = None, sour
     """(mask, source) of the object inside `box`: pixels outside it are never object.
 
     A given mask (file or alpha; `source` says which) is cut to the box. Without one, the
-    automatic mask runs on the box's part of the photo alone, so the photo's other objects
-    neither reach the mask nor seed GrabCut's colour models (the box's border is its background).
-    Whoever picks the box, the user or a detector, comes through here."""
+    automatic mask runs on the box and a thin band around it (`BOX_MASK_CONTEXT`): the photo's
+    other objects stay out of its view, and the band, not the object's own edges, is what GrabCut
+    takes for background. Whoever picks the box, the user or a detector, comes through here."""
     height, width = rgb.shape[:2]
     box = box.check(width, height, path)  # idempotent; a detector's float box gets whole pixels here
     rows, cols = box_window(box)
@@ -167,7 +179,12 @@ def mask_in_box(rgb: np.ndarray, box: Box, given: np.ndarray | None = None, sour
         _check_not_empty(mask, path, f"the {what} marks no pixel inside box {box} of the {width}x{height} image; "
                                      "draw the box around the object it marks, or give no box")
         return mask, source
-    mask[rows, cols], source = automatic_mask(np.ascontiguousarray(rgb[rows, cols]), method, weights)
+    around = box.grown(BOX_MASK_CONTEXT).check(width, height)
+    near_rows, near_cols = box_window(around)
+    near = np.zeros_like(mask)
+    near[near_rows, near_cols], source = automatic_mask(np.ascontiguousarray(rgb[near_rows, near_cols]), method,
+                                                        weights)
+    mask[rows, cols] = near[rows, cols]
     return mask, source
 
 
