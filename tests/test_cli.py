@@ -97,6 +97,54 @@ def test_errors_are_one_line(built_index, tiny_weights, other_weights, tmp_path)
         assert_one_line_error(run(cli, args), *needles)
 
 
+def two_object_photo(tmp_path, name="two.png"):
+    """A 96 x 64 photo: a brown object on the left, a blue one on the right."""
+    rgb = np.full((64, 96, 3), 230, np.uint8)
+    rgb[16:48, 8:36] = (90, 60, 30)
+    rgb[12:52, 56:88] = (30, 60, 200)
+    path = tmp_path / name
+    Image.fromarray(rgb).save(path)
+    return path
+
+
+def test_search_with_a_box(built_index, tiny_weights, tmp_path):
+    from ibsr.searcher import Searcher
+    from ibsr.searcher.query import Box
+
+    q = two_object_photo(tmp_path)
+    args = [q, "--index", built_index, "--weights", tiny_weights, "--topk", 9, "--mask-method", "grabcut"]
+    out = run(search_cli, [*args, "--box", "48,-10,120.5,60", "--json", "--html", tmp_path / "out.html"])
+    assert out.exit_code == 0, out.output
+    [result] = json.loads(out.output)
+    assert result["box"] == [48, 0, 96, 60]  # clipped to the 96 x 64 photo: the box used
+    [expected] = Searcher(built_index, weights=tiny_weights, mask_method="grabcut").search(
+        [q], topk=9, boxes=[Box(48, 0, 96, 60)])
+    scores = {h["shape_id"]: h["score"] for h in result["hits"]}
+    assert scores == pytest.approx({h.shape_id: h.score for h in expected.hits}, abs=1e-6)
+    assert "<section>" in (tmp_path / "out.html").read_text()
+    table = run(search_cli, [*args, "--box", "48,0,96,60"])
+    assert table.exit_code == 0 and "(mask: grabcut, box: 48,0,96,60)" in table.output.splitlines()[0]
+    whole = json.loads(run(search_cli, [*args, "--json"]).output)[0]
+    assert whole["box"] is None
+    assert {h["shape_id"]: h["score"] for h in whole["hits"]} != pytest.approx(scores, abs=1e-4)  # another crop
+
+
+@pytest.mark.parametrize("boxes, needles", [
+    (["10,20,30"], ["box '10,20,30' is not four numbers", "X0,Y0,X1,Y1"]),
+    (["nan,0,10,10"], ["box nan,0,10,10", "finite"]),
+    (["40,0,10,30"], ["box 40,0,10,30 is empty or inverted"]),
+    (["10,10,10,30"], ["box 10,10,10,30 is empty or inverted"]),
+    (["100,0,200,30"], ["two.png: box 100,0,200,30 lies outside the 96x64 image", "within 0,0,96,64"]),
+    (["0,0,10,10", "0,0,20,20"], ["2 --box for 1 images"]),
+])
+def test_bad_boxes_are_one_line_errors(built_index, tiny_weights, tmp_path, boxes, needles):
+    q = two_object_photo(tmp_path)
+    args = [q, "--index", built_index, "--weights", tiny_weights, "--topk", 3]
+    for box in boxes:
+        args += ["--box", box]
+    assert_one_line_error(run(search_cli, args), *needles)
+
+
 def test_real_process_exit_status(tmp_path, tiny_weights):
     """Not CliRunner: the installed entry point's real stderr and exit status."""
     proc = subprocess.run([sys.executable, "-m", "ibsr.cli.index", "build", str(tmp_path / "none"),
@@ -113,3 +161,5 @@ def test_help_documents_options(cli, sub):
     out = run(cli, sub)
     assert out.exit_code == 0
     assert "--index" in out.output and "--json" in out.output
+    if cli is search_cli:
+        assert "--box X0,Y0,X1,Y1" in out.output and "clipped" in out.output

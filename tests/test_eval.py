@@ -16,6 +16,7 @@ from ibsr.eval import (accuracy_curve, compute_metrics, evaluate, format_report,
 from ibsr.indexer.mesh import load_mesh
 from ibsr.indexer.render import render_views
 from ibsr.searcher import Searcher
+from ibsr.searcher.query import Box
 
 # --------------------------------------------------------------------------- metrics
 
@@ -112,6 +113,18 @@ def test_read_queries_jsonl(tmp_path):
     assert (b.image, b.mask, b.shape_id, b.category, b.line) == (tmp_path / "q/b.jpg", None, "lamp/lamp_0001", None, 3)
     known, unknown = split_known([a, b], ["chair/chair_0000", "table/x"])
     assert known == [a] and unknown == [b]
+    assert a.box is None and a.to_dict()["box"] is None
+
+
+def test_read_queries_box(tmp_path):
+    write_photo(tmp_path / "a.png")
+    path = tmp_path / "queries.jsonl"
+    path.write_text(json.dumps({"image": "a.png", "shape_id": "chair/x", "box": [4, 2.5, 40, 30]}) + "\n"
+                    + json.dumps({"image": "a.png", "shape_id": "chair/y", "box": "0,0,10,10"}) + "\n"
+                    + json.dumps({"image": "a.png", "shape_id": "chair/z", "box": None}) + "\n")
+    a, b, c = read_queries(path)
+    assert a.box == Box(4, 2.5, 40, 30) and a.to_dict()["box"] == [4, 2.5, 40, 30]
+    assert b.box == Box(0, 0, 10, 10) and c.box is None
 
 
 def test_read_pix3d_json(tmp_path):
@@ -144,6 +157,10 @@ def test_read_pix3d_json(tmp_path):
     ("queries.jsonl", '{"image": "gone.png", "shape_id": "chair/x"}\n', ["line 1", "gone.png", "not found"]),
     ("queries.jsonl", '{"image": "a.png", "mask": "nomask.png", "shape_id": "chair/x"}\n', ["line 1", "nomask.png"]),
     ("queries.jsonl", "\n\n", ["no queries"]),
+    ("queries.jsonl", '{"image": "a.png", "shape_id": "chair/x", "box": [1, 2, 3]}\n',
+     ["line 1", "box [1, 2, 3] is not four numbers"]),
+    ("queries.jsonl", '{"image": "a.png", "shape_id": "chair/x"}\n{"image": "a.png", "shape_id": "chair/x", '
+                      '"box": [30, 0, 10, 10]}\n', ["line 2", "box 30,0,10,10 is empty or inverted"]),
     ("pix3d.json", '[\n {"img": "a.png", "model": "model/chair/x/model.obj"},\n {"img": "a.png"}\n]',
      ["line 3", "model"]),
     ("pix3d.json", '[\n {"img": "a.png", "model": "model/chair/x/model.obj"},\n {"img": \n]', ["line 4", "JSON"]),
@@ -264,6 +281,24 @@ def test_evaluate_skips_unreadable_photos(searcher, eval_queries, tmp_path):
     assert any("line 3" in w for w in warnings)
     with pytest.raises(IbsrError, match="broken.png"):
         evaluate(searcher, queries, strict=True, progress=False)
+
+
+def test_evaluate_searches_each_query_in_its_box(searcher, eval_queries):
+    queries = read_queries(eval_queries)[:4]
+    queries[0] = dataclasses.replace(queries[0], box=Box(-5, 0, 40, 64))  # the photos are 64 x 64
+    queries[2] = dataclasses.replace(queries[2], box=Box(100, 100, 200, 200))  # outside: that query fails
+    warnings = []
+    report = evaluate(searcher, queries, batch_size=4, progress=False, warn=warnings.append)
+    assert report.evaluated == 3 and report.failed == 1
+    assert "box 100,100,200,200 lies outside the 64x64 image" in report.failed_examples[0]["error"]
+    assert report.failed_examples[0]["box"] == [100, 100, 200, 200]
+    assert [r["box"] for r in report.records] == [[0, 0, 40, 64], None, None]  # the box used: clipped
+    kept = [queries[i] for i in (0, 1, 3)]
+    direct = searcher.search([q.image for q in kept], [q.mask for q in kept], topk=len(searcher),
+                             boxes=[q.box for q in kept])
+    assert [r["top"] for r in report.records] == [[h.shape_id for h in r.hits][:10] for r in direct]
+    from ibsr.eval.report import measure_latency
+    assert measure_latency(searcher, report)["queries"] == 3  # its reruns search the same boxes
 
 
 # --------------------------------------------------------------------------- CLI

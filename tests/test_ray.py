@@ -147,6 +147,7 @@ def test_ray_eval_equals_local_eval(ray_local, built_index, tiny_weights, eval_q
     assert [r["rank"] for r in remote.records] == [r["rank"] for r in local.records]
     assert [r["top"] for r in remote.records] == [r["top"] for r in local.records]
     assert [r["mask_source"] for r in remote.records] == [r["mask_source"] for r in local.records]
+    assert [r["box"] for r in remote.records] == [r["box"] for r in local.records] == [None] * 3 + [[0, 2, 51, 64]]
     assert remote.summary == local.summary
     assert remote.failed_examples[0]["error"] == local.failed_examples[0]["error"]
     oracle = evaluate_with_ray(searcher, queries, oracle_category=True, limit=2,
@@ -190,7 +191,8 @@ def test_ray_missing_says_how_to_install(monkeypatch, catalog, tiny_weights, tmp
 
 @pytest.fixture(scope="module")
 def eval_queries_ray(catalog, tmp_path_factory):
-    """4 rendered photos of index shapes (one with a mask), one unreadable photo, one unknown shape."""
+    """4 rendered photos of index shapes (one with a mask, one with a box), one unreadable photo, one unknown
+    shape."""
     import json
 
     from PIL import Image
@@ -208,6 +210,8 @@ def eval_queries_ray(catalog, tmp_path_factory):
         if i == 1:
             Image.fromarray(((gray < 255) * 255).astype(np.uint8)).save(root / "q1_mask.png")
             record["mask"] = "q1_mask.png"
+        if i == 3:
+            record["box"] = [-4, 2, 50.5, 64]  # reaches the workers; clipped there to 0,2,51,64
         records.append(record)
         if i == 2:
             (root / "broken.png").write_bytes(b"not an image")

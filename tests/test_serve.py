@@ -131,6 +131,44 @@ def test_search_options_and_mask_preview(client, built_index, photos):
     assert (shown > 127).tolist() == (np.asarray(Image.open(io.BytesIO(mask))) > 127).tolist()
 
 
+def test_box_field_searches_inside_the_box_as_ibsr_search_box(client, built_index, tiny_weights, photos, tmp_path):
+    name, photo, mask = photos[1]
+    (tmp_path / name).write_bytes(photo)
+    cli = CliRunner().invoke(search_cli.main, [str(tmp_path / name), "--index", str(built_index), "--weights",
+                                               str(tiny_weights), "--topk", "5", "--json", "--box", "10,-4,70.5,90"])
+    assert cli.exit_code == 0, cli.output
+    [expected] = json.loads(cli.output)
+    response = client.post("/search?mask_preview=true", files={"image": (name, photo)},
+                           data={"topk": "5", "box": "10,-4,70.5,90"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["box"] == [10, 0, 71, 90]  # the box used: clipped to the 96 x 96 photo, whole pixels
+    assert {**body, "mask_preview": None} == {**expected, "query": name, "mask_preview": None}
+    shown = np.asarray(Image.open(io.BytesIO(base64.b64decode(body["mask_preview"].split(",", 1)[1]))))
+    outside = np.ones(shown.shape, bool)
+    outside[0:90, 10:71] = False
+    assert shown.any() and not shown[outside].any()  # nothing outside the box is object
+    with_mask = post(client, photo, mask, box="0,0,48,96").json()
+    assert with_mask["mask_source"] == "file" and with_mask["box"] == [0, 0, 48, 96]
+    assert post(client, photo, box="").json()["box"] is None  # an empty form field: no box
+
+
+def test_bad_box_answers_400_naming_it(client, photos):
+    _, photo, _ = photos[0]
+    cases = [
+        ("10,20,30", "box '10,20,30' is not four numbers"),
+        ("nan,0,10,10", "box nan,0,10,10: coordinates must be finite"),
+        ("50,0,10,10", "box 50,0,10,10 is empty or inverted"),
+        ("10,10,10,30", "is empty or inverted"),
+        ("100,0,200,50", "image 'q.png': box 100,0,200,50 lies outside the 96x96 image"),
+    ]
+    for box, message in cases:
+        response = post(client, photo, box=box)
+        assert response.status_code == 400, (box, response.text)
+        assert message in response.json()["error"] and "X0,Y0,X1,Y1" in response.json()["error"], response.json()
+    assert post(client, photo, box="0,0,96,96").status_code == 200  # still serving
+
+
 def test_bad_input_answers_4xx_json_naming_the_problem(client, photos):
     _, photo, mask = photos[0]
     truncated = photo[: len(photo) // 2]
@@ -210,7 +248,7 @@ def test_openapi_describes_the_api(client):
     form = spec["paths"]["/search"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
     ref = form["$ref"].rsplit("/", 1)[1]
     fields = spec["components"]["schemas"][ref]["properties"]
-    assert {"image", "mask", "topk", "category", "prefilter", "candidates"} <= set(fields)
+    assert {"image", "mask", "topk", "category", "prefilter", "candidates", "box"} <= set(fields)
     page = client.get("/")
     assert page.status_code == 200 and "importmap" in page.text
     script = client.get("/static/app.js").text

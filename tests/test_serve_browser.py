@@ -2,8 +2,9 @@
 
 Upload a photo through the page, wait for the hit cards, open the 3D view of the best hit and
 check what the canvas shows: the mesh, seen from the camera of the hit's best view, so its
-silhouette matches the index's own rendering of that view.
-Set IBSR_SERVE_SCREENSHOTS=DIR to keep the screenshots (page and 3D view) to look at.
+silhouette matches the index's own rendering of that view. Drag a box on a photo of two objects
+and check the request carries it, the answer echoes it and the page draws it.
+Set IBSR_SERVE_SCREENSHOTS=DIR to keep the screenshots (page, 3D view, page with a box) to look at.
 """
 
 from __future__ import annotations
@@ -96,3 +97,81 @@ def test_page_searches_and_shows_the_hit_in_3d(browser, built_index, tiny_weight
         os.makedirs(keep, exist_ok=True)
         for name in ("page.png", "viewer.png", "page_viewer.png"):
             shutil.copy(tmp_path / name, os.path.join(keep, name))
+
+
+# Chromium gives no request body of a multipart upload with a file to playwright: the page's
+# FormData is read where fetch receives it.
+RECORD_BOXES = """
+window.sentBoxes = [];
+const pageFetch = window.fetch;
+window.fetch = (url, options) => {
+  if (options && options.body instanceof FormData) window.sentBoxes.push(options.body.get('box'));
+  return pageFetch(url, options);
+};
+"""
+
+
+def test_page_sends_a_dragged_box_and_draws_the_box_used(browser, built_index, tiny_weights, catalog, tmp_path):
+    # Two objects side by side: a chair on the left, a lamp on the right (256 x 128).
+    chair, lamp = (np.asarray(Image.open(io.BytesIO(mesh_photo(sorted((catalog / c).iterdir())[0], view=1,
+                                                                   size=128)[0]))) for c in ("chair", "lamp"))
+    Image.fromarray(np.concatenate([chair, lamp], axis=1)).save(tmp_path / "two.png")
+    service = SearchService(ServeConfig(index_dir=built_index, weights=tiny_weights, reload_interval_s=0))
+    errors = []
+    with running_server(create_app(service)) as base:
+        page = browser.new_page(viewport={"width": 1200, "height": 900}, device_scale_factor=1)
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.add_init_script(RECORD_BOXES)
+        page.goto(base + "/")
+        page.wait_for_function("document.getElementById('index-info').textContent.includes('9 shapes')")
+        page.fill("#topk", "3")
+        sent = lambda: page.evaluate("window.sentBoxes.at(-1)")  # the box field of the last search sent
+        with page.expect_response(lambda r: "/search" in r.url) as first:
+            page.set_input_files("#image", str(tmp_path / "two.png"))
+        assert sent() is None and first.value.json()["box"] is None
+        page.wait_for_selector("#results .card >> nth=2")
+        page.wait_for_function("document.getElementById('photo').naturalWidth === 256")
+        assert page.is_hidden("#box-rect") and page.is_hidden("#clear-box")
+
+        # Drag from the lamp's left-top to past the photo's right-bottom corner: clamped to the photo.
+        img = page.eval_on_selector("#photo", "i => { const r = i.getBoundingClientRect(); return {x: r.left + "
+                                              "i.clientLeft, y: r.top + i.clientTop, w: i.clientWidth, h: i.clientHeight}; }")
+        scale = 256 / img["w"]
+        start = (round(img["x"] + 0.55 * img["w"]), round(img["y"] + 0.1 * img["h"]))
+        end = (round(img["x"] + img["w"] + 30), round(img["y"] + img["h"] + 30))
+        expected = [round((start[0] - img["x"]) * scale), round((start[1] - img["y"]) * scale), 256, 128]
+        with page.expect_response(lambda r: "/search" in r.url) as boxed:
+            page.mouse.move(*start)
+            page.mouse.down()
+            page.mouse.move(start[0] + 40, start[1] + 40, steps=4)
+            page.mouse.move(*end, steps=4)
+            page.mouse.up()
+        assert sent() == ",".join(map(str, expected))
+        answer = boxed.value.json()
+        assert answer["box"] == expected  # the box used, echoed
+        page.wait_for_function(f"document.getElementById('photo-caption').textContent === 'photo, box {sent()}'")
+        page.wait_for_selector("#results .card >> nth=2")
+        assert page.is_visible("#clear-box")
+        drawn = page.locator("#box-rect").bounding_box()
+        assert drawn["x"] == pytest.approx(img["x"] + expected[0] / scale, abs=1)
+        assert drawn["y"] == pytest.approx(img["y"] + expected[1] / scale, abs=1)
+        assert drawn["width"] == pytest.approx((expected[2] - expected[0]) / scale, abs=1)
+        assert drawn["height"] == pytest.approx((expected[3] - expected[1]) / scale, abs=1)
+        page.wait_for_function("(i => i.complete && i.naturalWidth === 256)(document.getElementById('mask-used'))")
+        mask = page.eval_on_selector("#mask-used", "i => { const c = document.createElement('canvas'); "
+                                                   "c.width = i.naturalWidth; c.height = i.naturalHeight; "
+                                                   "const g = c.getContext('2d'); g.drawImage(i, 0, 0); "
+                                                   "return Array.from(g.getImageData(0, 0, c.width, c.height).data); }")
+        shown = np.array(mask, np.uint8).reshape(128, 256, 4)[:, :, 0] > 127
+        assert shown.any() and not shown[:, :expected[0]].any()  # the mask used lies inside the box
+        page.screenshot(path=str(tmp_path / "page_box.png"))
+
+        with page.expect_response(lambda r: "/search" in r.url) as cleared:
+            page.click("#clear-box")
+        assert sent() is None and cleared.value.json()["box"] is None
+        page.wait_for_function("document.getElementById('photo-caption').textContent.startsWith('photo: drag')")
+        assert page.is_hidden("#box-rect") and page.is_hidden("#clear-box")
+    assert not errors, errors
+    if os.environ.get("IBSR_SERVE_SCREENSHOTS"):
+        os.makedirs(os.environ["IBSR_SERVE_SCREENSHOTS"], exist_ok=True)
+        shutil.copy(tmp_path / "page_box.png", os.path.join(os.environ["IBSR_SERVE_SCREENSHOTS"], "page_box.png"))

@@ -22,8 +22,9 @@ from ibsr.cli.common import (IbsrCommand, device_option, index_option, json_opti
 @click.command(cls=IbsrCommand)
 @index_option
 @click.option("--queries", "queries_path", required=True, type=click.Path(dir_okay=False),
-              help="Labelled queries: an ibsr queries.jsonl (lines of image, mask, shape_id, category; paths "
-                   "relative to the file; mask and category optional) or Pix3D's pix3d.json (img, mask, model, "
+              help="Labelled queries: an ibsr queries.jsonl (lines of image, mask, shape_id, category, box; paths "
+                   "relative to the file; mask, category and box optional; box = [x0, y0, x1, y1], the object's "
+                   "rectangle in a photo of several, as ibsr-search --box) or Pix3D's pix3d.json (img, mask, model, "
                    "category; the shape id is <category>/<name> of model/<category>/<name>/model.obj, as "
                    "`ibsr-index build pix3d/model` names it).")
 @weights_option

@@ -22,6 +22,13 @@ QUERY_CHUNK = 64  # photos decoded, encoded and reranked together
 @click.option("--mask", "masks", multiple=True, type=click.Path(),
               help="Object mask for a query (repeat once per image, in order). Default: the image's alpha "
                    "channel, else an automatic mask (--mask-method).")
+@click.option("--box", "boxes", multiple=True, metavar="X0,Y0,X1,Y1",
+              help="Search only the object inside this rectangle of a photo that shows several (repeat once per "
+                   "image, in order): pixels of the photo at full size, upright as viewers show it (after EXIF "
+                   "rotation, as --mask), x0,y0 the left-top and x1,y1 the right-bottom corner (exclusive), "
+                   "integers or floats, e.g. --box 40,25,310,290. The mask (automatic, alpha or --mask) and the "
+                   "crop are made inside the box; outside it nothing is object. A box partly outside the photo is "
+                   "clipped to it (results give the box used); one wholly outside, empty or inverted is an error.")
 @mask_method_option
 @mask_weights_option
 @mirror_option
@@ -40,21 +47,25 @@ QUERY_CHUNK = 64  # photos decoded, encoded and reranked together
               help="Also write an HTML page with each query, its mask and each hit's rendered views.")
 @device_option
 @json_option
-def main(images, index, weights, topk, masks, mask_method, mask_weights, mirror, category, prefilter, candidates, neighbors,
+def main(images, index, weights, topk, masks, boxes, mask_method, mask_weights, mirror, category, prefilter, candidates, neighbors,
          html_path, device, as_json):
     """Rank the shapes of an index for each query photo (JPEG, PNG, WebP, ...), best first."""
     from ibsr.indexer import resolve_index_dir
     from ibsr.searcher import Searcher
+    from ibsr.searcher.query import Box
     from ibsr.searcher.results import format_table, html_page
 
     if masks and len(masks) != len(images):
         raise IbsrError(f"{len(masks)} --mask for {len(images)} images; give one --mask per image, in order, or none")
+    if boxes and len(boxes) != len(images):
+        raise IbsrError(f"{len(boxes)} --box for {len(images)} images; give one --box per image, in order, or none")
+    boxes = [Box.parse(text) for text in boxes]  # a malformed box fails before the model loads
     searcher = Searcher(resolve_index_dir(index), weights=weights, device=device, mask_method=mask_method,
                         mask_weights=mask_weights, mirror=mirror)
     results, sections = [], []
     for start in range(0, len(images), QUERY_CHUNK):  # bounded memory for thousands of photos
         chunk = slice(start, start + QUERY_CHUNK)
-        queries = searcher.load_queries(list(images[chunk]), list(masks[chunk]) or None)
+        queries = searcher.load_queries(list(images[chunk]), list(masks[chunk]) or None, boxes[chunk] or None)
         found = searcher.search_queries(queries, topk, category, prefilter, candidates, neighbors)
         results.extend(found)
         if html_path:

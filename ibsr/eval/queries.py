@@ -4,8 +4,9 @@ Two formats, told apart by the file's suffix (`.jsonl`/`.ndjson` vs `.json`), el
 character (`[` = a JSON list):
 
 - ibsr `queries.jsonl` (what `ibsr-data synth` writes): one object per line with `image`,
-  `shape_id`, and optionally `mask` and `category`; paths relative to the file's folder. A
-  missing category is taken from the index.
+  `shape_id`, and optionally `mask`, `category` and `box` (`[x0, y0, x1, y1]`: the object's
+  rectangle in a photo of several, as `ibsr-search --box`); paths relative to the file's folder.
+  A missing category is taken from the index.
 - Pix3D's `pix3d.json`: a JSON list of objects with `img`, `mask`, `model`, `category` (other
   keys ignored); paths relative to the json's folder. The true shape id is the one that
   `ibsr-index build <pix3d>/model` gives the model: `<category>/<name>` for
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from ibsr.errors import IbsrError
+from ibsr.searcher.query import Box
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 
@@ -35,10 +37,12 @@ class EvalQuery:
     shape_id: str
     category: str | None  # None: take the index's category of shape_id
     line: int  # line of the queries file where the record starts
+    box: Box | None = None  # the object's rectangle in the photo (ibsr-search --box); None: the whole photo
 
     def to_dict(self) -> dict:
         return {"image": str(self.image), "mask": None if self.mask is None else str(self.mask),
-                "shape_id": self.shape_id, "category": self.category, "line": self.line}
+                "shape_id": self.shape_id, "category": self.category, "line": self.line,
+                "box": None if self.box is None else self.box.to_list()}
 
 
 def read_queries(path: str | Path, check_files: bool = True) -> list[EvalQuery]:
@@ -171,7 +175,16 @@ def _record(row, line: int, path: Path) -> EvalQuery:
         shape_id, category = str(row["shape_id"]).strip(), _text(row, "category", line, path)
         image, mask = row["image"], row.get("mask")
     return EvalQuery(_resolve(root, image, "image", line, path), _resolve(root, mask, "mask", line, path)
-                     if mask else None, shape_id, category, line)
+                     if mask else None, shape_id, category, line, _box(row.get("box"), line, path))
+
+
+def _box(value, line: int, path: Path) -> Box | None:
+    if value is None:
+        return None
+    try:
+        return Box.from_value(value)
+    except IbsrError as exc:
+        raise IbsrError(f"line {line}: {exc}", path) from None
 
 
 def _require(row: dict, keys, line: int, path: Path) -> None:

@@ -31,6 +31,7 @@ from ibsr.eval.queries import EvalQuery, split_known
 from ibsr.eval.run import evaluate
 from ibsr.indexer.ray_backend import (LOCAL, TASK_MEMORY, cluster_cpus, encoder_pool, from_items, load_model,
                                       model_payload, ordered_pipeline, ray_session)
+from ibsr.searcher.query import Box
 
 ENCODE_BATCH = 32  # queries per encoder call (as Searcher.encode)
 
@@ -44,6 +45,7 @@ class EncodedQuery:
     mask_source: str
     q: np.ndarray  # D float32
     wq: np.ndarray  # D float32
+    box: Box | None = None  # the box searched (load_query's checked box)
 
 
 def evaluate_with_ray(searcher, queries: list[EvalQuery], address: str | None = LOCAL, batch_size: int = 64,
@@ -74,9 +76,10 @@ class RayQueries:
     def __len__(self) -> int:
         return len(self.searcher)
 
-    def load_queries(self, images: list, masks: list | None = None) -> list[EncodedQuery]:
-        """The next len(images) encoded queries. An unreadable photo raises IbsrError; for a
-        batch, nothing is taken, so that evaluate can retry its queries one by one."""
+    def load_queries(self, images: list, masks: list | None = None, boxes: list | None = None) -> list[EncodedQuery]:
+        """The next len(images) encoded queries (their masks and boxes went to the workers with
+        them). An unreadable photo raises IbsrError; for a batch, nothing is taken, so that
+        evaluate can retry its queries one by one."""
         while len(self._ready) < len(images):
             self._ready.append(next(self._rows))
         rows = [self._ready[i] for i in range(len(images))]
@@ -90,7 +93,8 @@ class RayQueries:
             self._ready.popleft()
         if errors:
             raise IbsrError(errors[0])
-        return [EncodedQuery(row["image"], row["mask_source"], row["q"], row["wq"]) for row in rows]
+        return [EncodedQuery(row["image"], row["mask_source"], row["q"], row["wq"], Box.parse(row["box"]) if row["box"]
+                             else None) for row in rows]
 
     def search_queries(self, queries: list[EncodedQuery], *args, **kwargs):
         """Searcher.search_encoded on the embeddings the workers computed."""
@@ -105,12 +109,14 @@ def query_row(row: dict, size: int, mask_method: str = "auto", mask_weights: str
     """Decode, mask and crop one query photo (a Ray Data row); failures come back as data."""
     from ibsr.searcher.query import load_query, query_tensor
 
-    try:
-        query = load_query(row["image"], row["mask"] or None, mask_method, mask_weights)
+    try:  # boxes travel as text: Ray Data columns take no None mixed with lists
+        query = load_query(row["image"], row["mask"] or None, mask_method, mask_weights,
+                           Box.parse(row["box"]) if row["box"] else None)
         x, source, error = query_tensor(query, size), query.mask_source, ""
+        box = "" if query.box is None else str(query.box)
     except IbsrError as exc:
-        x, source, error = np.zeros((4, size, size), np.float32), "", str(exc)
-    return {"image": row["image"], "x": x, "mask_source": source, "error": error}
+        x, source, error, box = np.zeros((4, size, size), np.float32), "", str(exc), ""
+    return {"image": row["image"], "x": x, "mask_source": source, "box": box, "error": error}
 
 
 class QueryEncoder:
@@ -140,7 +146,8 @@ def _encoded_rows(ray, searcher, known: list[EvalQuery], encoders: int | None):
     """Lazily: the encoded rows of `known`, in order (nothing runs before the first row is asked)."""
     if not known:
         return
-    items = [{"image": str(q.image), "mask": "" if q.mask is None else str(q.mask)} for q in known]
+    items = [{"image": str(q.image), "mask": "" if q.mask is None else str(q.mask),
+              "box": "" if q.box is None else str(q.box)} for q in known]
     pool = encoder_pool(ray, searcher.device, encoders)
     blocks = min(len(items), max(math.ceil(len(items) / 8), 4 * cluster_cpus(ray)))  # <= 8 photos per decode task
     dataset = from_items(ray, items, blocks)
@@ -156,4 +163,5 @@ def _encoded_rows(ray, searcher, known: list[EvalQuery], encoders: int | None):
     for batch in dataset.iter_batches(batch_size=ENCODE_BATCH, batch_format="numpy"):
         for i in range(len(batch["image"])):
             yield {"image": str(batch["image"][i]), "mask_source": str(batch["mask_source"][i]),
-                   "error": str(batch["error"][i]), "q": batch["q"][i], "wq": batch["wq"][i]}
+                   "box": str(batch["box"][i]), "error": str(batch["error"][i]), "q": batch["q"][i],
+                   "wq": batch["wq"][i]}

@@ -70,6 +70,7 @@ def measure_latency(searcher, report, sample: int = LATENCY_SAMPLE, prefilter: s
     load (decode + mask), encode, prefilter, rerank and total.
     """
     from ibsr.errors import IbsrError
+    from ibsr.searcher.query import Box
 
     records = report.records
     if not records:
@@ -87,7 +88,8 @@ def measure_latency(searcher, report, sample: int = LATENCY_SAMPLE, prefilter: s
         before = dict(searcher.timings)
         start = time.perf_counter()
         try:
-            loaded = searcher.load_queries([record["image"]], [record["mask"]])
+            box = record.get("box")  # the box searched: checked already, the same pixels again
+            loaded = searcher.load_queries([record["image"]], [record["mask"]], [Box.from_value(box) if box else None])
             searcher.search_queries(loaded, topk, None, **args)
         except IbsrError:
             continue

@@ -131,7 +131,7 @@ def evaluate(searcher, queries: Sequence[EvalQuery], batch_size: int = 64, progr
                 category_hits.append(category_hit)
                 true_categories.append(truth_category)
                 records.append({"image": str(query.image), "mask": None if query.mask is None else str(query.mask),
-                                "line": query.line, "shape_id": query.shape_id, "category": truth_category,
+                                "box": result.box, "line": query.line, "shape_id": query.shape_id, "category": truth_category,
                                 "rank": rank, "category_hit": category_hit, "mask_source": result.mask_source,
                                 "top": ids[:TOP_KEPT]})
             bar.update(min(batch_size, len(known) - b))
@@ -158,16 +158,16 @@ def evaluate(searcher, queries: Sequence[EvalQuery], batch_size: int = 64, progr
 
 def _load_batch(searcher, batch: list[EvalQuery], strict: bool, failed: list, warn):
     """(loaded queries, the EvalQuery of each); unloadable ones are dropped unless strict."""
-    images, masks = [q.image for q in batch], [q.mask for q in batch]
+    images, masks, boxes = [q.image for q in batch], [q.mask for q in batch], [q.box for q in batch]
     try:
-        return searcher.load_queries(images, masks), batch
+        return searcher.load_queries(images, masks, boxes), batch
     except IbsrError:
         if strict:
             raise
     loaded, kept = [], []
     for q in batch:  # find the bad ones
         try:
-            loaded.extend(searcher.load_queries([q.image], [q.mask]))
+            loaded.extend(searcher.load_queries([q.image], [q.mask], [q.box]))
             kept.append(q)
         except IbsrError as exc:
             if len(failed) < EXAMPLES_KEPT:

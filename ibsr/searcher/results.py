@@ -27,13 +27,15 @@ class SearchResult:
     hits: list[Hit]
     predicted_categories: list[str] = field(default_factory=list)
     shapes_scored: float | None = None  # fraction of the index's shapes scored exactly for this query
+    box: list | None = None  # [x0, y0, x1, y1] searched (the given box clipped to the photo); None: the whole photo
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 def format_table(result: SearchResult) -> str:
-    lines = [f"query: {result.query}  (mask: {result.mask_source})",
+    box = "" if result.box is None else f", box: {','.join(map(str, result.box))}"
+    lines = [f"query: {result.query}  (mask: {result.mask_source}{box})",
              f"{'rank':>4}  {'score':>8}  {'category':<12}  {'shape_id':<32}  path"]
     for hit in result.hits:
         lines.append(f"{hit.rank:>4}  {hit.score:>8.4f}  {hit.category:<12}  {hit.shape_id:<32}  {hit.source_path}")
@@ -80,7 +82,7 @@ def html_section(result: SearchResult, query, thumbnails: dict[str, bytes]) -> s
     """One query's block: the photo, its mask, and a row per hit with the hit's rendered views."""
     mask = query.mask.astype(np.uint8) * 255
     parts = [f"<section><h2>{html.escape(result.query)}</h2><div class='query'>"
-             f"<img alt='query' src='{_data_uri(_preview(query.rgb))}'>"
+             f"<img alt='query' src='{_data_uri(_preview(_with_box(query.rgb, result.box)))}'>"
              f"<img alt='mask ({html.escape(result.mask_source)})' src='{_data_uri(_preview(mask))}'>"
              f"</div><table><tr><th>rank</th><th>score</th><th>shape</th><th>views</th></tr>"]
     for hit in result.hits:
@@ -90,6 +92,15 @@ def html_section(result: SearchResult, query, thumbnails: dict[str, bytes]) -> s
                      f"src='{_thumbnail_uri(thumbnails.get(hit.shape_id))}'></td></tr>")
     parts.append("</table></section>")
     return "".join(parts)
+
+
+def _with_box(rgb: np.ndarray, box: list | None) -> np.ndarray:
+    """The photo with the searched box drawn in, thick enough to survive the preview's shrinking."""
+    if box is None:
+        return rgb
+    thickness = max(1, round(max(rgb.shape[:2]) / 128))
+    x0, y0, x1, y1 = (int(v) for v in box)
+    return cv2.rectangle(rgb.copy(), (x0, y0), (x1 - 1, y1 - 1), (255, 40, 40), thickness)
 
 
 def html_page(sections: list[str], title: str = "ibsr search results") -> str:

@@ -83,18 +83,22 @@ class Searcher:
 
     def search(self, images: list, masks: list | None = None, topk: int = 10, category: str | None = None,
                prefilter: str = "category", candidates: int = DEFAULT_CANDIDATES,
-               neighbors: int = DEFAULT_NEIGHBORS) -> list[SearchResult]:
-        """Rank the catalog for each image (a path or a `Query`); best first."""
-        queries = self.load_queries(images, masks)
+               neighbors: int = DEFAULT_NEIGHBORS, boxes: list | None = None) -> list[SearchResult]:
+        """Rank the catalog for each image (a path or a `Query`); best first. boxes: a `Box` (or
+        None) per image, the part of the photo that holds the object (`load_query`)."""
+        queries = self.load_queries(images, masks, boxes)
         return self.search_queries(queries, topk, category, prefilter, candidates, neighbors)
 
-    def load_queries(self, images: list, masks: list | None = None) -> list[Query]:
+    def load_queries(self, images: list, masks: list | None = None, boxes: list | None = None) -> list[Query]:
         masks = masks or [None] * len(images)
+        boxes = boxes or [None] * len(images)
         if len(masks) != len(images):
             raise IbsrError(f"{len(masks)} masks for {len(images)} images; give one --mask per query or none")
+        if len(boxes) != len(images):
+            raise IbsrError(f"{len(boxes)} boxes for {len(images)} images; give one --box per query or none")
         with self._timed("load"):
-            return [im if isinstance(im, Query) else load_query(im, m, self.mask_method, self.mask_weights)
-                    for im, m in zip(images, masks)]
+            return [im if isinstance(im, Query) else load_query(im, m, self.mask_method, self.mask_weights, b)
+                    for im, m, b in zip(images, masks, boxes)]
 
     def search_queries(self, queries: list[Query], topk: int = 10, category: str | None = None,
                        prefilter: str = "category", candidates: int = DEFAULT_CANDIDATES,
@@ -110,7 +114,7 @@ class Searcher:
                        candidates: int = DEFAULT_CANDIDATES, neighbors: int = DEFAULT_NEIGHBORS) -> list[SearchResult]:
         """Prefilter + rerank for queries already encoded (q, W q: B x D), e.g. by Ray workers.
 
-        `queries` only needs `.path` and `.mask_source` per query (for the results)."""
+        `queries` only needs `.path`, `.mask_source` and optionally `.box` per query (for the results)."""
         topk = self._check_topk(topk)
         q, wq = q.to(self.device, torch.float32), wq.to(self.device, torch.float32)
         with self._timed("prefilter"):
@@ -183,7 +187,9 @@ class Searcher:
             row = index if rows is None else int(rows[index])
             shape_id, category, source_path = self.shapes.row(row)
             hits.append(Hit(rank, shape_id, category, float(score), source_path, int(view)))
-        return SearchResult(query.path, query.mask_source, hits, list(categories), scored / len(self))
+        box = getattr(query, "box", None)
+        return SearchResult(query.path, query.mask_source, hits, list(categories), scored / len(self),
+                            None if box is None else box.to_list())
 
     def html_sections(self, results: list[SearchResult], queries: list[Query]) -> list[str]:
         """HTML blocks for `html_page`: each query, its mask and its hits' rendered views."""

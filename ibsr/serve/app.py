@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException
 
 import ibsr
 from ibsr.errors import IbsrError
+from ibsr.searcher.query import Box
 from ibsr.searcher.results import image_data_uri
 from ibsr.serve.service import Overloaded, SearchParams, SearchService
 from ibsr.serve.shapes import ShapeNotFound, mesh_glb, rig_json
@@ -71,13 +72,17 @@ def create_app(service: SearchService) -> FastAPI:
         prefilter: Literal["category", "ann", "none", "exact"] = Form("category", description="Candidates of the rerank."),
         candidates: int = Form(1000, ge=1, description="prefilter=ann: shapes reranked."),
         neighbors: int = Form(10, ge=1, description="prefilter=category: nearest shapes that vote for categories."),
+        box: str | None = Form(None, description="`x0,y0,x1,y1`: search only the object inside this rectangle, in "
+                                                 "pixels of the upright photo (as `ibsr-search --box`); clipped to "
+                                                 "the photo, and the answer's `box` is the one used."),
         mask_preview: bool = QueryParam(False, description="Add `mask_preview`: a PNG data URI of the mask used."),
     ):
         params = SearchParams(topk, category or None, prefilter, candidates, neighbors)
+        box = Box.parse(box) if box and box.strip() else None  # a bad box answers 400 before the photo is read
         with service.admit():
             try:
                 result, version, query = await asyncio.wait_for(
-                    _decode_and_search(service, image, mask, params), service.config.timeout_s)
+                    _decode_and_search(service, image, mask, box, params), service.config.timeout_s)
             except asyncio.TimeoutError:
                 return _error(504, f"no answer within the {service.config.timeout_s:g} s limit (--timeout); "
                                    "the service is busy or the photo is very large: try again")
@@ -108,16 +113,16 @@ def create_app(service: SearchService) -> FastAPI:
     return app
 
 
-async def _decode_and_search(service: SearchService, image: UploadFile, mask: UploadFile | None,
+async def _decode_and_search(service: SearchService, image: UploadFile, mask: UploadFile | None, box: Box | None,
                              params: SearchParams):
     if mask is not None and not mask.filename and mask.size == 0:
         mask = None  # an empty file input of an HTML form
-    query = await service.decode(decode_upload, service.served.searcher, image, mask)
+    query = await service.decode(decode_upload, service.served.searcher, image, mask, box)
     result, version = await asyncio.wrap_future(service.submit(query, params))
     return result, version, query
 
 
-def decode_upload(searcher, image: UploadFile, mask: UploadFile | None):
+def decode_upload(searcher, image: UploadFile, mask: UploadFile | None, box: Box | None = None):
     """The searcher's own `load_queries` on the uploaded files: the same decoding, limits and
     masks as ibsr-search. Errors name the form field and the uploaded file's name.
 
@@ -133,7 +138,8 @@ def decode_upload(searcher, image: UploadFile, mask: UploadFile | None):
                 files[field].flush()
                 names[files[field].name] = f"{field} {upload.filename or '(no name)'!r}"
         try:
-            [query] = searcher.load_queries([files["image"].name], [files["mask"].name] if mask else None)
+            [query] = searcher.load_queries([files["image"].name], [files["mask"].name] if mask else None,
+                                            [box] if box else None)
         except IbsrError as exc:
             raise IbsrError(f"{names.get(exc.path, exc.path)}: {exc.message}") from None
     finally:

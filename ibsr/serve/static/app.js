@@ -1,6 +1,7 @@
 // The ibsr page: send a photo (and optional mask) to POST /search, show the photo, the mask ibsr
 // used and the hits as cards; a click on a hit opens its mesh (GET /shapes/ID/mesh.glb) in a
-// three.js view, first seen from the rig camera of the best-matching view (GET /rig).
+// three.js view, first seen from the rig camera of the best-matching view (GET /rig). A rectangle
+// dragged on the photo is sent as `box` (the object to search in a photo of several).
 import * as THREE from 'three';
 import { OrbitControls } from 'three/addons/controls/OrbitControls.js';
 import { GLTFLoader } from 'three/addons/loaders/GLTFLoader.js';
@@ -12,6 +13,10 @@ const KEY_LIGHT = new THREE.Vector3(-0.35, 0.85, 0.40).normalize();
 
 let rig = null;
 let viewer = null;
+let box = null;  // [x0, y0, x1, y1] in the photo's own pixels (naturalWidth x naturalHeight), or null
+let shownFile = null;  // the file whose preview #photo shows
+let searches = 0;  // numbers each search: only the latest one's answer is shown
+const MIN_DRAG_PX = 4;  // a shorter drag is a click, not a box
 
 function shapeUrl(shapeId, file) {
   return 'shapes/' + shapeId.split('/').map(encodeURIComponent).join('/') + '/' + file;
@@ -42,22 +47,32 @@ async function search() {
   form.append('topk', $('topk').value || '10');
   if ($('category').value.trim()) form.append('category', $('category').value.trim());
   form.append('prefilter', $('prefilter').value);
+  if (box) form.append('box', box.join(','));
 
-  $('photo').src = URL.createObjectURL(image);
-  $('query').hidden = false;
+  showPhoto(image);
   $('mask-used').removeAttribute('src');
   $('results').replaceChildren();
   setStatus('searching…');
+  const mine = ++searches;
   const started = performance.now();
   const response = await fetch('search?mask_preview=true', { method: 'POST', body: form });
-  if (!response.ok) { setStatus(await errorText(response), true); return; }
-  const result = await response.json();
+  const result = response.ok ? await response.json() : await errorText(response);
+  if (mine !== searches) return;  // a newer search (another box, another photo) has started
+  if (!response.ok) { setStatus(result, true); return; }
   const ms = Math.round(performance.now() - started);
   setStatus(`${result.hits.length} hits in ${ms} ms (table version ${response.headers.get('X-Ibsr-Version')})`);
   showResult(result);
 }
 
+function showPhoto(image) {
+  if (shownFile === image) return;
+  shownFile = image;
+  $('photo').src = URL.createObjectURL(image);
+  $('query').hidden = false;
+}
+
 function showResult(result) {
+  setBox(result.box);  // the box used: the one drawn, clipped to the photo
   $('mask-used').src = result.mask_preview;
   $('mask-caption').textContent = `mask (${result.mask_source})`;
   $('predicted').textContent = result.predicted_categories.length
@@ -150,6 +165,68 @@ async function openViewer(hit) {
   });
 }
 
+// ---- the object box: drag on the photo; sent as `box` in the photo's own pixels
+
+function setBox(value) {
+  box = value || null;
+  drawBox(box);
+  $('clear-box').hidden = !box;
+  $('photo-caption').textContent = box ? `photo, box ${box.join(',')}` : 'photo: drag a box around the object';
+}
+
+function drawBox(b) {
+  const img = $('photo');
+  const rect = $('box-rect');
+  rect.hidden = !b || !img.naturalWidth;
+  if (rect.hidden) return;
+  const sx = img.clientWidth / img.naturalWidth;
+  const sy = img.clientHeight / img.naturalHeight;
+  rect.style.left = `${img.clientLeft + b[0] * sx}px`;
+  rect.style.top = `${img.clientTop + b[1] * sy}px`;
+  rect.style.width = `${(b[2] - b[0]) * sx}px`;
+  rect.style.height = `${(b[3] - b[1]) * sy}px`;
+}
+
+// The pointer's position in the photo's own pixels, clamped to the photo.
+function photoPoint(event) {
+  const img = $('photo');
+  const r = img.getBoundingClientRect();
+  const x = (event.clientX - r.left - img.clientLeft) * img.naturalWidth / img.clientWidth;
+  const y = (event.clientY - r.top - img.clientTop) * img.naturalHeight / img.clientHeight;
+  return [Math.min(Math.max(x, 0), img.naturalWidth), Math.min(Math.max(y, 0), img.naturalHeight)];
+}
+
+function dragged(start, end) {
+  return [Math.round(Math.min(start[0], end[0])), Math.round(Math.min(start[1], end[1])),
+          Math.round(Math.max(start[0], end[0])), Math.round(Math.max(start[1], end[1]))];
+}
+
+function setupBox() {
+  const frame = $('photo-frame');
+  let start = null;
+  let startPx = null;
+  frame.addEventListener('pointerdown', (e) => {
+    if (!$('photo').naturalWidth || e.button !== 0) return;
+    e.preventDefault();  // no native image drag, no text selection
+    frame.setPointerCapture(e.pointerId);
+    start = photoPoint(e);
+    startPx = [e.clientX, e.clientY];
+  });
+  frame.addEventListener('pointermove', (e) => { if (start) drawBox(dragged(start, photoPoint(e))); });
+  frame.addEventListener('pointerup', (e) => {
+    if (!start) return;
+    const b = dragged(start, photoPoint(e));
+    const small = Math.abs(e.clientX - startPx[0]) < MIN_DRAG_PX || Math.abs(e.clientY - startPx[1]) < MIN_DRAG_PX;
+    start = null;
+    if (small || b[0] >= b[2] || b[1] >= b[3]) { drawBox(box); return; }  // a click keeps the box there was
+    setBox(b);
+    run();
+  });
+  frame.addEventListener('pointercancel', () => { start = null; drawBox(box); });
+  $('clear-box').addEventListener('click', () => { setBox(null); run(); });
+  $('photo').addEventListener('load', () => drawBox(box));
+}
+
 function setupDrop() {
   const drop = $('drop');
   drop.addEventListener('dragover', (e) => { e.preventDefault(); drop.classList.add('over'); });
@@ -159,6 +236,7 @@ function setupDrop() {
     drop.classList.remove('over');
     if (e.dataTransfer.files.length) {
       $('image').files = e.dataTransfer.files;
+      setBox(null);  // a box belongs to the photo it was drawn on
       run();
     }
   });
@@ -166,7 +244,8 @@ function setupDrop() {
 
 const run = () => search().catch((e) => setStatus(`search failed: ${e.message || e}`, true));
 $('search-form').addEventListener('submit', (e) => { e.preventDefault(); run(); });
-$('image').addEventListener('change', run);
+$('image').addEventListener('change', () => { setBox(null); run(); });
 $('viewer-close').addEventListener('click', () => $('viewer').close());
 setupDrop();
+setupBox();
 loadInfo();
