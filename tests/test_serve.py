@@ -26,9 +26,11 @@ from PIL import Image
 from ibsr.cli import search as search_cli
 from ibsr.cli import serve as serve_cli
 from ibsr.indexer import Indexer, ShapeReader
+from ibsr.indexer.discover import catalog_relative
 from ibsr.indexer.mesh import load_mesh
 from ibsr.indexer.render import DEFAULT_RIG
 from ibsr.serve import SearchService, ServeConfig, create_app, thread_budget, usable_cpus
+from ibsr.schemas import META_FILE
 from ibsr.synth import write_catalog
 
 from conftest import CATEGORIES, SHAPES_PER_CATEGORY
@@ -68,6 +70,13 @@ def hits_of(body: dict) -> list[tuple[str, int]]:
     return [(h["shape_id"], h["best_view"]) for h in body["hits"]]
 
 
+def as_served(cli_answer: dict, catalog: Path, name: str) -> dict:
+    """What the service answers where `ibsr-search --json` printed `cli_answer`: the upload's
+    name as `query`, and each source path relative to the catalog root (no server folders)."""
+    hits = [{**h, "source_path": Path(h["source_path"]).relative_to(catalog).as_posix()} for h in cli_answer["hits"]]
+    return {**cli_answer, "query": name, "hits": hits}
+
+
 # --------------------------------------------------------------------------- endpoints
 
 
@@ -79,7 +88,7 @@ def test_health_reports_the_served_index(client, built_index):
     assert health["encoder_id"] == info["encoder_id"]
 
 
-def test_search_answers_what_ibsr_search_json_prints(client, built_index, tiny_weights, photos, tmp_path):
+def test_search_answers_what_ibsr_search_json_prints(client, built_index, tiny_weights, photos, tmp_path, catalog):
     name, photo, mask = photos[1]
     (tmp_path / name).write_bytes(photo)
     (tmp_path / "m.png").write_bytes(mask)
@@ -93,12 +102,12 @@ def test_search_answers_what_ibsr_search_json_prints(client, built_index, tiny_w
         assert response.status_code == 200
         body = response.json()
         assert body["query"] == name  # the upload's name, where the CLI prints the path it was given
-        assert body == {**expected, "query": name}
+        assert body == as_served(expected, catalog, name)
         assert body["mask_source"] == ("file" if with_mask else "grabcut")
         assert len(body["hits"]) == 5 and response.headers["X-Ibsr-Version"] == str(ShapeReader(built_index).version)
 
 
-def test_mirror_on_answers_what_ibsr_search_mirror_prints(built_index, tiny_weights, photos, tmp_path):
+def test_mirror_on_answers_what_ibsr_search_mirror_prints(built_index, tiny_weights, photos, tmp_path, catalog):
     name, photo, _ = photos[2]
     (tmp_path / name).write_bytes(photo)
     outputs = {}
@@ -110,7 +119,7 @@ def test_mirror_on_answers_what_ibsr_search_mirror_prints(built_index, tiny_weig
     assert outputs["--mirror"]["hits"] != outputs["--no-mirror"]["hits"]
     with TestClient(create_app(make_service(built_index, tiny_weights, mirror=True))) as mirrored:
         body = post(mirrored, photo, name=name, topk=5).json()
-    assert body == {**outputs["--mirror"], "query": name}
+    assert body == as_served(outputs["--mirror"], catalog, name)
 
 
 def test_search_options_and_mask_preview(client, built_index, photos):
@@ -372,6 +381,51 @@ def test_hot_reload_during_a_build(index_copy, tiny_weights, synth_root, tmp_pat
             assert sorted(got) == sorted(expected_ids[version]), version
             assert all(h["score"] == pytest.approx(expected[h["shape_id"]], abs=2e-3) for h in body["hits"])
     assert expected_ids[first] != expected_ids[final]  # the new shapes change the answer
+
+
+# --------------------------------------------------------------------------- on a network
+
+
+def test_answers_show_paths_relative_to_the_catalog_root(client, catalog, photos):
+    _, photo, mask = photos[0]
+    body = post(client, photo, mask, topk=N_SHAPES, prefilter="none").json()
+    assert {h["source_path"] for h in body["hits"]} == {
+        p.relative_to(catalog).as_posix() for c in CATEGORIES for p in (catalog / c).iterdir()}
+    assert str(catalog) not in json.dumps(client.get("/health").json())
+
+
+def test_catalog_relative_never_shows_a_folder_outside_the_root():
+    assert catalog_relative("/srv/cat/chair/a/model.obj", "/srv/cat") == "chair/a/model.obj"
+    assert catalog_relative("cat/chair/a.obj", "cat") == "chair/a.obj"  # built with a relative catalog path
+    assert catalog_relative("a.obj", ".") == "a.obj"  # a manifest in the build's folder
+    for outside, root in (("/home/me/meshes/a.obj", "/srv/cat"), ("/srv/cat/../secret/a.obj", "/srv/cat"),
+                          ("/srv/catalog2/a.obj", "/srv/cat"), ("../up/a.obj", "."), ("/srv/cat/a.obj", "cat"),
+                          ("/srv/cat/a.obj", "")):  # "": an index written before roots were recorded
+        assert catalog_relative(outside, root) == "a.obj", (outside, root)
+
+
+def test_an_index_without_a_catalog_root_answers_file_names_only(index_copy, tiny_weights, photos):
+    meta_file = index_copy / META_FILE
+    meta = json.loads(meta_file.read_text())
+    assert meta.pop("catalog_root")  # recorded by the build
+    meta_file.write_text(json.dumps(meta))  # as an index of an earlier ibsr
+    _, photo, mask = photos[0]
+    with TestClient(create_app(make_service(index_copy, tiny_weights))) as old:
+        hits = post(old, photo, mask).json()["hits"]
+    assert hits and [h["source_path"] for h in hits] == [h["shape_id"].split("/")[1] + ".obj" for h in hits]
+
+
+def test_mesh_errors_name_the_shape_not_the_server_path(tmp_path, catalog, tiny_weights):
+    small = tmp_path / "catalog" / "chair"
+    small.mkdir(parents=True)
+    mesh = sorted((catalog / "chair").iterdir())[0]
+    shutil.copy(mesh, small / mesh.name)
+    Indexer(tmp_path / "index", weights=tiny_weights, workers=0).build(tmp_path / "catalog", progress=False)
+    (small / mesh.name).unlink()
+    with TestClient(create_app(make_service(tmp_path / "index", tiny_weights))) as client:
+        gone = client.get(f"/shapes/chair/{mesh.stem}/mesh.glb")
+    assert gone.status_code == 404 and f"shape 'chair/{mesh.stem}'" in gone.json()["error"]
+    assert str(tmp_path) not in gone.text
 
 
 # --------------------------------------------------------------------------- the command

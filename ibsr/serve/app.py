@@ -102,7 +102,7 @@ def create_app(service: SearchService) -> FastAPI:
     async def mesh(shape_id: str):
         served = service.served
         source = served.searcher.shapes.source_paths[_row(served, shape_id)]
-        glb = await run_in_threadpool(mesh_glb, source, served.searcher.meta.up_axis)
+        glb = await run_in_threadpool(mesh_glb, source, served.searcher.meta.up_axis, f"shape {shape_id!r}")
         return Response(glb, media_type="model/gltf-binary")
 
     return app
@@ -135,7 +135,7 @@ def decode_upload(searcher, image: UploadFile, mask: UploadFile | None):
         try:
             [query] = searcher.load_queries([files["image"].name], [files["mask"].name] if mask else None)
         except IbsrError as exc:
-            raise IbsrError(f"{names.get(exc.path, exc.path)}: {exc.message}") from None
+            raise IbsrError(f"{names.get(exc.path, 'upload')}: {exc.message}") from None  # no server path
     finally:
         for file in files.values():
             file.close()
@@ -183,7 +183,8 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def internal(request, exc: Exception):
-        return _error(500, f"internal error ({type(exc).__name__}: {exc}); see the server log")
+        # Starlette re-raises it after this answer, so the server log has the traceback; its text may name paths
+        return _error(500, f"internal error ({type(exc).__name__}); see the server log")
 
 
 class UploadLimit:

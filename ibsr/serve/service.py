@@ -27,6 +27,7 @@ import torch
 
 from ibsr.cpus import set_torch_workers, usable_cpus  # affinity and cgroup quota: one place for it
 from ibsr.errors import IbsrError
+from ibsr.indexer.discover import catalog_relative
 from ibsr.indexer.faiss_index import FAISS_DIR, IDS_FILE
 from ibsr.indexer.render import CameraRig
 from ibsr.schemas import SHAPES_TABLE
@@ -287,6 +288,8 @@ class SearchService:
             return
         for job, result in zip(jobs, results):
             result.hits = result.hits[:job.params.topk]
+            for hit in result.hits:  # never a server's folders in an answer: relative to the catalog root
+                hit.source_path = catalog_relative(hit.source_path, served.searcher.meta.catalog_root)
             job.future.set_result((result, served.version))
 
     # ---------------------------------------------------------------- hot reload
@@ -317,7 +320,7 @@ class SearchService:
         served = self.served
         return {
             "status": "ok",
-            "index": str(self.config.index_dir),
+            "index": Path(self.config.index_dir).resolve().name,  # not its path on the server
             "shapes": len(served.searcher),
             "version": served.version,
             "encoder_id": served.searcher.meta.encoder_id,
