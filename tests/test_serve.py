@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hmac
 import io
 import json
 import os
@@ -19,6 +20,7 @@ import httpx2 as httpx
 import numpy as np
 import pytest
 import trimesh
+import uvicorn
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -31,6 +33,7 @@ from ibsr.indexer.mesh import load_mesh
 from ibsr.indexer.render import DEFAULT_RIG
 from ibsr.serve import SearchService, ServeConfig, create_app, thread_budget, usable_cpus
 from ibsr.schemas import META_FILE
+from ibsr.searcher.query import MAX_PIXELS
 from ibsr.synth import write_catalog
 
 from conftest import CATEGORIES, SHAPES_PER_CATEGORY
@@ -385,6 +388,8 @@ def test_hot_reload_during_a_build(index_copy, tiny_weights, synth_root, tmp_pat
 
 # --------------------------------------------------------------------------- on a network
 
+KEY = "s3cret-key"
+
 
 def test_answers_show_paths_relative_to_the_catalog_root(client, catalog, photos):
     _, photo, mask = photos[0]
@@ -426,6 +431,112 @@ def test_mesh_errors_name_the_shape_not_the_server_path(tmp_path, catalog, tiny_
         gone = client.get(f"/shapes/chair/{mesh.stem}/mesh.glb")
     assert gone.status_code == 404 and f"shape 'chair/{mesh.stem}'" in gone.json()["error"]
     assert str(tmp_path) not in gone.text
+
+
+@pytest.fixture(scope="module")
+def keyed(built_index, tiny_weights):
+    service = make_service(built_index, tiny_weights, api_key=KEY, cors_origins=("https://ok.example",))
+    with TestClient(create_app(service)) as test_client:
+        yield test_client
+
+
+def test_api_key_is_required_by_every_endpoint_but_the_page_files(keyed, photos, monkeypatch):
+    _, photo, mask = photos[0]
+    endpoints = ["/health", "/rig", "/openapi.json", "/shapes/table/table_0001/thumbnail.png",
+                 "/shapes/table/table_0001/mesh.glb", "/docs", "/nowhere"]
+    wrong = [{}, {"Authorization": "Bearer wrong"}, {"X-Api-Key": "wrong"}, {"Authorization": KEY},
+             {"Authorization": f"Basic {KEY}"}, {"X-Api-Key": KEY[:-1]}, {"X-Api-Key": KEY + "x"}]
+    for headers in wrong:
+        for path in endpoints:
+            refused = keyed.get(path, headers=headers)
+            assert refused.status_code == 401, (path, headers)
+            assert "API key" in refused.json()["error"] and refused.headers["WWW-Authenticate"] == "Bearer"
+        refused = keyed.post("/search", headers=headers, files={"image": ("q.png", photo)}, data={"topk": "3"})
+        assert refused.status_code == 401, headers
+    assert keyed.get("/health", headers={"Authorization": f"Bearer {KEY}"}).json()["requests"] == 0
+    compared = []
+    real_compare = hmac.compare_digest
+    monkeypatch.setattr(hmac, "compare_digest", lambda a, b: compared.append((a, b)) or real_compare(a, b))
+    for headers in ({"Authorization": f"Bearer {KEY}"}, {"authorization": f"bearer {KEY}"}, {"X-Api-Key": KEY}):
+        for path in endpoints[:5]:
+            assert keyed.get(path, headers=headers).status_code == 200, (path, headers)
+        answer = keyed.post("/search", headers=headers, files={"image": ("q.png", photo), "mask": ("m.png", mask)},
+                            data={"topk": "3"})
+        assert answer.status_code == 200 and len(answer.json()["hits"]) == 3
+    assert compared and all(b == KEY.encode() for _, b in compared)  # constant time, always
+    for page_file in ("/", "/static/app.js", "/static/style.css", "/static/vendor/three/three.module.js"):
+        assert keyed.get(page_file).status_code == 200, page_file  # the package's own files, nothing indexed
+    assert keyed.post("/", files={"image": ("q.png", photo)}).status_code == 401  # exempt: GET only
+
+
+def test_cors_is_closed_by_default_and_open_to_configured_origins(client, keyed):
+    origin = {"Origin": "https://ok.example"}
+    preflight = {**origin, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"}
+    closed = client.get("/health", headers=origin)
+    assert closed.status_code == 200 and not any(h.startswith("access-control-") for h in closed.headers)
+    assert not any(h.startswith("access-control-") for h in client.options("/search", headers=preflight).headers)
+
+    auth = {"Authorization": f"Bearer {KEY}"}
+    opened = keyed.get("/health", headers={**origin, **auth})
+    assert opened.status_code == 200 and opened.headers["access-control-allow-origin"] == "https://ok.example"
+    assert "x-ibsr-version" in opened.headers["access-control-expose-headers"].lower()
+    answered = keyed.options("/search", headers=preflight)  # a browser's preflight never carries the key
+    assert answered.status_code == 200 and answered.headers["access-control-allow-origin"] == "https://ok.example"
+    assert "authorization" in answered.headers["access-control-allow-headers"].lower()
+    refused = keyed.get("/health", headers=origin)  # the page of that origin can read why
+    assert refused.status_code == 401 and refused.headers["access-control-allow-origin"] == "https://ok.example"
+    other = keyed.get("/health", headers={"Origin": "https://evil.example", **auth})
+    assert "access-control-allow-origin" not in other.headers
+
+
+def serve_args(index, weights, *extra) -> list[str]:
+    return ["--index", str(index), "--weights", str(weights), *extra]
+
+
+@pytest.fixture
+def started(monkeypatch) -> list[dict]:
+    """Each `uvicorn.run` the command would make (app, host, port), instead of serving."""
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.append({"app": app, **kwargs}))
+    monkeypatch.delenv("IBSR_API_KEY", raising=False)
+    return calls
+
+
+def test_ibsr_serve_refuses_a_network_host_without_a_key(tmp_path, started):
+    for host in ("0.0.0.0", "::", "192.168.1.20", "example.org"):  # a name may resolve to anything
+        refused = CliRunner().invoke(serve_cli.main, ["--index", str(tmp_path / "nowhere"), "--host", host])
+        assert refused.exit_code == 1 and "Traceback" not in refused.output, refused.output
+        assert refused.output.count("\n") == 1 and refused.output.startswith("error: --host ")
+        assert "--api-key" in refused.output and "--insecure" in refused.output
+    assert not started and not (tmp_path / "nowhere").exists()  # refused before loading anything
+    for bad in (["--api-key", "two words"], ["--cors-origin", "https://ok.example/"], ["--cors-origin", "ok.example"]):
+        result = CliRunner().invoke(serve_cli.main, ["--index", str(tmp_path / "nowhere"), *bad])
+        assert result.exit_code == 1 and result.output.startswith("error: --") and "Traceback" not in result.output
+
+
+def test_ibsr_serve_on_a_network_host_with_a_key_or_insecure(built_index, tiny_weights, started):
+    for args, env in ((["--host", "0.0.0.0", "--insecure"], {}), (["--host", "127.0.0.1"], {}),
+                      (["--host", "localhost"], {}), (["--host", "::1"], {}),
+                      (["--host", "0.0.0.0", "--api-key", KEY], {}), (["--host", "0.0.0.0"], {"IBSR_API_KEY": KEY})):
+        result = CliRunner().invoke(serve_cli.main, serve_args(built_index, tiny_weights, *args), env=env)
+        assert result.exit_code == 0, (args, result.output)
+        assert started[-1]["host"] == args[1] and KEY not in result.output
+    open_app, keyed_app = started[0]["app"], started[-1]["app"]
+    with TestClient(open_app) as open_client, TestClient(keyed_app) as keyed_client:
+        assert open_client.get("/health").status_code == 200  # --insecure: no key asked
+        assert keyed_client.get("/health").status_code == 401
+        assert keyed_client.get("/health", headers={"X-Api-Key": KEY}).status_code == 200
+    result = CliRunner().invoke(serve_cli.main, serve_args(built_index, tiny_weights, "--cors-origin",
+                                                           "https://ok.example", "--cors-origin", "http://b:8080"))
+    assert result.exit_code == 0 and started[-1]["app"].state.service.config.cors_origins == (
+        "https://ok.example", "http://b:8080")
+
+
+def test_limits_are_documented(readme=Path(__file__).parent.parent / "README.md"):
+    help_text = " ".join(CliRunner().invoke(serve_cli.main, ["--help"]).output.split())
+    for limit in ("--max-upload-mb (20 MB)", f"{MAX_PIXELS:,} pixels", "--queue-size (64)", "--timeout (30 s)"):
+        assert limit in help_text, limit
+    assert "## Running the service on a network" in readme.read_text()
 
 
 # --------------------------------------------------------------------------- the command

@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException
 import ibsr
 from ibsr.errors import IbsrError
 from ibsr.searcher.results import image_data_uri
+from ibsr.serve.security import secure
 from ibsr.serve.service import Overloaded, SearchParams, SearchService
 from ibsr.serve.shapes import ShapeNotFound, mesh_glb, rig_json
 
@@ -46,6 +47,7 @@ def create_app(service: SearchService) -> FastAPI:
                   description="Image-based 3D shape retrieval: upload a photo, get the catalog shapes that match.")
     app.state.service = service
     app.add_middleware(UploadLimit, max_bytes=service.config.max_upload_bytes)
+    secure(app, service.config.api_key, service.config.cors_origins)  # around UploadLimit: checked first
     _add_error_handlers(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

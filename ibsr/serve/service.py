@@ -56,6 +56,8 @@ class ServeConfig:
     reload_interval_s: float = 1.0  # how often the table version is polled (0 = never reload)
     torch_threads: int | None = None  # None: see thread_budget
     decode_threads: int | None = None
+    api_key: str | None = field(default=None, repr=False)  # None: no key asked (security.py); never logged
+    cors_origins: tuple[str, ...] = ()  # origins whose pages may call the API; none: CORS closed
 
 
 def thread_budget(cpus: int, torch_threads: int | None = None, decode_threads: int | None = None) -> tuple[int, int]:
