@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import datetime
 import hmac
 import io
 import json
@@ -17,6 +18,7 @@ import time
 from pathlib import Path
 
 import httpx2 as httpx
+import lancedb
 import numpy as np
 import pytest
 import trimesh
@@ -27,12 +29,13 @@ from PIL import Image
 
 from ibsr.cli import search as search_cli
 from ibsr.cli import serve as serve_cli
-from ibsr.indexer import Indexer, ShapeReader
+from ibsr.indexer import Indexer, ShapeReader, store
 from ibsr.indexer.discover import catalog_relative
 from ibsr.indexer.mesh import load_mesh
 from ibsr.indexer.render import DEFAULT_RIG
+from ibsr.indexer.store import ShapeWriter
 from ibsr.serve import SearchService, ServeConfig, create_app, thread_budget, usable_cpus
-from ibsr.schemas import META_FILE
+from ibsr.schemas import META_FILE, IndexMeta
 from ibsr.searcher.query import MAX_PIXELS
 from ibsr.synth import write_catalog
 
@@ -330,60 +333,94 @@ def test_slow_request_answers_504_and_the_service_goes_on(built_index, tiny_weig
 # --------------------------------------------------------------------------- hot reload
 
 
-def test_hot_reload_during_a_build(index_copy, tiny_weights, synth_root, tmp_path):
-    # The same seed makes the first 3 shapes per category identical (skipped) and adds 3 new ones each.
-    write_catalog(tmp_path, CATEGORIES, 2 * SHAPES_PER_CATEGORY, seed=3)
-    new_mesh = tmp_path / "catalog" / "lamp" / "lamp_0004.obj"
-    name, (photo, mask) = "lamp_0004.png", mesh_photo(new_mesh)
-    (tmp_path / name).write_bytes(photo)
-    files = {"image": (name, photo), "mask": ("m.png", mask)}
-    data = {"topk": str(N_SHAPES), "prefilter": "none"}
-    service = make_service(index_copy, tiny_weights, reload_interval_s=0.1)
-    answers, failures, stop = [], [], threading.Event()
+def test_hot_reload_during_a_build(index_copy, tiny_weights, tmp_path, monkeypatch):
+    """What the service promises while a build commits to the index it serves (README, Serve):
 
-    def hammer():
-        with httpx.Client(base_url=base, timeout=60) as http:
-            while not stop.is_set():
-                r = http.post("/search", files=files, data=data)
-                (answers if r.status_code == 200 else failures).append(r)
+    - every answer is computed from one snapshot of one table version, held in memory (or
+      mapped), and `X-Ibsr-Version` names that version: a reload that swaps versions in the
+      middle of a batch leaves the batch's answers as its version gives them, and a build's
+      compaction deleting the version's files from disk changes no answer;
+    - `/health` reports the version that answers the next request, one the service can always
+      read: the previous one until a reload has loaded the next one entirely.
 
-    with running_server(create_app(service)) as base:
-        clients = [threading.Thread(target=hammer) for _ in range(2)]
-        for thread in clients:
-            thread.start()
-        time.sleep(0.3)
-        Indexer(index_copy, weights=tiny_weights, workers=0, batch_size=2).build(tmp_path / "catalog", progress=False)
-        final = ShapeReader(index_copy).version
-        deadline = time.monotonic() + 10
-        while httpx.get(base + "/health").json()["version"] != final:
-            assert time.monotonic() < deadline, "the new table version was not served within 10 s"
+    Deterministic, no timing: the build runs in this thread and calls back after each commit
+    (`ShapeWriter.upsert`); there the test asks, has the service poll the index (what its watcher
+    thread does every --reload-interval) from inside a batch, and asks again. Expected answers
+    are computed from each version while it exists: the compaction at the end deletes every
+    older version here (KEEP_OLD_VERSIONS 0; a real build keeps those under 5 minutes old, the
+    old test's flake: the copied index's versions were older than that)."""
+    write_catalog(tmp_path, CATEGORIES, 2 * SHAPES_PER_CATEGORY, seed=3)  # the 9 shapes + 9 new ones
+    photo, mask = mesh_photo(tmp_path / "catalog" / "lamp" / "lamp_0004.obj")
+    (tmp_path / "q.png").write_bytes(photo)
+    service = make_service(index_copy, tiny_weights)  # reload_interval 0: it reloads when the test polls
+    expected = {}  # table version -> its top-k shape ids, every shape's score
+
+    def expect_latest() -> int:
+        snapshot = ShapeReader(index_copy).snapshot()  # the latest version, read while it exists
+        scores = float64_scores(tiny_weights, tmp_path / "q.png", snapshot)
+        expected[snapshot.version] = ({snapshot.shape_ids[i] for i in np.argsort(-scores)[:N_SHAPES]},
+                                      dict(zip(snapshot.shape_ids, scores)))
+        return snapshot.version
+
+    def ask(swap_mid_batch=False) -> int:
+        """The version that answered, after checking the answer is exactly that version's."""
+        if swap_mid_batch:  # the batch has taken its version; a newer one is swapped in before it encodes
+            def poll_then_encode(searcher, queries):
+                del service._encode
+                assert service.poll()
+                return service._encode(searcher, queries)
+            service._encode = poll_then_encode
+        answer = post(client, photo, mask, name="q.png", topk=N_SHAPES, prefilter="none")
+        assert answer.status_code == 200, answer.text
+        version = int(answer.headers["X-Ibsr-Version"])
+        ids, scores = expected[version]
+        assert {h["shape_id"] for h in answer.json()["hits"]} == ids, version
+        assert all(h["score"] == pytest.approx(scores[h["shape_id"]], abs=2e-3) for h in answer.json()["hits"])
+        return version
+
+    def health_version() -> int:
+        return client.get("/health").json()["version"]
+
+    commits = []
+
+    def after_commit():
+        served, latest = health_version(), expect_latest()
+        assert ask() == served < latest  # not reloaded yet: the served version answers
+        assert ask(swap_mid_batch=True) == served  # swapped during the batch: it still answers from its own
+        assert health_version() == latest == ask()
+        commits.append(latest)
+
+    upsert = ShapeWriter.upsert
+    monkeypatch.setattr(ShapeWriter, "upsert", lambda writer, rows: (upsert(writer, rows), after_commit()))
+    monkeypatch.setattr(store, "KEEP_OLD_VERSIONS", datetime.timedelta(0))
+    with TestClient(create_app(service)) as client:
+        first = expect_latest()
+        assert health_version() == first == ask()
+        Indexer(index_copy, weights=tiny_weights, workers=0, batch_size=4).build(tmp_path / "catalog", progress=False)
+        assert len(commits) == 3  # 9 new shapes in batches of 4
+        served = commits[-1]
+        with pytest.raises(ValueError, match="no longer exists"):  # the compaction deleted the served version
+            lancedb.connect(str(index_copy)).open_table("shapes").checkout(served)
+        assert health_version() == served == ask()  # still answered, from memory
+        assert client.get("/shapes/lamp/lamp_0004/thumbnail.png").status_code == 200  # thumbnails: read from disk
+        assert service.poll() and not service.poll()  # the compacted version (nothing newer after it)
+        final = expect_latest()
+        assert health_version() == final == ask() and client.get("/health").json()["shapes"] == 2 * N_SHAPES
+    assert expected[first][0] != expected[final][0]  # the new shapes changed the answer
+    assert service.stats["reload_error"] is None
+
+
+def test_the_watcher_reloads_a_commit_by_itself(index_copy, tiny_weights):
+    service = make_service(index_copy, tiny_weights, reload_interval_s=0.05)
+    with TestClient(create_app(service)) as client:
+        before = client.get("/health").json()
+        ShapeWriter(index_copy, IndexMeta.read(index_copy)).delete(["chair/chair_0000"])  # a commit
+        deadline = time.monotonic() + 60  # waits for the watcher's poll; nothing else is happening
+        while client.get("/health").json()["shapes"] != N_SHAPES - 1:
+            assert time.monotonic() < deadline, "the watcher did not reload within 60 s"
             time.sleep(0.05)
-        time.sleep(0.3)
-        stop.set()
-        for thread in clients:
-            thread.join()
-        health = httpx.get(base + "/health").json()
-    assert not failures, [f.text for f in failures[:3]]
-    assert health["shapes"] == 2 * N_SHAPES and health["reloads"] >= 1
-    by_version = {}
-    for r in answers:
-        by_version.setdefault(int(r.headers["X-Ibsr-Version"]), []).append(r.json())
-    first = min(by_version)
-    assert first < final and final in by_version  # answers before and after the build
-    reader = ShapeReader(index_copy)
-    expected_ids = {}
-    for version, bodies in by_version.items():
-        reader.table.checkout(version)
-        snapshot = reader.snapshot()
-        scores = float64_scores(tiny_weights, tmp_path / name, snapshot)
-        order = np.argsort(-scores)[:N_SHAPES]
-        expected_ids[version] = [snapshot.shape_ids[i] for i in order]
-        expected = dict(zip(snapshot.shape_ids, scores))
-        for body in bodies:  # each answer is exactly the top-k of its own version: nothing mixed
-            got = [h["shape_id"] for h in body["hits"]]
-            assert sorted(got) == sorted(expected_ids[version]), version
-            assert all(h["score"] == pytest.approx(expected[h["shape_id"]], abs=2e-3) for h in body["hits"])
-    assert expected_ids[first] != expected_ids[final]  # the new shapes change the answer
+        after = client.get("/health").json()
+    assert after["version"] > before["version"] and after["reloads"] == 1
 
 
 # --------------------------------------------------------------------------- on a network

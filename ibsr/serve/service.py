@@ -298,23 +298,35 @@ class SearchService:
 
     def _watch(self) -> None:
         while not self._stop.wait(self.config.reload_interval_s):
-            if index_generation(self.config.index_dir) != self.served.generation:
-                self.reload()
+            self.poll()
 
-    def reload(self) -> None:
-        """Load the index's latest version beside the served one, then swap (one reference)."""
+    def poll(self) -> bool:
+        """Reload if a build committed since the served version was loaded; True if it swapped."""
+        if index_generation(self.config.index_dir) == self.served.generation:
+            return False
+        return self.reload()
+
+    def reload(self) -> bool:
+        """Load the index's latest version beside the served one, then swap (one reference).
+
+        What this promises (README, Serve, "Hot reload"): a version is served only once it is
+        wholly in memory (its snapshot, row map and prefilter), so a build's compaction deleting
+        its files later changes no answer; a batch answers from the version it started with;
+        a failed load leaves the served version, and what /health reports, as they were."""
         started = time.perf_counter()
         try:
             fresh = Served.load(self.config)
         except Exception as exc:  # noqa: BLE001 (keep serving the loaded version)
-            self.stats["reload_error"] = str(exc)
+            # /health may be public to key holders: the message (which may name server paths) goes to the log
+            self.stats["reload_error"] = f"{type(exc).__name__} at {time.strftime('%H:%M:%S')}; see the server log"
             log.warning("reload failed, still serving version %s: %s", self.served.version, exc)
-            return
+            return False
         old, self.served = self.served, fresh
         self.stats["reloads"] += 1
         self.stats["reload_error"] = None
         log.info("serving table version %s (%d shapes, was %s), loaded in %.1f s", fresh.version,
                  len(fresh.searcher), old.version, time.perf_counter() - started)
+        return True
 
     # ---------------------------------------------------------------- reporting
 
