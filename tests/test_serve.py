@@ -402,7 +402,9 @@ def test_hot_reload_during_a_build(index_copy, tiny_weights, tmp_path, monkeypat
         with pytest.raises(ValueError, match="no longer exists"):  # the compaction deleted the served version
             lancedb.connect(str(index_copy)).open_table("shapes").checkout(served)
         assert health_version() == served == ask()  # still answered, from memory
-        assert client.get("/shapes/lamp/lamp_0004/thumbnail.png").status_code == 200  # thumbnails: read from disk
+        thumbnail = client.get("/shapes/lamp/lamp_0004/thumbnail.png")  # read from disk: the newest version's
+        assert thumbnail.status_code == 200
+        assert thumbnail.headers["X-Ibsr-Version"] == str(ShapeReader(index_copy).version)
         assert service.poll() and not service.poll()  # the compacted version (nothing newer after it)
         final = expect_latest()
         assert health_version() == final == ask() and client.get("/health").json()["shapes"] == 2 * N_SHAPES

@@ -52,8 +52,9 @@ STARTED = time.perf_counter()  # for "ready in N s" (imports included)
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]),
               help="Server log level (debug also logs every request).")
-def main(index, weights, host, port, api_key, insecure, cors_origins, device, mirror, max_batch, encode_batch, batch_wait_ms, queue_size, max_upload_mb,
-         timeout_s, reload_interval, torch_threads, decode_threads, log_level):
+def main(index, weights, host, port, api_key, insecure, cors_origins, device, mirror, max_batch, encode_batch,
+         batch_wait_ms, queue_size, max_upload_mb, timeout_s, reload_interval, torch_threads, decode_threads,
+         log_level):
     """Serve an index over HTTP: POST /search (a photo), GET / (a page to search and view the 3D
     hits), GET /health, GET /shapes/ID/mesh.glb and thumbnail.png, GET /openapi.json.
 

@@ -96,7 +96,9 @@ def create_app(service: SearchService) -> FastAPI:
         png = (await run_in_threadpool(served.searcher.reader.thumbnails, [shape_id])).get(shape_id)
         if png is None:
             raise ShapeNotFound(f"no thumbnail for shape {shape_id!r}")
-        return Response(png, media_type="image/png", headers={VERSION_HEADER: str(served.version)})
+        # read from disk: the served version's, or the newest once a compaction removed that one
+        reader = served.searcher.reader
+        return Response(png, media_type="image/png", headers={VERSION_HEADER: str(reader.version)})
 
     @app.get("/shapes/{shape_id:path}/mesh.glb", response_class=Response,
              responses={200: {"content": {"model/gltf-binary": {}}}},
