@@ -310,14 +310,14 @@ class SearchService:
         """Load the index's latest version beside the served one, then swap (one reference).
 
         What this promises (README, Serve, "Hot reload"): a version is served only once it is
-        wholly in memory (its snapshot, row map and prefilter), so a build's compaction deleting
-        its files later changes no answer; a batch answers from the version it started with;
+        wholly loaded (its snapshot read or memory-mapped, its row map, its prefilter), so a
+        build's compaction deleting its files later changes no answer; a batch answers from the version it started with;
         a failed load leaves the served version, and what /health reports, as they were."""
         started = time.perf_counter()
         try:
             fresh = Served.load(self.config)
         except Exception as exc:  # noqa: BLE001 (keep serving the loaded version)
-            # /health may be public to key holders: the message (which may name server paths) goes to the log
+            # /health answers every client (with the key, if one is set): the message may name server paths
             self.stats["reload_error"] = f"{type(exc).__name__} at {time.strftime('%H:%M:%S')}; see the server log"
             log.warning("reload failed, still serving version %s: %s", self.served.version, exc)
             return False
