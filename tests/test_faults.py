@@ -296,6 +296,31 @@ def test_reader_of_a_version_that_compaction_removed(monkeypatch, index_copy, ca
     assert set(reader.thumbnails(snapshot.shape_ids[:3])) == set(snapshot.shape_ids[:3])
 
 
+
+def test_a_snapshot_never_mixes_in_the_vectors_of_another_version(monkeypatch, index_copy, catalog_copy,
+                                                                   tiny_weights):
+    """A snapshot mapped from the flat sidecar reads its pooled vectors (for an in-memory
+    prefilter) only when first asked. If a compaction removed its version meanwhile, the reader
+    re-pins a newer one, whose vectors it must not hand out: they come from the snapshot's own
+    views instead (ibsr-serve's promise: an answer is computed from one version)."""
+    import ibsr.indexer.store as store
+
+    reader = ShapeReader(index_copy)
+    snapshot = reader.snapshot()
+    assert snapshot.source == "flat"
+    ids, before = ShapeReader(index_copy).vectors()
+    before = before[[ids.index(s) for s in snapshot.shape_ids]]
+    monkeypatch.setattr(store, "KEEP_OLD_VERSIONS", datetime.timedelta(0))
+    chair, lamp = (sorted((catalog_copy / c).iterdir())[0] for c in ("chair", "lamp"))
+    shutil.copy(lamp, chair)  # another shape: another pooled vector
+    Indexer(index_copy, weights=tiny_weights).build(catalog_copy, progress=False)
+    ids, after = ShapeReader(index_copy).vectors()
+    changed = snapshot.shape_ids.index(f"chair/{chair.stem}")
+    assert not np.allclose(after[ids.index(f"chair/{chair.stem}")], before[changed], atol=1e-2)
+    vectors = snapshot.vectors
+    assert reader.version > snapshot.version  # the read re-pinned: the snapshot's version is gone
+    np.testing.assert_allclose(vectors, before, atol=2e-3)  # still the snapshot's own version
+
 CHURN = """
 import sys, time, datetime
 from pathlib import Path

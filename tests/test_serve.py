@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import datetime
+import hmac
 import io
 import json
 import os
@@ -16,19 +18,25 @@ import time
 from pathlib import Path
 
 import httpx2 as httpx
+import lancedb
 import numpy as np
 import pytest
 import trimesh
+import uvicorn
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from PIL import Image
 
 from ibsr.cli import search as search_cli
 from ibsr.cli import serve as serve_cli
-from ibsr.indexer import Indexer, ShapeReader
+from ibsr.indexer import Indexer, ShapeReader, store
+from ibsr.indexer.discover import catalog_relative
 from ibsr.indexer.mesh import load_mesh
 from ibsr.indexer.render import DEFAULT_RIG
+from ibsr.indexer.store import ShapeWriter
 from ibsr.serve import SearchService, ServeConfig, create_app, thread_budget, usable_cpus
+from ibsr.schemas import META_FILE, IndexMeta
+from ibsr.searcher.query import MAX_PIXELS
 from ibsr.synth import write_catalog
 
 from conftest import CATEGORIES, SHAPES_PER_CATEGORY
@@ -68,6 +76,13 @@ def hits_of(body: dict) -> list[tuple[str, int]]:
     return [(h["shape_id"], h["best_view"]) for h in body["hits"]]
 
 
+def as_served(cli_answer: dict, catalog: Path, name: str) -> dict:
+    """What the service answers where `ibsr-search --json` printed `cli_answer`: the upload's
+    name as `query`, and each source path relative to the catalog root (no server folders)."""
+    hits = [{**h, "source_path": Path(h["source_path"]).relative_to(catalog).as_posix()} for h in cli_answer["hits"]]
+    return {**cli_answer, "query": name, "hits": hits}
+
+
 # --------------------------------------------------------------------------- endpoints
 
 
@@ -79,7 +94,7 @@ def test_health_reports_the_served_index(client, built_index):
     assert health["encoder_id"] == info["encoder_id"]
 
 
-def test_search_answers_what_ibsr_search_json_prints(client, built_index, tiny_weights, photos, tmp_path):
+def test_search_answers_what_ibsr_search_json_prints(client, built_index, tiny_weights, photos, tmp_path, catalog):
     name, photo, mask = photos[1]
     (tmp_path / name).write_bytes(photo)
     (tmp_path / "m.png").write_bytes(mask)
@@ -93,12 +108,12 @@ def test_search_answers_what_ibsr_search_json_prints(client, built_index, tiny_w
         assert response.status_code == 200
         body = response.json()
         assert body["query"] == name  # the upload's name, where the CLI prints the path it was given
-        assert body == {**expected, "query": name}
+        assert body == as_served(expected, catalog, name)
         assert body["mask_source"] == ("file" if with_mask else "grabcut")
         assert len(body["hits"]) == 5 and response.headers["X-Ibsr-Version"] == str(ShapeReader(built_index).version)
 
 
-def test_mirror_on_answers_what_ibsr_search_mirror_prints(built_index, tiny_weights, photos, tmp_path):
+def test_mirror_on_answers_what_ibsr_search_mirror_prints(built_index, tiny_weights, photos, tmp_path, catalog):
     name, photo, _ = photos[2]
     (tmp_path / name).write_bytes(photo)
     outputs = {}
@@ -110,7 +125,7 @@ def test_mirror_on_answers_what_ibsr_search_mirror_prints(built_index, tiny_weig
     assert outputs["--mirror"]["hits"] != outputs["--no-mirror"]["hits"]
     with TestClient(create_app(make_service(built_index, tiny_weights, mirror=True))) as mirrored:
         body = post(mirrored, photo, name=name, topk=5).json()
-    assert body == {**outputs["--mirror"], "query": name}
+    assert body == as_served(outputs["--mirror"], catalog, name)
 
 
 def test_search_options_and_mask_preview(client, built_index, photos):
@@ -356,60 +371,249 @@ def test_slow_request_answers_504_and_the_service_goes_on(built_index, tiny_weig
 # --------------------------------------------------------------------------- hot reload
 
 
-def test_hot_reload_during_a_build(index_copy, tiny_weights, synth_root, tmp_path):
-    # The same seed makes the first 3 shapes per category identical (skipped) and adds 3 new ones each.
-    write_catalog(tmp_path, CATEGORIES, 2 * SHAPES_PER_CATEGORY, seed=3)
-    new_mesh = tmp_path / "catalog" / "lamp" / "lamp_0004.obj"
-    name, (photo, mask) = "lamp_0004.png", mesh_photo(new_mesh)
-    (tmp_path / name).write_bytes(photo)
-    files = {"image": (name, photo), "mask": ("m.png", mask)}
-    data = {"topk": str(N_SHAPES), "prefilter": "none"}
-    service = make_service(index_copy, tiny_weights, reload_interval_s=0.1)
-    answers, failures, stop = [], [], threading.Event()
+def test_hot_reload_during_a_build(index_copy, tiny_weights, tmp_path, monkeypatch):
+    """What the service promises while a build commits to the index it serves (README, Serve):
 
-    def hammer():
-        with httpx.Client(base_url=base, timeout=60) as http:
-            while not stop.is_set():
-                r = http.post("/search", files=files, data=data)
-                (answers if r.status_code == 200 else failures).append(r)
+    - every answer is computed from one snapshot of one table version, held in memory (or
+      mapped), and `X-Ibsr-Version` names that version: a reload that swaps versions in the
+      middle of a batch leaves the batch's answers as its version gives them, and a build's
+      compaction deleting the version's files from disk changes no answer;
+    - `/health` reports the version that answers the next request, one the service can always
+      read: the previous one until a reload has loaded the next one entirely.
 
-    with running_server(create_app(service)) as base:
-        clients = [threading.Thread(target=hammer) for _ in range(2)]
-        for thread in clients:
-            thread.start()
-        time.sleep(0.3)
-        Indexer(index_copy, weights=tiny_weights, workers=0, batch_size=2).build(tmp_path / "catalog", progress=False)
-        final = ShapeReader(index_copy).version
-        deadline = time.monotonic() + 10
-        while httpx.get(base + "/health").json()["version"] != final:
-            assert time.monotonic() < deadline, "the new table version was not served within 10 s"
+    Deterministic, no timing: the build runs in this thread and calls back after each commit
+    (`ShapeWriter.upsert`); there the test asks, has the service poll the index (what its watcher
+    thread does every --reload-interval) from inside a batch, and asks again. Expected answers
+    are computed from each version while it exists: the compaction at the end deletes every
+    older version here (KEEP_OLD_VERSIONS 0; a real build keeps those under 5 minutes old, the
+    old test's flake: the copied index's versions were older than that)."""
+    write_catalog(tmp_path, CATEGORIES, 2 * SHAPES_PER_CATEGORY, seed=3)  # the 9 shapes + 9 new ones
+    photo, mask = mesh_photo(tmp_path / "catalog" / "lamp" / "lamp_0004.obj")
+    (tmp_path / "q.png").write_bytes(photo)
+    service = make_service(index_copy, tiny_weights)  # reload_interval 0: it reloads when the test polls
+    expected = {}  # table version -> its top-k shape ids, every shape's score
+
+    def expect_latest() -> int:
+        snapshot = ShapeReader(index_copy).snapshot()  # the latest version, read while it exists
+        scores = float64_scores(tiny_weights, tmp_path / "q.png", snapshot)
+        expected[snapshot.version] = ({snapshot.shape_ids[i] for i in np.argsort(-scores)[:N_SHAPES]},
+                                      dict(zip(snapshot.shape_ids, scores)))
+        return snapshot.version
+
+    def ask(swap_mid_batch=False) -> int:
+        """The version that answered, after checking the answer is exactly that version's."""
+        if swap_mid_batch:  # the batch has taken its version; a newer one is swapped in before it encodes
+            def poll_then_encode(searcher, queries):
+                del service._encode
+                assert service.poll()
+                return service._encode(searcher, queries)
+            service._encode = poll_then_encode
+        answer = post(client, photo, mask, name="q.png", topk=N_SHAPES, prefilter="none")
+        assert answer.status_code == 200, answer.text
+        version = int(answer.headers["X-Ibsr-Version"])
+        ids, scores = expected[version]
+        assert {h["shape_id"] for h in answer.json()["hits"]} == ids, version
+        assert all(h["score"] == pytest.approx(scores[h["shape_id"]], abs=2e-3) for h in answer.json()["hits"])
+        return version
+
+    def health_version() -> int:
+        return client.get("/health").json()["version"]
+
+    commits = []
+
+    def after_commit():
+        served, latest = health_version(), expect_latest()
+        assert ask() == served < latest  # not reloaded yet: the served version answers
+        assert ask(swap_mid_batch=True) == served  # swapped during the batch: it still answers from its own
+        assert health_version() == latest == ask()
+        commits.append(latest)
+
+    upsert = ShapeWriter.upsert
+    monkeypatch.setattr(ShapeWriter, "upsert", lambda writer, rows: (upsert(writer, rows), after_commit()))
+    monkeypatch.setattr(store, "KEEP_OLD_VERSIONS", datetime.timedelta(0))
+    with TestClient(create_app(service)) as client:
+        first = expect_latest()
+        assert health_version() == first == ask()
+        Indexer(index_copy, weights=tiny_weights, workers=0, batch_size=4).build(tmp_path / "catalog", progress=False)
+        assert len(commits) == 3  # 9 new shapes in batches of 4
+        served = commits[-1]
+        with pytest.raises(ValueError, match="no longer exists"):  # the compaction deleted the served version
+            lancedb.connect(str(index_copy)).open_table("shapes").checkout(served)
+        assert health_version() == served == ask()  # still answered, from memory
+        thumbnail = client.get("/shapes/lamp/lamp_0004/thumbnail.png")  # read from disk: the newest version's
+        assert thumbnail.status_code == 200
+        assert thumbnail.headers["X-Ibsr-Version"] == str(ShapeReader(index_copy).version)
+        assert service.poll() and not service.poll()  # the compacted version (nothing newer after it)
+        final = expect_latest()
+        assert health_version() == final == ask() and client.get("/health").json()["shapes"] == 2 * N_SHAPES
+    assert expected[first][0] != expected[final][0]  # the new shapes changed the answer
+    assert service.stats["reload_error"] is None
+
+
+def test_the_watcher_reloads_a_commit_by_itself(index_copy, tiny_weights):
+    service = make_service(index_copy, tiny_weights, reload_interval_s=0.05)
+    with TestClient(create_app(service)) as client:
+        before = client.get("/health").json()
+        ShapeWriter(index_copy, IndexMeta.read(index_copy)).delete(["chair/chair_0000"])  # a commit
+        deadline = time.monotonic() + 60  # waits for the watcher's poll; nothing else is happening
+        while client.get("/health").json()["shapes"] != N_SHAPES - 1:
+            assert time.monotonic() < deadline, "the watcher did not reload within 60 s"
             time.sleep(0.05)
-        time.sleep(0.3)
-        stop.set()
-        for thread in clients:
-            thread.join()
-        health = httpx.get(base + "/health").json()
-    assert not failures, [f.text for f in failures[:3]]
-    assert health["shapes"] == 2 * N_SHAPES and health["reloads"] >= 1
-    by_version = {}
-    for r in answers:
-        by_version.setdefault(int(r.headers["X-Ibsr-Version"]), []).append(r.json())
-    first = min(by_version)
-    assert first < final and final in by_version  # answers before and after the build
-    reader = ShapeReader(index_copy)
-    expected_ids = {}
-    for version, bodies in by_version.items():
-        reader.table.checkout(version)
-        snapshot = reader.snapshot()
-        scores = float64_scores(tiny_weights, tmp_path / name, snapshot)
-        order = np.argsort(-scores)[:N_SHAPES]
-        expected_ids[version] = [snapshot.shape_ids[i] for i in order]
-        expected = dict(zip(snapshot.shape_ids, scores))
-        for body in bodies:  # each answer is exactly the top-k of its own version: nothing mixed
-            got = [h["shape_id"] for h in body["hits"]]
-            assert sorted(got) == sorted(expected_ids[version]), version
-            assert all(h["score"] == pytest.approx(expected[h["shape_id"]], abs=2e-3) for h in body["hits"])
-    assert expected_ids[first] != expected_ids[final]  # the new shapes change the answer
+        after = client.get("/health").json()
+    assert after["version"] > before["version"] and after["reloads"] == 1
+
+
+# --------------------------------------------------------------------------- on a network
+
+KEY = "s3cret-key"
+
+
+def test_answers_show_paths_relative_to_the_catalog_root(client, catalog, photos):
+    _, photo, mask = photos[0]
+    body = post(client, photo, mask, topk=N_SHAPES, prefilter="none").json()
+    assert {h["source_path"] for h in body["hits"]} == {
+        p.relative_to(catalog).as_posix() for c in CATEGORIES for p in (catalog / c).iterdir()}
+    assert str(catalog) not in json.dumps(client.get("/health").json())
+
+
+def test_catalog_relative_never_shows_a_folder_outside_the_root():
+    assert catalog_relative("/srv/cat/chair/a/model.obj", "/srv/cat") == "chair/a/model.obj"
+    assert catalog_relative("cat/chair/a.obj", "cat") == "chair/a.obj"  # built with a relative catalog path
+    assert catalog_relative("a.obj", ".") == "a.obj"  # a manifest in the build's folder
+    for outside, root in (("/home/me/meshes/a.obj", "/srv/cat"), ("/srv/cat/../secret/a.obj", "/srv/cat"),
+                          ("/srv/catalog2/a.obj", "/srv/cat"), ("../up/a.obj", "."), ("/srv/cat/a.obj", "cat"),
+                          ("/srv/cat/a.obj", "")):  # "": an index written before roots were recorded
+        assert catalog_relative(outside, root) == "a.obj", (outside, root)
+
+
+def test_an_index_without_a_catalog_root_answers_file_names_only(index_copy, tiny_weights, photos):
+    meta_file = index_copy / META_FILE
+    meta = json.loads(meta_file.read_text())
+    assert meta.pop("catalog_root")  # recorded by the build
+    meta_file.write_text(json.dumps(meta))  # as an index of an earlier ibsr
+    _, photo, mask = photos[0]
+    with TestClient(create_app(make_service(index_copy, tiny_weights))) as old:
+        hits = post(old, photo, mask).json()["hits"]
+    assert hits and [h["source_path"] for h in hits] == [h["shape_id"].split("/")[1] + ".obj" for h in hits]
+
+
+def test_mesh_errors_name_the_shape_not_the_server_path(tmp_path, catalog, tiny_weights):
+    small = tmp_path / "catalog" / "chair"
+    small.mkdir(parents=True)
+    mesh = sorted((catalog / "chair").iterdir())[0]
+    shutil.copy(mesh, small / mesh.name)
+    Indexer(tmp_path / "index", weights=tiny_weights, workers=0).build(tmp_path / "catalog", progress=False)
+    (small / mesh.name).unlink()
+    with TestClient(create_app(make_service(tmp_path / "index", tiny_weights))) as client:
+        gone = client.get(f"/shapes/chair/{mesh.stem}/mesh.glb")
+    assert gone.status_code == 404 and f"shape 'chair/{mesh.stem}'" in gone.json()["error"]
+    assert str(tmp_path) not in gone.text
+
+
+@pytest.fixture(scope="module")
+def keyed(built_index, tiny_weights):
+    service = make_service(built_index, tiny_weights, api_key=KEY, cors_origins=("https://ok.example",))
+    with TestClient(create_app(service)) as test_client:
+        yield test_client
+
+
+def test_api_key_is_required_by_every_endpoint_but_the_page_files(keyed, photos, monkeypatch):
+    _, photo, mask = photos[0]
+    endpoints = ["/health", "/rig", "/openapi.json", "/shapes/table/table_0001/thumbnail.png",
+                 "/shapes/table/table_0001/mesh.glb", "/docs", "/nowhere"]
+    wrong = [{}, {"Authorization": "Bearer wrong"}, {"X-Api-Key": "wrong"}, {"Authorization": KEY},
+             {"Authorization": f"Basic {KEY}"}, {"X-Api-Key": KEY[:-1]}, {"X-Api-Key": KEY + "x"}]
+    for headers in wrong:
+        for path in endpoints:
+            refused = keyed.get(path, headers=headers)
+            assert refused.status_code == 401, (path, headers)
+            assert "API key" in refused.json()["error"] and refused.headers["WWW-Authenticate"] == "Bearer"
+        refused = keyed.post("/search", headers=headers, files={"image": ("q.png", photo)}, data={"topk": "3"})
+        assert refused.status_code == 401, headers
+    assert keyed.get("/health", headers={"Authorization": f"Bearer {KEY}"}).json()["requests"] == 0
+    compared = []
+    real_compare = hmac.compare_digest
+    monkeypatch.setattr(hmac, "compare_digest", lambda a, b: compared.append((a, b)) or real_compare(a, b))
+    for headers in ({"Authorization": f"Bearer {KEY}"}, {"authorization": f"bearer {KEY}"}, {"X-Api-Key": KEY}):
+        for path in endpoints[:5]:
+            assert keyed.get(path, headers=headers).status_code == 200, (path, headers)
+        answer = keyed.post("/search", headers=headers, files={"image": ("q.png", photo), "mask": ("m.png", mask)},
+                            data={"topk": "3"})
+        assert answer.status_code == 200 and len(answer.json()["hits"]) == 3
+    assert compared and all(b == KEY.encode() for _, b in compared)  # constant time, always
+    for page_file in ("/", "/static/app.js", "/static/style.css", "/static/vendor/three/three.module.js"):
+        assert keyed.get(page_file).status_code == 200, page_file  # the package's own files, nothing indexed
+    assert keyed.post("/", files={"image": ("q.png", photo)}).status_code == 401  # exempt: GET only
+
+
+def test_cors_is_closed_by_default_and_open_to_configured_origins(client, keyed):
+    origin = {"Origin": "https://ok.example"}
+    preflight = {**origin, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"}
+    closed = client.get("/health", headers=origin)
+    assert closed.status_code == 200 and not any(h.startswith("access-control-") for h in closed.headers)
+    assert not any(h.startswith("access-control-") for h in client.options("/search", headers=preflight).headers)
+
+    auth = {"Authorization": f"Bearer {KEY}"}
+    opened = keyed.get("/health", headers={**origin, **auth})
+    assert opened.status_code == 200 and opened.headers["access-control-allow-origin"] == "https://ok.example"
+    assert "x-ibsr-version" in opened.headers["access-control-expose-headers"].lower()
+    answered = keyed.options("/search", headers=preflight)  # a browser's preflight never carries the key
+    assert answered.status_code == 200 and answered.headers["access-control-allow-origin"] == "https://ok.example"
+    assert "authorization" in answered.headers["access-control-allow-headers"].lower()
+    refused = keyed.get("/health", headers=origin)  # the page of that origin can read why
+    assert refused.status_code == 401 and refused.headers["access-control-allow-origin"] == "https://ok.example"
+    other = keyed.get("/health", headers={"Origin": "https://evil.example", **auth})
+    assert "access-control-allow-origin" not in other.headers
+
+
+def serve_args(index, weights, *extra) -> list[str]:
+    return ["--index", str(index), "--weights", str(weights), *extra]
+
+
+@pytest.fixture
+def started(monkeypatch) -> list[dict]:
+    """Each `uvicorn.run` the command would make (app, host, port), instead of serving."""
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.append({"app": app, **kwargs}))
+    monkeypatch.delenv("IBSR_API_KEY", raising=False)
+    return calls
+
+
+def test_ibsr_serve_refuses_a_network_host_without_a_key(tmp_path, started):
+    for host in ("0.0.0.0", "::", "192.168.1.20", "example.org"):  # a name may resolve to anything
+        refused = CliRunner().invoke(serve_cli.main, ["--index", str(tmp_path / "nowhere"), "--host", host])
+        assert refused.exit_code == 1 and "Traceback" not in refused.output, refused.output
+        assert refused.output.count("\n") == 1 and refused.output.startswith("error: --host ")
+        assert "--api-key" in refused.output and "--insecure" in refused.output
+    assert not started and not (tmp_path / "nowhere").exists()  # refused before loading anything
+    for bad in (["--api-key", "two words"], ["--cors-origin", "https://ok.example/"], ["--cors-origin", "ok.example"]):
+        result = CliRunner().invoke(serve_cli.main, ["--index", str(tmp_path / "nowhere"), *bad])
+        assert result.exit_code == 1 and result.output.startswith("error: --") and "Traceback" not in result.output
+
+
+def test_ibsr_serve_on_a_network_host_with_a_key_or_insecure(built_index, tiny_weights, started):
+    for args, env in ((["--host", "0.0.0.0", "--insecure"], {}), (["--host", "127.0.0.1"], {}),
+                      (["--host", "localhost"], {}), (["--host", "::1"], {}),
+                      (["--host", "0.0.0.0", "--api-key", KEY], {}), (["--host", "0.0.0.0"], {"IBSR_API_KEY": KEY})):
+        result = CliRunner().invoke(serve_cli.main, serve_args(built_index, tiny_weights, *args), env=env)
+        assert result.exit_code == 0, (args, result.output)
+        assert started[-1]["host"] == args[1] and KEY not in result.output
+    open_app, keyed_app = started[0]["app"], started[-1]["app"]
+    with TestClient(open_app) as open_client, TestClient(keyed_app) as keyed_client:
+        assert open_client.get("/health").status_code == 200  # --insecure: no key asked
+        assert keyed_client.get("/health").status_code == 401
+        assert keyed_client.get("/health", headers={"X-Api-Key": KEY}).status_code == 200
+    result = CliRunner().invoke(serve_cli.main, serve_args(built_index, tiny_weights, "--cors-origin",
+                                                           "https://ok.example", "--cors-origin", "http://b:8080"))
+    assert result.exit_code == 0 and started[-1]["app"].state.service.config.cors_origins == (
+        "https://ok.example", "http://b:8080")
+
+
+def test_limits_are_documented(readme=Path(__file__).parent.parent / "README.md"):
+    help_text = " ".join(CliRunner().invoke(serve_cli.main, ["--help"]).output.split())
+    for limit in ("--max-upload-mb (20 MB)", f"{MAX_PIXELS:,} pixels", "--queue-size (64)", "--timeout (30 s)"):
+        assert limit in help_text, limit
+    assert "## Running the service on a network" in readme.read_text()
 
 
 # --------------------------------------------------------------------------- the command

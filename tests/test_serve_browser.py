@@ -47,18 +47,25 @@ def silhouette_iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / max(1, (a | b).sum()))
 
 
-def test_page_searches_and_shows_the_hit_in_3d(browser, built_index, tiny_weights, catalog, tmp_path):
+@pytest.mark.parametrize("api_key, opened", [(None, "/"), ("page-key", "/#key=page-key"), ("page-key", "/")])
+def test_page_searches_and_shows_the_hit_in_3d(browser, built_index, tiny_weights, catalog, tmp_path, api_key,
+                                               opened):
+    """With an API key the page is opened as /#key=KEY, or asks for the key: it keeps the key,
+    drops it from the address bar, and sends it with every request (thumbnails included)."""
     mesh = sorted((catalog / "chair").iterdir())[0]
     photo, mask = mesh_photo(mesh, view=2, size=128)
     (tmp_path / "chair.png").write_bytes(photo)
     (tmp_path / "chair_mask.png").write_bytes(mask)
-    service = SearchService(ServeConfig(index_dir=built_index, weights=tiny_weights, reload_interval_s=0))
+    service = SearchService(ServeConfig(index_dir=built_index, weights=tiny_weights, reload_interval_s=0,
+                                        api_key=api_key))
     errors = []
     with running_server(create_app(service)) as base:
         page = browser.new_page(viewport={"width": 1200, "height": 900}, device_scale_factor=1)
         page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.goto(base + "/")
+        page.on("dialog", lambda dialog: dialog.accept(api_key))  # the page asks for the key
+        page.goto(base + opened)
         page.wait_for_function("document.getElementById('index-info').textContent.includes('9 shapes')")
+        assert "key" not in page.url and page.evaluate("localStorage.getItem('ibsr-api-key')") == api_key
         page.fill("#topk", "5")
         page.set_input_files("#mask", str(tmp_path / "chair_mask.png"))
         page.set_input_files("#image", str(tmp_path / "chair.png"))  # choosing the photo starts the search
@@ -70,6 +77,9 @@ def test_page_searches_and_shows_the_hit_in_3d(browser, built_index, tiny_weight
         for image in ("#photo", "#mask-used"):
             assert page.eval_on_selector(image, "img => img.complete && img.naturalWidth > 0")
         page.wait_for_function("[...document.querySelectorAll('.card img')].every(i => i.complete && i.naturalWidth)")
+        shown = page.eval_on_selector_all(".card", "cards => cards.map(c => [c.dataset.shapeId, "
+                                                   "c.querySelector('.path').textContent])")
+        assert all(path == f"{shape}.obj" for shape, path in shown), shown  # relative to the catalog root
         first = cards.nth(0)
         shape_id, best_view = first.get_attribute("data-shape-id"), None
         page.screenshot(path=str(tmp_path / "page.png"), full_page=True)

@@ -16,7 +16,7 @@ import datetime
 import sys
 import time
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from ibsr.cpus import process_pool
 from ibsr.errors import IbsrError
-from ibsr.indexer.discover import CatalogEntry, discover
+from ibsr.indexer.discover import CatalogEntry, catalog_root, discover
 from ibsr.indexer.faiss_index import FAISS_DIR, faiss_is_current, rebuild_faiss
 from ibsr.indexer.flat import FLAT_DIR, flat_is_current, rebuild_flat
 from ibsr.indexer.lock import LOCK_FILES, IndexWriteLock
@@ -99,6 +99,7 @@ class Indexer:
         remove whatever is damaged, so the build brings the index back to a clean build's."""
         started = time.perf_counter()
         entries = discover(Path(catalog))
+        self.meta = replace(self.meta, catalog_root=catalog_root(catalog))
         self._check_target()  # before the lock writes anything into the directory
         with IndexWriteLock(self.index_dir, wait=wait) as lock:
             report = BuildReport(index=str(self.index_dir), catalog_shapes=len(entries))
@@ -192,6 +193,8 @@ class Indexer:
                     f"index was built with {key}={getattr(existing, key)!r}, this build uses "
                     f"{getattr(self.meta, key)!r}; use another --index directory (or delete this one)",
                     self.index_dir)
+        if existing.catalog_root != self.meta.catalog_root:  # what ibsr-serve shows paths relative to
+            replace(existing, catalog_root=self.meta.catalog_root).write(self.index_dir)
 
     def _changed(self, entries, writer, report: BuildReport, prune) -> list[tuple]:
         indexed = self._without_duplicates(writer, report)

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from ibsr.errors import IbsrError
 from ibsr.schemas import MANIFEST_FIELDS
@@ -40,6 +41,26 @@ def discover(catalog: Path) -> list[CatalogEntry]:
     else:
         entries = _scan_folder(catalog)
     return _check_unique(entries, catalog)
+
+
+def catalog_root(catalog: Path) -> str:
+    """The folder a catalog's source paths start with: the catalog folder, or a manifest's
+    folder, spelled as given (discover builds every path from it, so a prefix test works)."""
+    catalog = Path(catalog)
+    return str(catalog.parent if catalog.is_file() else catalog)
+
+
+def catalog_relative(source_path: str, root: str) -> str:
+    """`source_path` relative to the catalog root (posix), or only its file name when it is
+    not under the root (an absolute manifest path elsewhere, a `..`, no root recorded):
+    what a service may show without revealing the server's folders."""
+    if root:
+        path, base = (PurePath(os.path.normpath(p)) for p in (source_path, root))
+        if path.is_absolute() == base.is_absolute() and path.is_relative_to(base):
+            relative = path.relative_to(base)
+            if relative.parts and ".." not in relative.parts:
+                return relative.as_posix()
+    return PurePath(source_path).name
 
 
 def _scan_folder(root: Path) -> list[CatalogEntry]:

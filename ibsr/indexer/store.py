@@ -198,6 +198,16 @@ class ShapeWriter:
             self.table.optimize(cleanup_older_than=KEEP_OLD_VERSIONS, delete_unverified=True)
 
 
+def pooled_vectors(views: np.ndarray, chunk: int = 8192) -> np.ndarray:
+    """The L2-normalized mean of each shape's views (N x V x D -> N x D float32), as `vector`;
+    by chunks, so float16 views are never all widened at once."""
+    pooled = np.empty((views.shape[0], views.shape[2]), np.float32)
+    for start in range(0, len(pooled), chunk):
+        pooled[start:start + chunk] = views[start:start + chunk].astype(np.float32).mean(axis=1)
+    pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+    return pooled
+
+
 def make_rows(schema: pa.Schema, shapes: list[dict], views: np.ndarray) -> pa.Table:
     """Arrow rows for a batch: `views` is N x V x D float32, L2-normalized per view."""
     n, v, d = views.shape
@@ -323,7 +333,7 @@ class ShapeReader:
 
         sidecar = read_flat(self.index_dir, self.version) if flat else None
         if sidecar is not None:
-            return ShapeSnapshot(self.version, sidecar.rows, sidecar.views, self._vectors_for(sidecar.rows),
+            return ShapeSnapshot(self.version, sidecar.rows, sidecar.views, self._vectors_for(sidecar, self.version),
                                  (sidecar.centres, sidecar.radii), source="flat")
         columns = ["shape_id", "category", "source_path", "views", "vector"]
         data = self.retrying(lambda: self._query(columns))
@@ -333,10 +343,17 @@ class ShapeReader:
         return ShapeSnapshot(self.version, data.select(["shape_id", "category", "source_path"]),
                              np.require(views.reshape(n, v, d), requirements="W"), lambda: vectors.reshape(n, d))
 
-    def _vectors_for(self, rows: pa.Table) -> Callable[[], np.ndarray]:
-        """Pooled vectors in the order of `rows` (only the in-memory FAISS fallback needs them)."""
+    def _vectors_for(self, sidecar, version: int) -> Callable[[], np.ndarray]:
+        """Pooled vectors of the sidecar's rows, in its order (only the in-memory FAISS fallback
+        needs them), from the table at `version`. If a compaction removed that version before
+        they were read, they are pooled from the sidecar's own views (within float16 rounding of
+        the stored ones): a snapshot never mixes in another version's vectors."""
+        rows = sidecar.rows
+
         def read() -> np.ndarray:
             data = self.retrying(lambda: self._query(["shape_id", "vector"]))
+            if self.version != version:
+                return pooled_vectors(sidecar.views)
             flat = data.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
             flat = flat.reshape(data.num_rows, self.meta.embed_dim)
             if data.column("shape_id").equals(rows.column("shape_id")):

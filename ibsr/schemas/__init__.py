@@ -26,6 +26,8 @@ VIEW_DTYPE = "float16"
 MANIFEST_FIELDS = ("shape_id", "category", "path")
 # queries.jsonl written by ibsr-data and read by ibsr-eval; paths relative to the file.
 QUERY_FIELDS = ("image", "mask", "shape_id", "category")
+# IndexMeta fields an index written by an earlier ibsr may lack (read as their defaults).
+OPTIONAL_META = {"extra", "up_axis", "view_dtype", "rendering_id", "catalog_root"}
 
 
 def shapes_schema(views: int, dim: int) -> pa.Schema:
@@ -62,6 +64,11 @@ class IndexMeta:
     another model or on another rig. `rendering_id` is optional in the file (indexes written
     before it existed read as ""; search then accepts only an adapted checkpoint whose info
     names this index's encoder as its base): same format version.
+
+    `catalog_root` is the catalog folder (a manifest's folder) of the latest build, as that
+    build was given it: shapes' `source_path`s under it are shown relative to it by
+    `ibsr-serve`, which never answers with a server's absolute paths. Optional too ("": every
+    path shows as its file name).
     """
 
     encoder_id: str
@@ -75,6 +82,7 @@ class IndexMeta:
     format_version: int = FORMAT_VERSION
     extra: dict = field(default_factory=dict)
     rendering_id: str = ""
+    catalog_root: str = ""
 
     def write(self, index_dir: Path) -> None:
         """Write atomically: a crash leaves the old file or the new one, never half."""
@@ -107,7 +115,7 @@ class IndexMeta:
                 path,
             )
         known = {f.name for f in fields(cls)}
-        missing = {f.name for f in fields(cls) if f.name not in data} - {"extra", "up_axis", "view_dtype", "rendering_id"}
+        missing = {f.name for f in fields(cls) if f.name not in data} - OPTIONAL_META
         if missing:
             raise IbsrError(f"index metadata lacks {sorted(missing)}; rebuild the index", path)
         return cls(**{k: v for k, v in data.items() if k in known})

@@ -28,6 +28,7 @@ import ibsr
 from ibsr.errors import IbsrError
 from ibsr.searcher.query import Box
 from ibsr.searcher.results import image_data_uri
+from ibsr.serve.security import secure
 from ibsr.serve.service import Overloaded, SearchParams, SearchService
 from ibsr.serve.shapes import ShapeNotFound, mesh_glb, rig_json
 
@@ -47,6 +48,7 @@ def create_app(service: SearchService) -> FastAPI:
                   description="Image-based 3D shape retrieval: upload a photo, get the catalog shapes that match.")
     app.state.service = service
     app.add_middleware(UploadLimit, max_bytes=service.config.max_upload_bytes)
+    secure(app, service.config.api_key, service.config.cors_origins)  # around UploadLimit: checked first
     _add_error_handlers(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
@@ -99,7 +101,9 @@ def create_app(service: SearchService) -> FastAPI:
         png = (await run_in_threadpool(served.searcher.reader.thumbnails, [shape_id])).get(shape_id)
         if png is None:
             raise ShapeNotFound(f"no thumbnail for shape {shape_id!r}")
-        return Response(png, media_type="image/png", headers={VERSION_HEADER: str(served.version)})
+        # read from disk: the served version's, or the newest once a compaction removed that one
+        reader = served.searcher.reader
+        return Response(png, media_type="image/png", headers={VERSION_HEADER: str(reader.version)})
 
     @app.get("/shapes/{shape_id:path}/mesh.glb", response_class=Response,
              responses={200: {"content": {"model/gltf-binary": {}}}},
@@ -107,7 +111,7 @@ def create_app(service: SearchService) -> FastAPI:
     async def mesh(shape_id: str):
         served = service.served
         source = served.searcher.shapes.source_paths[_row(served, shape_id)]
-        glb = await run_in_threadpool(mesh_glb, source, served.searcher.meta.up_axis)
+        glb = await run_in_threadpool(mesh_glb, source, served.searcher.meta.up_axis, f"shape {shape_id!r}")
         return Response(glb, media_type="model/gltf-binary")
 
     return app
@@ -141,7 +145,7 @@ def decode_upload(searcher, image: UploadFile, mask: UploadFile | None, box: Box
             [query] = searcher.load_queries([files["image"].name], [files["mask"].name] if mask else None,
                                             [box] if box else None)
         except IbsrError as exc:
-            raise IbsrError(f"{names.get(exc.path, exc.path)}: {exc.message}") from None
+            raise IbsrError(f"{names.get(exc.path, 'upload')}: {exc.message}") from None  # no server path
     finally:
         for file in files.values():
             file.close()
@@ -189,7 +193,8 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def internal(request, exc: Exception):
-        return _error(500, f"internal error ({type(exc).__name__}: {exc}); see the server log")
+        # Starlette re-raises it after this answer, so the server log has the traceback; its text may name paths
+        return _error(500, f"internal error ({type(exc).__name__}); see the server log")
 
 
 class UploadLimit:

@@ -27,6 +27,7 @@ import torch
 
 from ibsr.cpus import set_torch_workers, usable_cpus  # affinity and cgroup quota: one place for it
 from ibsr.errors import IbsrError
+from ibsr.indexer.discover import catalog_relative
 from ibsr.indexer.faiss_index import FAISS_DIR, IDS_FILE
 from ibsr.indexer.render import CameraRig
 from ibsr.schemas import SHAPES_TABLE
@@ -55,6 +56,8 @@ class ServeConfig:
     reload_interval_s: float = 1.0  # how often the table version is polled (0 = never reload)
     torch_threads: int | None = None  # None: see thread_budget
     decode_threads: int | None = None
+    api_key: str | None = field(default=None, repr=False)  # None: no key asked (security.py); never logged
+    cors_origins: tuple[str, ...] = ()  # origins whose pages may call the API; none: CORS closed
 
 
 def thread_budget(cpus: int, torch_threads: int | None = None, decode_threads: int | None = None) -> tuple[int, int]:
@@ -287,29 +290,43 @@ class SearchService:
             return
         for job, result in zip(jobs, results):
             result.hits = result.hits[:job.params.topk]
+            for hit in result.hits:  # never a server's folders in an answer: relative to the catalog root
+                hit.source_path = catalog_relative(hit.source_path, served.searcher.meta.catalog_root)
             job.future.set_result((result, served.version))
 
     # ---------------------------------------------------------------- hot reload
 
     def _watch(self) -> None:
         while not self._stop.wait(self.config.reload_interval_s):
-            if index_generation(self.config.index_dir) != self.served.generation:
-                self.reload()
+            self.poll()
 
-    def reload(self) -> None:
-        """Load the index's latest version beside the served one, then swap (one reference)."""
+    def poll(self) -> bool:
+        """Reload if a build committed since the served version was loaded; True if it swapped."""
+        if index_generation(self.config.index_dir) == self.served.generation:
+            return False
+        return self.reload()
+
+    def reload(self) -> bool:
+        """Load the index's latest version beside the served one, then swap (one reference).
+
+        What this promises (README, Serve, "Hot reload"): a version is served only once it is
+        wholly loaded (its snapshot read or memory-mapped, its row map, its prefilter), so a
+        build's compaction deleting its files later changes no answer; a batch answers from the version it started with;
+        a failed load leaves the served version, and what /health reports, as they were."""
         started = time.perf_counter()
         try:
             fresh = Served.load(self.config)
         except Exception as exc:  # noqa: BLE001 (keep serving the loaded version)
-            self.stats["reload_error"] = str(exc)
+            # /health answers every client (with the key, if one is set): the message may name server paths
+            self.stats["reload_error"] = f"{type(exc).__name__} at {time.strftime('%H:%M:%S')}; see the server log"
             log.warning("reload failed, still serving version %s: %s", self.served.version, exc)
-            return
+            return False
         old, self.served = self.served, fresh
         self.stats["reloads"] += 1
         self.stats["reload_error"] = None
         log.info("serving table version %s (%d shapes, was %s), loaded in %.1f s", fresh.version,
                  len(fresh.searcher), old.version, time.perf_counter() - started)
+        return True
 
     # ---------------------------------------------------------------- reporting
 
@@ -317,7 +334,7 @@ class SearchService:
         served = self.served
         return {
             "status": "ok",
-            "index": str(self.config.index_dir),
+            "index": Path(self.config.index_dir).resolve().name,  # not its path on the server
             "shapes": len(served.searcher),
             "version": served.version,
             "encoder_id": served.searcher.meta.encoder_id,

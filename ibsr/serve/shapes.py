@@ -19,16 +19,18 @@ class ShapeNotFound(IbsrError):
     """Unknown shape id, or its source mesh is gone: answered 404."""
 
 
-def mesh_glb(source_path: str, up_axis: str) -> bytes:
-    """The shape's source mesh, normalized exactly as it was indexed, as binary glTF."""
+def mesh_glb(source_path: str, up_axis: str, name: str) -> bytes:
+    """The shape's source mesh, normalized exactly as it was indexed, as binary glTF.
+
+    Errors name the shape by `name`, never by its path on the server."""
     path = Path(source_path)
     if not path.is_file():
         raise ShapeNotFound("source mesh is gone (moved or deleted since it was indexed); rebuild the index "
-                            "with `ibsr-index build CATALOG --prune`", path)
+                            "with `ibsr-index build CATALOG --prune`", name)
     try:
         mesh = load_mesh(path, up_axis=up_axis)
-    except MeshError as exc:
-        raise IbsrError(f"source mesh no longer loads ({exc.message}); it changed since it was indexed", path) from None
+    except MeshError as exc:  # its message says what is wrong with the file, its path is kept out
+        raise IbsrError(f"source mesh no longer loads ({exc.message}); it changed since it was indexed", name) from None
     return mesh.export(file_type="glb")
 
 

@@ -18,6 +18,37 @@ let shownFile = null;  // the file whose preview #photo shows
 let searches = 0;  // numbers each search: only the latest one's answer is shown
 const MIN_DRAG_PX = 4;  // a shorter drag is a click, not a box
 
+// The API key (ibsr-serve --api-key): opened as /#key=KEY, kept in this browser's localStorage.
+// A fragment, not ?key=, because browsers never send fragments: the key stays out of server and
+// proxy logs. It is then removed from the address bar (and so from history and bookmarks).
+const KEY_ITEM = 'ibsr-api-key';
+function takeKeyFromUrl() {
+  const key = new URLSearchParams(location.hash.slice(1)).get('key');
+  if (key === null) return;
+  localStorage.setItem(KEY_ITEM, key);
+  history.replaceState(null, '', location.pathname + location.search);
+}
+
+// fetch with the key; a 401 asks for the key once and tries again.
+async function api(url, options = {}, ask = true) {
+  const key = localStorage.getItem(KEY_ITEM);
+  const headers = key ? { ...options.headers, Authorization: `Bearer ${key}` } : options.headers;
+  const response = await fetch(url, { ...options, headers });
+  if (response.status !== 401 || !ask) return response;
+  const entered = prompt('This ibsr service needs an API key (ibsr-serve --api-key):');
+  if (!entered) return response;
+  localStorage.setItem(KEY_ITEM, entered.trim());
+  return api(url, options, false);
+}
+
+// An <img> cannot send the key: fetch the image with it and show the bytes.
+async function showImage(img, url) {
+  const response = await api(url, {}, false);
+  if (!response.ok) return;
+  img.addEventListener('load', () => URL.revokeObjectURL(img.src), { once: true });
+  img.src = URL.createObjectURL(await response.blob());
+}
+
 function shapeUrl(shapeId, file) {
   return 'shapes/' + shapeId.split('/').map(encodeURIComponent).join('/') + '/' + file;
 }
@@ -32,7 +63,7 @@ async function errorText(response) {
 }
 
 async function loadInfo() {
-  const response = await fetch('health');
+  const response = await api('health');  // asks for the key at once if one is needed
   if (!response.ok) return;
   const health = await response.json();
   $('index-info').textContent = `${health.shapes} shapes, table version ${health.version}, encoder ${health.encoder_id}`;
@@ -55,7 +86,7 @@ async function search() {
   setStatus('searching…');
   const mine = ++searches;
   const started = performance.now();
-  const response = await fetch('search?mask_preview=true', { method: 'POST', body: form });
+  const response = await api('search?mask_preview=true', { method: 'POST', body: form });
   const result = response.ok ? await response.json() : await errorText(response);
   if (mine !== searches) return;  // a newer search (another box, another photo) has started
   if (!response.ok) { setStatus(result, true); return; }
@@ -86,7 +117,7 @@ function card(hit) {
   el.dataset.shapeId = hit.shape_id;
   el.title = 'open the 3D view';
   const img = document.createElement('img');
-  img.src = shapeUrl(hit.shape_id, 'thumbnail.png');
+  showImage(img, shapeUrl(hit.shape_id, 'thumbnail.png')).catch(() => {});  // a broken image, as before
   img.alt = `rendered views of ${hit.shape_id}`;
   const top = document.createElement('div');
   top.className = 'top';
@@ -127,7 +158,7 @@ function makeViewer() {
 }
 
 async function openViewer(hit) {
-  rig = rig || await (await fetch('rig')).json();
+  rig = rig || await (await api('rig')).json();
   viewer = viewer || makeViewer();
   const box = $('viewer-canvas');
   box.dataset.state = 'loading';
@@ -136,7 +167,7 @@ async function openViewer(hit) {
   $('viewer-note').textContent = `Seen from the camera of its best-matching view ${hit.best_view} ` +
     `(azimuth ${cam.azimuth_deg}°, elevation ${cam.elevation_deg}°). Drag to turn, scroll to zoom.`;
   if (!$('viewer').open) $('viewer').showModal();
-  const response = await fetch(shapeUrl(hit.shape_id, 'mesh.glb'));
+  const response = await api(shapeUrl(hit.shape_id, 'mesh.glb'));
   if (!response.ok) {
     box.dataset.state = 'error';
     $('viewer-note').textContent = await errorText(response);
@@ -248,4 +279,5 @@ $('image').addEventListener('change', () => { setBox(null); run(); });
 $('viewer-close').addEventListener('click', () => $('viewer').close());
 setupDrop();
 setupBox();
+takeKeyFromUrl();
 loadInfo();
