@@ -146,7 +146,8 @@ def test_search_options_and_mask_preview(client, built_index, photos):
     assert (shown > 127).tolist() == (np.asarray(Image.open(io.BytesIO(mask))) > 127).tolist()
 
 
-def test_box_field_searches_inside_the_box_as_ibsr_search_box(client, built_index, tiny_weights, photos, tmp_path):
+def test_box_field_searches_inside_the_box_as_ibsr_search_box(client, built_index, tiny_weights, photos, catalog,
+                                                               tmp_path):
     name, photo, mask = photos[1]
     (tmp_path / name).write_bytes(photo)
     cli = CliRunner().invoke(search_cli.main, [str(tmp_path / name), "--index", str(built_index), "--weights",
@@ -158,7 +159,7 @@ def test_box_field_searches_inside_the_box_as_ibsr_search_box(client, built_inde
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["box"] == [10, 0, 71, 90]  # the box used: clipped to the 96 x 96 photo, whole pixels
-    assert {**body, "mask_preview": None} == {**expected, "query": name, "mask_preview": None}
+    assert {**body, "mask_preview": None} == {**as_served(expected, catalog, name), "mask_preview": None}
     shown = np.asarray(Image.open(io.BytesIO(base64.b64decode(body["mask_preview"].split(",", 1)[1]))))
     outside = np.ones(shown.shape, bool)
     outside[0:90, 10:71] = False
