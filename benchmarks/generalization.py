@@ -32,7 +32,8 @@ Both search one catalog of real meshes: real_dev's 22 plus the 110 held-out real
 as distractors. Besides top-1/top-10/category they report the family top-1 (the first hit is
 a model of the right product line, `ibsr.eval.real_sets.family`) and the mean Chamfer distance
 of the first hit to the truth (`ibsr-eval --shape-metrics`; 0 = the right shape).
-Generated sets and indexes are kept under --work and reused.
+Generated sets and indexes are kept under --work and reused; models with the same rendering
+encoder (query-side variants of one model) share one index per set.
 """
 
 from __future__ import annotations
@@ -98,13 +99,29 @@ def make_real_sets(work: Path, args) -> list[str]:
     return list(REAL_SETS)
 
 
-def evaluate(work: Path, model: str, weights: str, mask_method: str, name: str, mirror: bool) -> dict:
+def index_builder(models: dict) -> dict:
+    """model name -> the weights that build its indexes: the first model with the same
+    rendering encoder (`rendering_id`), so query-side variants share one index per set."""
+    from ibsr.model.checkpoint import load_checkpoint, rendering_id
+
+    first: dict[str, str] = {}
+    builder = {}
+    for model, weights in models.items():
+        rid = rendering_id(load_checkpoint(weights))
+        builder[model] = first.setdefault(rid, weights)
+    return builder
+
+
+def evaluate(work: Path, model: str, weights: str, mask_method: str, name: str, mirror: bool,
+             builder: str | None = None) -> dict:
+    """One model on one set; the index is built with `builder` (default: the model's own weights)."""
     real = name in REAL_SETS
     catalog = work / "data" / (REAL_CATALOG if real else SETS[name][3])
-    index = work / "index" / f"{model}-{catalog.name}"
+    builder = builder or weights
+    index = work / "index" / f"{Path(builder).stem}-{_digest(builder)}-{catalog.name}"
     run([sys.executable, "-m", "ibsr.cli.index", "build",
          str(catalog / "catalog.csv" if real else catalog / "catalog"), "--index", str(index),
-         "--weights", weights, "--json"])
+         "--weights", builder, "--json"])
     queries = work / "data" / name / "queries.jsonl"
     families = {}
     if real:
@@ -124,6 +141,12 @@ def evaluate(work: Path, model: str, weights: str, mask_method: str, name: str, 
         if real:
             out[masks] |= real_metrics(report, families)
     return out
+
+
+def _digest(path: str) -> str:
+    from ibsr.model.checkpoint import checkpoint_id
+
+    return checkpoint_id(path)[:8]
 
 
 def real_metrics(report: dict, families: dict) -> dict:
@@ -199,7 +222,9 @@ def main():
     if any(s in REAL_SETS for s in sets):
         made = make_real_sets(args.work, args)
         sets = [s for s in sets if s not in REAL_SETS or s in made]
-    results = {model: {name: evaluate(args.work, model, weights, mask_methods[model], name, args.mirror)
+    builders = index_builder(models)
+    results = {model: {name: evaluate(args.work, model, weights, mask_methods[model], name, args.mirror,
+                                      builders[model])
                          for name in sets}
                for model, weights in models.items()}
     print_table(results)

@@ -42,3 +42,27 @@ def test_paired_counts_the_photos_only_one_model_puts_first():
     # only the photos both runs scored are compared
     assert out["new/set/auto"] == {"only_old": 1, "only_new": 0, "sign_test_p": 1.0}
     assert generalization.paired({"only": results["old"]}) == {}
+
+
+def test_query_side_variants_share_one_index(tiny_weights, other_weights, tmp_path):
+    import torch
+
+    from ibsr.model import load_checkpoint_with_info, save_checkpoint
+
+    model, info = load_checkpoint_with_info(tiny_weights)
+    with torch.no_grad():
+        for p in model.query_encoder.parameters():
+            p.add_(0.01)  # a query-side change: the rendering encoder is untouched
+    variant = tmp_path / "variant.pt"
+    save_checkpoint(model, variant, info)
+    builders = generalization.index_builder({"a": str(tiny_weights), "b": str(variant), "c": str(other_weights)})
+    assert builders == {"a": str(tiny_weights), "b": str(tiny_weights), "c": str(other_weights)}
+
+
+def test_real_rows_are_skipped_with_a_message_without_the_real_folders(tmp_path, capsys):
+    import argparse
+
+    args = argparse.Namespace(real_dev=tmp_path / "no_dev", real_train=tmp_path / "no_train", seed=41, workers=1)
+    assert generalization.make_real_sets(tmp_path / "work", args) == []
+    assert "real rows skipped" in capsys.readouterr().err
+    assert not (tmp_path / "work").exists()
