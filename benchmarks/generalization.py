@@ -33,12 +33,15 @@ as distractors. Besides top-1/top-10/category they report the family top-1 (the 
 a model of the right product line, `ibsr.eval.real_sets.family`) and the mean Chamfer distance
 of the first hit to the truth (`ibsr-eval --shape-metrics`; 0 = the right shape).
 Generated sets and indexes are kept under --work and reused; models with the same rendering
-encoder (query-side variants of one model) share one index per set.
+encoder (query-side variants of one model) share one index per set, and each ibsr-eval report
+is kept under --work/reports (keyed by the command and its files' contents), so adding a model
+to a comparison scores only the new one.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import platform
@@ -130,10 +133,10 @@ def evaluate(work: Path, model: str, weights: str, mask_method: str, name: str, 
     modes = (("given", []), ("auto", ["--ignore-masks", "--mask-method", mask_method]))
     out = {}
     for masks, options in modes[1:] if name == "real-photos" else modes:  # real photos have no mask
-        report = json.loads(run([sys.executable, "-m", "ibsr.cli.eval", "--index", str(index), "--queries",
-                                 str(queries), "--weights", weights, "--prefilter", "none", "--json",
-                                 "--per-query", "--no-progress", "--mirror" if mirror else "--no-mirror",
-                                 *(["--shape-metrics"] if real else []), *options]))
+        command = [sys.executable, "-m", "ibsr.cli.eval", "--index", str(index), "--queries", str(queries),
+                   "--weights", weights, "--prefilter", "none", "--json", "--per-query", "--no-progress",
+                   "--mirror" if mirror else "--no-mirror", *(["--shape-metrics"] if real else []), *options]
+        report = cached_report(work, command, [weights, builder, queries])
         s = report["summary"]
         out[masks] = {"top1": s["top1"], "top10": s["top10"], "category": s["category"], "queries": s["count"],
                       "shapes": report["shapes"], "seconds": report["timings"]["total_s"],
@@ -141,6 +144,23 @@ def evaluate(work: Path, model: str, weights: str, mask_method: str, name: str, 
         if real:
             out[masks] |= real_metrics(report, families)
     return out
+
+
+def cached_report(work: Path, command: list[str], inputs: list) -> dict:
+    """The JSON report of an ibsr-eval command, kept under work/reports/ by a hash of the
+    command and its input files' contents: a rerun that adds a model scores only that model."""
+    key = hashlib.sha256(json.dumps([command[1:], [_file_hash(Path(f)) for f in inputs]]).encode()).hexdigest()[:16]
+    path = work / "reports" / f"{key}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    report = json.loads(run(command))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report))
+    return report
+
+
+def _file_hash(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _digest(path: str) -> str:
