@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Make the default model's data and train the shipped networks (configs/README.md): the exact
 # commands, in order. Stage 1 is a GPU job (~10 minutes on one H100; on a CPU it runs, slowly),
-# stages 2 to 5 and 7 ran on a 2-core CPU (~2 h, ~40 min, ~50 min, ~95 min, ~95 min; resumable), the mask network runs anywhere.
+# stages 2 to 5, 7 and 8 ran on a 2-core CPU (~2 h, ~40 min, ~50 min, ~95 min, ~95 min, ~1 h; resumable), the mask network runs anywhere.
 #   scripts/train_default.sh [WORKERS]
 # Data generation is a pure function of the seeds and the code, so any machine writes the same files.
 set -euo pipefail
@@ -40,7 +40,17 @@ PY="${PYTHON:-python3}"
 "$PY" -m ibsr.cli.data synth --out data/q7/train --categories train --shapes-per-category 40 \
     --queries-per-shape 6 --seed 31 --workers "$WORKERS" --json
 "$PY" -m ibsr.cli.train run --config configs/lite-long3.toml --out data/runs/lite-long3
-"$PY" -m ibsr.cli.train export data/runs/lite-long3/last.pt --out ibsr/model/weights/default.pt
+"$PY" -m ibsr.cli.train export data/runs/lite-long3/last.pt --out data/models/lite-long3.pt
+# stage 8 (a 2-core CPU: ~1 h): the query side on procedural photos plus photos of real CAD meshes
+# (REAL_TRAIN, default ../shared/real_train; read in place, never copied)
+"$PY" -m ibsr.cli.data real-split "${REAL_TRAIN:-../shared/real_train}" --out data/real
+"$PY" -m ibsr.cli.data photos data/real/train.csv --out data/real/train-photos --photos-per-shape 20 \
+    --seed 101 --workers "$WORKERS" --json
+"$PY" -m ibsr.cli.data synth --out data/mix/procedural --categories train --shapes-per-category 30 \
+    --queries-per-shape 4 --seed 43 --workers "$WORKERS" --json
+"$PY" -m ibsr.cli.data merge data/mix/procedural data/real/train-photos --out data/mix/train
+"$PY" -m ibsr.cli.train run --config configs/real-mix.toml --out data/runs/real-mix
+"$PY" -m ibsr.cli.train export data/runs/real-mix/last.pt --out ibsr/model/weights/default.pt
 # the automatic-mask network: ibsr/model/weights/mask.pt
 "$PY" -m ibsr.cli.data synth --out data/mtrain --categories train --shapes-per-category 30 \
     --queries-per-shape 8 --seed 1 --workers "$WORKERS" --json

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The real-geometry stage (configs/real-mix.toml, configs/real-mix-freeze.toml): its data and the
-# two candidates, in order. Both train the query side of the shipped model on procedural photos
+# The real-geometry stage (configs/real-mix.toml, the shipped stage 8, and configs/real-mix-freeze.toml):
+# its data and the two candidates, in order (scripts/train_default.sh makes stage 7's
+# data/models/lite-long3.pt they start from). Both train the query side of the shipped model on procedural photos
 # plus synthetic photos of real CAD meshes; benchmarks/generalization.py --seed 41 decides by the
 # rule written in configs/real-mix.toml.
 #   scripts/train_real.sh [REAL_TRAIN] [WORKERS]      (default ../shared/real_train, nproc)
