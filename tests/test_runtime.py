@@ -165,3 +165,19 @@ def other_model_file(shape) -> bytes:
     """A valid ONNX file of another network with the same input: loads, but is wrong here."""
     other = init_model(load_checkpoint_config(), seed=99).query_encoder
     return onnx_backend.export_bytes(other, shape, "another network")
+
+
+def test_the_auto_rule(monkeypatch):
+    import platform
+
+    monkeypatch.setenv(runtime.RUNTIME_ENV, "auto")
+    monkeypatch.setenv("IBSR_PRECISION", "auto")
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    assert {runtime.choose(c) for c in runtime.COMPONENTS} == {"onnx"}  # measured faster there
+    assert runtime.choose("queries", device_type="cuda") == "torch"
+    monkeypatch.setenv("IBSR_PRECISION", "bf16")
+    assert runtime.choose("queries") == "torch"  # bf16 exists only in torch
+    monkeypatch.setenv("IBSR_PRECISION", "float32")
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    assert runtime.choose("views") == "torch"  # not measured there
+    assert runtime.choose("views", "onnx") == "onnx"

@@ -11,6 +11,15 @@ benchmarks/RESULTS.md). Each item is encoded alone, so an embedding never depend
 other photos or shapes shared its batch, nor on the number of workers. On CUDA the batch goes
 through in one call.
 
+Batch size and thread split, measured again for ONNX Runtime (benchmarks/runtime.py,
+benchmarks/RESULTS.md "CPU runtime", 2-core EPYC): batching does not pay on a CPU there
+either (8 photos in one call 9.3 ms per photo, one photo per call 7.5; 4 shapes in one call
+47 ms per shape, one per call 35), and neither does a 2-thread intra-op pool (one photo 15.3
+ms with 2 threads, 10.2 with 1; 8 photos 19.4 ms per photo in one 2-thread call, 6.6 as
+items on 2 single-threaded workers; with a competing process 29.6 against 15.4). So the
+runtime keeps this split: one photo or one shape per call, one thread per worker, as many
+workers as usable CPUs.
+
 Runtime: `ibsr.runtime` (IBSR_RUNTIME=auto|torch|onnx, or `runtime=`): ONNX Runtime float32 or
 torch. Precision (torch only): `ibsr.precision` (IBSR_PRECISION=auto: the query encoder under
 bf16 autocast on CPUs with AVX512-BF16/AMX, the rendering encoder in float32).
