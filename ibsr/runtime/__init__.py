@@ -4,7 +4,7 @@ One place decides (`choose(component)`), from `$IBSR_RUNTIME` or a `runtime=` ar
 (`ibsr.model.inference.embed_queries / embed_views`, `ibsr.searcher.mask_model`):
 
 - `auto` (default): ONNX Runtime where it measured faster (`auto_prefers_onnx`: x86-64 CPUs,
-  2.5-6x faster than torch there), torch elsewhere, and torch with a one-line warning when
+  2-6x faster than torch there), torch elsewhere, and torch with a one-line warning when
   onnxruntime does not import or a network fails to export.
 - `torch`: torch for everything (with `ibsr.precision`'s bf16 autocast where it applies).
 - `onnx`: ONNX Runtime, float32, for every component; an error when it cannot run.
@@ -59,14 +59,13 @@ def auto_prefers_onnx(component: str) -> bool:
 
     Measured (benchmarks/runtime.py, benchmarks/RESULTS.md "CPU runtime"; a 2-core AMD EPYC,
     Zen 5, AVX-512 + AVX512-BF16, no AMX, shared with other jobs): as ibsr runs them (one item
-    per call on single-threaded workers), ONNX Runtime float32 took 2.5-6x less time than the
-    torch it replaces, quiet or with a competing process: query encoder, one photo 10 vs 37 ms
+    per call on single-threaded workers), ONNX Runtime float32 ran 2-6x faster than the torch
+    it replaces, quiet or with a competing process: query encoder, one photo 10 vs 37 ms
     (torch bf16 autocast, what `auto` precision ran here); rendering encoder 37 vs 169 ms per
     12-view shape (torch float32); mask network 10 vs 39 ms; its embeddings equal torch
-    float32's to cosine 0.99999. Other x86-64 CPUs (AVX2-only, AMX) are not measured: ONNX
-    Runtime's float32 kernels exist for every x86-64 level, and a margin of 2.5-6x is well
-    beyond what bf16 autocast gained torch here (1.2-2.3x). ARM and other CPUs stay torch
-    until measured."""
+    float32's to cosine 0.99999. Other x86-64 CPUs are not measured: ONNX Runtime has float32
+    kernels for every x86-64 level; the one case that might close the gap is torch's bf16 on
+    AMX (queries), unmeasured. ARM and other CPUs stay torch until measured."""
     import platform
 
     from ibsr.precision import requested as precision_requested
