@@ -181,3 +181,10 @@ def test_the_auto_rule(monkeypatch):
     monkeypatch.setattr(platform, "machine", lambda: "aarch64")
     assert runtime.choose("views") == "torch"  # not measured there
     assert runtime.choose("views", "onnx") == "onnx"
+
+
+def test_an_empty_batch_exports_nothing(tiny_weights, cache):
+    model = load_checkpoint(tiny_weights)
+    x, _ = random_inputs(model.config, photos=0)
+    assert inference.embed_queries(model, x, runtime="onnx").shape == (0, model.config.embed_dim)  # as torch does
+    assert not cache.exists()

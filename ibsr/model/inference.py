@@ -42,15 +42,19 @@ def _per_item(encode_item, x: torch.Tensor) -> torch.Tensor:
     return torch.cat(list(parallel_map(lambda i: encode_item(x[i:i + 1]), range(len(x)))))
 
 
+def _on_cpu(x: torch.Tensor) -> bool:
+    return x.device.type == "cpu" and len(x) > 0  # an empty batch needs no export
+
+
 def _query_encoder(model: CMIC, x: torch.Tensor, runtime: str | None):
     """x -> B x D float32: ONNX Runtime where `ibsr.runtime` picks it, else torch."""
-    onnx = x.device.type == "cpu" and onnx_encoder(model.query_encoder, "queries", tuple(x.shape[1:]), runtime)
+    onnx = _on_cpu(x) and onnx_encoder(model.query_encoder, "queries", tuple(x.shape[1:]), runtime)
     return onnx or (lambda item: encode(model.embed_queries, "queries", item))
 
 
 def _view_encoder(model: CMIC, x: torch.Tensor, runtime: str | None):
     """N x V x 1 x H x W -> N x V x D float32; the ONNX rendering encoder takes one view per row."""
-    onnx = x.device.type == "cpu" and onnx_encoder(model.rendering_encoder, "views", tuple(x.shape[2:]), runtime)
+    onnx = _on_cpu(x) and onnx_encoder(model.rendering_encoder, "views", tuple(x.shape[2:]), runtime)
     if not onnx:
         return lambda item: encode(model.embed_views, "views", item)
     return lambda item: onnx(item.flatten(0, 1)).reshape(*item.shape[:2], -1)
