@@ -188,3 +188,26 @@ def test_an_empty_batch_exports_nothing(tiny_weights, cache):
     x, _ = random_inputs(model.config, photos=0)
     assert inference.embed_queries(model, x, runtime="onnx").shape == (0, model.config.embed_dim)  # as torch does
     assert not cache.exists()
+
+
+def test_a_forked_child_loads_its_own_session(tiny_weights, cache, float32):
+    import os
+    import pickle
+
+    model = load_checkpoint(tiny_weights)
+    x, _ = random_inputs(model.config)
+    parent = inference.embed_queries(model, x, runtime="onnx")
+    assert model.query_encoder in runtime._loaded
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: the same module object, no session; it loads one from the cache
+        try:
+            result = (model.query_encoder in runtime._loaded, inference.embed_queries(model, x, runtime="onnx"))
+            os.write(write, pickle.dumps(result))
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as f:
+        loaded, q = pickle.loads(f.read())
+    os.waitpid(pid, 0)
+    assert not loaded and torch.equal(q, parent)

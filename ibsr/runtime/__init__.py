@@ -38,6 +38,15 @@ _loaded: "weakref.WeakKeyDictionary[torch.nn.Module, tuple]" = weakref.WeakKeyDi
 _warned: set[str] = set()
 
 
+def _forget_sessions_in_child() -> None:  # a forked child loads its own: sessions are not fork-safe
+    global _lock
+    _loaded.clear()
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_sessions_in_child)
+
+
 def requested(runtime: str | None = None) -> str:
     value = (runtime if runtime is not None else os.environ.get(RUNTIME_ENV, "auto")).strip().lower() or "auto"
     if value not in RUNTIMES:
