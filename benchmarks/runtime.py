@@ -28,7 +28,6 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -210,8 +209,9 @@ def main():
     cpus.set_torch_workers(None)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"cpu": cpu, "flags": flags, "torch": torch.__version__, "args": vars(args) | {"json": str(args.json)},
-                                         "int8_top1_holds": int8_ok, "accuracy": acc, "speed": rows}, indent=2) + "\n")
+        summary = {"cpu": cpu, "flags": flags, "torch": torch.__version__, "args": vars(args) | {"json": str(args.json)},
+                   "int8_top1_holds": int8_ok, "accuracy": acc, "speed": rows}
+        args.json.write_text(json.dumps(summary, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -6,23 +6,25 @@ Export: `torch.onnx.export(dynamo=True)` from the module in memory (never a down
 dimension dynamic, spatial size fixed to `input_shape`, opset `OPSET`. The torch.export-based
 exporter is used, not the legacy TorchScript one: the legacy graph recomputes EfficientNet's
 TF "SAME" padding from the input's shape at run time (~450 Shape/Gather/Concat/Cast nodes
-around the 49 convolutions) and ran ~1.5-2x slower in ONNX Runtime; the new one folds it into
-constant pads (~100 nodes). Exporting the shipped query encoder takes ~10-15 s, once.
+around the 49 convolutions) and ran 1.3-1.9x slower in ONNX Runtime (one photo, one thread,
+one-off timing); the new one folds it into constant pads (~100 nodes). Exporting the shipped query encoder takes ~10-15 s, once.
 
 Cache: `$IBSR_CACHE/onnx/` (default `~/.cache/ibsr/onnx/`), one file per
-`<component>-<weights id>-opset<OPSET>-v<EXPORT_VERSION>.onnx`; the weights id is a SHA-256
+`<component>-<weights id>-<C>x<H>x<W>-opset<OPSET>-v<EXPORT_VERSION>.onnx`; the weights id is a SHA-256
 over the module's weights and BatchNorm statistics and the input size (what `rendering_id` is
 for the rendering encoder), so a file can only ever be reused for the same numbers. Files are
 written atomically (temp file + rename). Each file carries its name and torch float32's output
 on a fixed probe input (metadata); a file that fails to load, was exported for another name,
-or whose output on the probe disagrees with it (cosine < PROBE_COSINE), is exported again and replaced, and so is a fresh
-export that disagrees (then torch runs). An unwritable cache only costs the export on every
-process start.
+or whose output on the probe disagrees with it (cosine < PROBE_COSINE) is exported again and
+replaced, and a fresh export that disagrees is refused (then torch runs). An unwritable cache
+only costs the export on every process start.
 
 Sessions: one intra-op thread, sequential execution. ibsr parallelizes over photos and shapes
 with single-threaded workers (`ibsr.cpus.parallel_map`; an intra-op team would stall whenever
 another process takes a core, issue 12), and `InferenceSession.run` is safe to call from
-several threads at once and releases the GIL, so the workers share one session.
+several threads at once and releases the GIL, so the workers share one session. Measured: a
+2-thread intra-op pool was slower than one thread even for a single photo, and far slower
+than two single-threaded workers for a batch (benchmarks/RESULTS.md, "CPU runtime").
 """
 
 from __future__ import annotations
