@@ -53,7 +53,7 @@ def test_onnx_matches_torch_on_the_tiny_model(tiny_weights, cache, float32):
 
 
 def test_onnx_matches_torch_on_the_shipped_model(float32):
-    """Generated photos and their shapes' views; the user's cache (exports take ~20 s once)."""
+    """Generated photos and their shapes' views; the suite's cache (exports take ~20 s once)."""
     from ibsr.indexer.render import normalize_mesh, render_views
     from ibsr.searcher.query import Query, query_tensor
     from ibsr.synth import catalog_shape, render_query_photo
