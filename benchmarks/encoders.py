@@ -81,6 +81,8 @@ def bf16_accuracy(model, photos, views) -> list[dict]:
 
 
 def main():
+    # torch's threads and precision are what this measures (ONNX Runtime: benchmarks/runtime.py)
+    os.environ.setdefault("IBSR_RUNTIME", "torch")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--json", type=Path, default=None)

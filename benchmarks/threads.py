@@ -118,6 +118,8 @@ def workloads(args):
 
 
 def main():
+    # torch's threads and precision are what this measures (ONNX Runtime: benchmarks/runtime.py)
+    os.environ.setdefault("IBSR_RUNTIME", "torch")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shapes", type=int, default=100_000)
     parser.add_argument("--b", type=int, nargs="+", default=[1, 64])

@@ -1,5 +1,9 @@
 """Compute precision by CPU: bf16 where the CPU computes it natively and it pays, float32 elsewhere.
 
+This is the *torch* runtime's precision. Where `ibsr.runtime` runs an encoder in ONNX Runtime
+(IBSR_RUNTIME=auto on x86-64 CPUs), it runs in float32, faster than torch's bf16 was there;
+IBSR_PRECISION=bf16 makes `auto` pick torch, so that asking for bf16 still measures bf16.
+
 One place decides (`precision(component)`), from `$IBSR_PRECISION`:
 
 - `auto` (default): the *query encoder* (search, serve) runs under bf16 autocast on a CPU with

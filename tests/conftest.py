@@ -7,6 +7,7 @@ a deterministic random init at a tiny width so the suite stays fast on a 2-core 
 from __future__ import annotations
 
 import os
+import tempfile
 
 # Read by triton at import time: kernel tests run the Triton kernels in the interpreter on CPU.
 os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -14,6 +15,9 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 # not ibsr/model/weights/mask.pt is shipped; tests/test_mask_net.py installs its own. An
 # environment variable, so that worker processes (Ray) see the same.
 os.environ["IBSR_MASK_WEIGHTS"] = os.devnull
+# The ONNX files the suite exports (ibsr.runtime: each tiny model it builds and searches with)
+# go to a cache of its own, kept across runs on this machine, not into the user's ~/.cache.
+os.environ.setdefault("IBSR_CACHE", os.path.join(tempfile.gettempdir(), "ibsr-test-cache"))
 
 import shutil  # noqa: E402
 from pathlib import Path  # noqa: E402

@@ -1,6 +1,7 @@
 """Precision by CPU (ibsr.precision, issue 12): the override, the choice per component, and the
 bf16 query encoder against float32 on the shipped default model with generated photos, within
-the documented tolerance (ibsr/precision.py)."""
+the documented tolerance (ibsr/precision.py). Precision is the torch runtime's: these tests run
+with IBSR_RUNTIME=torch (ONNX Runtime is float32 only: tests/test_runtime.py)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,11 @@ from ibsr.synth import FURNITURE, catalog_shape, render_query_photo
 MIN_QUERY_COSINE = 0.99
 MAX_SCORE_DIFF = 0.05
 MIN_TOP5_OVERLAP = 0.9
+
+
+@pytest.fixture(autouse=True)
+def torch_runtime(monkeypatch):
+    monkeypatch.setenv("IBSR_RUNTIME", "torch")
 
 
 def test_override_and_choice_per_component(monkeypatch):

@@ -95,8 +95,13 @@ def test_parallel_candidate_rerank_is_bit_identical_to_serial(workers):
         assert torch.equal(a, b)
 
 
-def test_encoders_do_not_depend_on_batching_or_workers(workers, monkeypatch):
+@pytest.mark.parametrize("runtime", ["torch", "onnx"])
+def test_encoders_do_not_depend_on_batching_or_workers(workers, monkeypatch, tmp_path, runtime):
+    if runtime == "onnx":
+        pytest.importorskip("onnxruntime")
     monkeypatch.setenv("IBSR_PRECISION", "float32")
+    monkeypatch.setenv("IBSR_RUNTIME", runtime)
+    monkeypatch.setenv("IBSR_CACHE", str(tmp_path))
     model = init_model(SMALL)
     torch.manual_seed(0)
     photos = torch.rand(5, 4, SMALL.query_size, SMALL.query_size) * 2 - 1

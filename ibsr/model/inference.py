@@ -1,7 +1,7 @@
-"""The encoders at inference time (search, serve, index builds): precision and threads.
+"""The encoders at inference time (search, serve, index builds): runtime, precision and threads.
 
-    embed_queries(model, x[, mirror]) -> B x D float32      x: B x 4 x H x W in [-1, 1]
-    embed_views(model, x)   -> N x V x D float32  x: N x V x 1 x H x W in [-1, 1]
+    embed_queries(model, x[, mirror, runtime]) -> B x D float32      x: B x 4 x H x W in [-1, 1]
+    embed_views(model, x[, runtime])   -> N x V x D float32  x: N x V x 1 x H x W in [-1, 1]
 
 On a CPU every photo, and every shape's V views, is one work item for the single-threaded
 workers of `ibsr.cpus.parallel_map`: a batch spreads over the usable CPUs with no OpenMP team
@@ -11,9 +11,18 @@ benchmarks/RESULTS.md). Each item is encoded alone, so an embedding never depend
 other photos or shapes shared its batch, nor on the number of workers. On CUDA the batch goes
 through in one call.
 
-Precision: `ibsr.precision` (IBSR_PRECISION=auto: the query encoder under bf16 autocast on
-CPUs with AVX512-BF16/AMX, the rendering encoder in float32); bf16 outputs are re-normalized
-in float32, so they are unit vectors to float32 precision too.
+Batch size and thread split, measured again for ONNX Runtime (benchmarks/runtime.py,
+benchmarks/RESULTS.md "CPU runtime", 2-core EPYC): batching does not pay on a CPU there
+either (8 photos in one call 9.3 ms per photo, one photo per call 7.5; 4 shapes in one call
+47 ms per shape, one per call 35), and neither does a 2-thread intra-op pool (one photo 15.3
+ms with 2 threads, 10.2 with 1; 8 photos 19.4 ms per photo in one 2-thread call, 6.6 as
+items on 2 single-threaded workers; with a competing process 29.6 against 15.4). So the
+runtime keeps this split: one photo or one shape per call, one thread per worker, as many
+workers as usable CPUs.
+
+Runtime: `ibsr.runtime` (IBSR_RUNTIME=auto|torch|onnx, or `runtime=`): ONNX Runtime float32 or
+torch. Precision (torch only): `ibsr.precision` (IBSR_PRECISION=auto: the query encoder under
+bf16 autocast on CPUs with AVX512-BF16/AMX, the rendering encoder in float32).
 """
 
 from __future__ import annotations
@@ -23,38 +32,50 @@ import torch.nn.functional as F
 
 from ibsr.cpus import parallel_map
 from ibsr.model.cmic import CMIC
-from ibsr.precision import encoder_autocast
+from ibsr.runtime import onnx_encoder
+from ibsr.runtime.torch_backend import encode
+
+
+def _per_item(encode_item, x: torch.Tensor) -> torch.Tensor:
+    if x.device.type != "cpu" or len(x) == 0:
+        return encode_item(x)
+    return torch.cat(list(parallel_map(lambda i: encode_item(x[i:i + 1]), range(len(x)))))
+
+
+def _on_cpu(x: torch.Tensor) -> bool:
+    return x.device.type == "cpu" and len(x) > 0  # an empty batch needs no export
+
+
+def _query_encoder(model: CMIC, x: torch.Tensor, runtime: str | None):
+    """x -> B x D float32: ONNX Runtime where `ibsr.runtime` picks it, else torch."""
+    onnx = _on_cpu(x) and onnx_encoder(model.query_encoder, "queries", tuple(x.shape[1:]), runtime)
+    return onnx or (lambda item: encode(model.embed_queries, "queries", item))
+
+
+def _view_encoder(model: CMIC, x: torch.Tensor, runtime: str | None):
+    """N x V x 1 x H x W -> N x V x D float32; the ONNX rendering encoder takes one view per row."""
+    onnx = _on_cpu(x) and onnx_encoder(model.rendering_encoder, "views", tuple(x.shape[2:]), runtime)
+    if not onnx:
+        return lambda item: encode(model.embed_views, "views", item)
+    return lambda item: onnx(item.flatten(0, 1)).reshape(*item.shape[:2], -1)
 
 
 @torch.no_grad()
-def _run(encode, component: str, x: torch.Tensor) -> torch.Tensor:
-    """encode(x) under the component's precision, in the calling thread, as float32 unit vectors."""
-    with encoder_autocast(component, x.device.type):
-        y = encode(x)
-    if y.dtype != torch.float32:
-        y = F.normalize(y.float(), dim=-1)
-    return y
-
-
-def _per_item(encode, component: str, x: torch.Tensor) -> torch.Tensor:
-    if x.device.type != "cpu" or len(x) == 0:
-        return _run(encode, component, x)
-    return torch.cat(list(parallel_map(lambda i: _run(encode, component, x[i:i + 1]), range(len(x)))))
-
-
-def embed_queries(model: CMIC, x: torch.Tensor, mirror: bool = False) -> torch.Tensor:
+def embed_queries(model: CMIC, x: torch.Tensor, mirror: bool = False, runtime: str | None = None) -> torch.Tensor:
     """B x D float32 query embeddings, one photo per work item on a CPU.
 
     mirror: average each photo's embedding with its mirror image's (re-normalized). The
     training flips photos and views alike, and most objects are left-right symmetric, so the
-    mirror is a second, independent look at the same shape (benchmarks/RESULTS.md, "Mirror averaging")."""
-    q = _per_item(model.embed_queries, "queries", x)
+    mirror is a second, independent look at the same shape (benchmarks/RESULTS.md, "Mirror averaging").
+    runtime: "auto", "torch" or "onnx" (default: $IBSR_RUNTIME; `ibsr.runtime`)."""
+    encode_item = _query_encoder(model, x, runtime)
+    q = _per_item(encode_item, x)
     if mirror:
-        q = F.normalize(q + _per_item(model.embed_queries, "queries", x.flip(-1)), dim=-1)
+        q = F.normalize(q + _per_item(encode_item, x.flip(-1)), dim=-1)
     return q
 
 
-def embed_views(model: CMIC, x: torch.Tensor) -> torch.Tensor:
+@torch.no_grad()
+def embed_views(model: CMIC, x: torch.Tensor, runtime: str | None = None) -> torch.Tensor:
     """N x V x D float32 view embeddings, one shape (its V views) per work item on a CPU."""
-    return _per_item(model.embed_views, "views", x)
-
+    return _per_item(_view_encoder(model, x, runtime), x)

@@ -1,0 +1,134 @@
+"""Which runtime runs the networks on a CPU: torch (the reference) or ONNX Runtime.
+
+One place decides (`choose(component)`), from `$IBSR_RUNTIME` or a `runtime=` argument
+(`ibsr.model.inference.embed_queries / embed_views`, `ibsr.searcher.mask_model`):
+
+- `auto` (default): ONNX Runtime where it measured faster (`auto_prefers_onnx`: x86-64 CPUs,
+  2-6x faster than torch there), torch elsewhere, and torch with a one-line warning when
+  onnxruntime does not import or a network fails to export.
+- `torch`: torch for everything (with `ibsr.precision`'s bf16 autocast where it applies).
+- `onnx`: ONNX Runtime, float32, for every component; an error when it cannot run.
+
+Components: "queries" (the query encoder, L2-normalized output: `CMIC.embed_queries`),
+"views" (the rendering encoder, one view per row: `CMIC.embed_views` without the reshape),
+"mask" (the mask network's logits). CUDA inputs and modules in train mode always run torch.
+
+The ONNX files are exported from the module in memory and cached by a hash of its weights
+(`ibsr.runtime.onnx_backend`); a module whose weights change in place (an optimizer step, a
+`load_state_dict`) is exported again at its next call.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import weakref
+
+import torch
+
+from ibsr.runtime import onnx_backend
+
+RUNTIME_ENV = "IBSR_RUNTIME"
+RUNTIMES = ("auto", "torch", "onnx")
+COMPONENTS = ("queries", "views", "mask")
+
+_lock = threading.Lock()  # one export at a time; concurrent first calls (ibsr-serve) share it
+_loaded: "weakref.WeakKeyDictionary[torch.nn.Module, tuple]" = weakref.WeakKeyDictionary()
+_warned: set[str] = set()
+
+
+def _forget_sessions_in_child() -> None:  # a forked child loads its own: sessions are not fork-safe
+    global _lock
+    _loaded.clear()
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_sessions_in_child)
+
+
+def requested(runtime: str | None = None) -> str:
+    value = (runtime if runtime is not None else os.environ.get(RUNTIME_ENV, "auto")).strip().lower() or "auto"
+    if value not in RUNTIMES:
+        from ibsr.errors import IbsrError
+
+        raise IbsrError(f"${RUNTIME_ENV} (or runtime=) must be one of {', '.join(RUNTIMES)}, not {value!r}")
+    return value
+
+
+def warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def auto_prefers_onnx(component: str) -> bool:
+    """The rule for `auto`: ONNX Runtime on x86-64 CPUs, torch elsewhere and whenever
+    IBSR_PRECISION=bf16 is asked for (bf16 exists only in torch).
+
+    Measured (benchmarks/runtime.py, benchmarks/RESULTS.md "CPU runtime"; a 2-core AMD EPYC,
+    Zen 5, AVX-512 + AVX512-BF16, no AMX, shared with other jobs): as ibsr runs them (one item
+    per call on single-threaded workers), ONNX Runtime float32 ran 2-6x faster than the torch
+    it replaces, quiet or with a competing process: query encoder, one photo 10 vs 37 ms
+    (torch bf16 autocast, what `auto` precision ran here); rendering encoder 37 vs 169 ms per
+    12-view shape (torch float32); mask network 10 vs 39 ms; its embeddings equal torch
+    float32's to cosine 0.99999. Other x86-64 CPUs are not measured: ONNX Runtime has float32
+    kernels for every x86-64 level; the one case that might close the gap is torch's bf16 on
+    AMX (queries), unmeasured. ARM and other CPUs stay torch until measured."""
+    import platform
+
+    from ibsr.precision import requested as precision_requested
+
+    if precision_requested() == "bf16":
+        return False
+    return platform.machine().lower() in ("x86_64", "amd64")
+
+
+def choose(component: str, runtime: str | None = None, device_type: str = "cpu") -> str:
+    """"onnx" or "torch" for `component` on `device_type`, before any export is tried."""
+    if component not in COMPONENTS:
+        raise ValueError(f"component must be one of {COMPONENTS}, not {component!r}")
+    want = requested(runtime)
+    if device_type != "cpu" or want == "torch":
+        return "torch"
+    if want == "onnx":
+        return "onnx"
+    return "onnx" if auto_prefers_onnx(component) else "torch"
+
+
+def onnx_encoder(module: torch.nn.Module, component: str, input_shape: tuple, runtime: str | None = None):
+    """The ONNX Runtime function that replaces `module(x)` for CPU inputs of shape
+    B x `input_shape`, or None where torch runs it. Loaded (or exported) once per module and
+    weights; called from the thread that then hands the items to the workers."""
+    if module.training or choose(component, runtime) != "onnx":
+        return None
+    explicit = requested(runtime) == "onnx"
+    key = (component, tuple(input_shape), _weights_version(module))
+    with _lock:
+        entry = _loaded.get(module)
+        if entry is None or entry[0] != key:
+            entry = (key, *_load(module, component, tuple(input_shape)))
+            _loaded[module] = entry
+    encoder, failure = entry[1], entry[2]
+    if failure:
+        if explicit:
+            from ibsr.errors import IbsrError
+
+            raise IbsrError(f"{failure}; set {RUNTIME_ENV}=torch (or auto)")
+        warn_once(f"{failure}; using torch")
+    return encoder
+
+
+def _weights_version(module: torch.nn.Module) -> tuple:
+    """Changes whenever a weight or buffer is replaced or changed in place (tensor versions)."""
+    return tuple((id(t), t._version) for t in (*module.parameters(), *module.buffers()))
+
+
+def _load(module, component: str, input_shape: tuple) -> tuple:
+    """(encoder, None) or (None, one-line reason)."""
+    if not onnx_backend.available():
+        return None, "onnxruntime is not installed (pip install onnxruntime)"
+    try:
+        return onnx_backend.load(module, component, input_shape, warn=warn_once), None
+    except onnx_backend.ExportError as e:
+        return None, str(e)

@@ -1,0 +1,217 @@
+"""The ONNX Runtime backend: export a loaded module, cache the file, run it on a CPU.
+
+    load(module, component, input_shape) -> OnnxEncoder   (x: B x C x H x W float32 torch tensor)
+
+Export: `torch.onnx.export(dynamo=True)` from the module in memory (never a download), batch
+dimension dynamic, spatial size fixed to `input_shape`, opset `OPSET`. The torch.export-based
+exporter is used, not the legacy TorchScript one: the legacy graph recomputes EfficientNet's
+TF "SAME" padding from the input's shape at run time (~450 Shape/Gather/Concat/Cast nodes
+around the 49 convolutions) and ran 1.3-1.9x slower in ONNX Runtime (one photo, one thread,
+one-off timing); the new one folds it into constant pads (~100 nodes). Exporting the shipped query encoder takes ~10-15 s, once.
+
+Cache: `$IBSR_CACHE/onnx/` (default `~/.cache/ibsr/onnx/`), one file per
+`<component>-<weights id>-<C>x<H>x<W>-opset<OPSET>-v<EXPORT_VERSION>.onnx`; the weights id is a SHA-256
+over the module's weights and BatchNorm statistics and the input size (what `rendering_id` is
+for the rendering encoder), so a file can only ever be reused for the same numbers. Files are
+written atomically (temp file + rename). Each file carries its name and torch float32's output
+on a fixed probe input (metadata); a file that fails to load, was exported for another name,
+or whose output on the probe disagrees with it (cosine < PROBE_COSINE) is exported again and
+replaced, and a fresh export that disagrees is refused (then torch runs). An unwritable cache
+only costs the export on every process start.
+
+Sessions: one intra-op thread, sequential execution. ibsr parallelizes over photos and shapes
+with single-threaded workers (`ibsr.cpus.parallel_map`; an intra-op team would stall whenever
+another process takes a core, issue 12), and `InferenceSession.run` is safe to call from
+several threads at once and releases the GIL, so the workers share one session. Measured: a
+2-thread intra-op pool was slower than one thread even for a single photo, and far slower
+than two single-threaded workers for a batch (benchmarks/RESULTS.md, "CPU runtime").
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+OPSET = 18
+EXPORT_VERSION = 1  # bump when the export changes what a file holds: the file name changes with it
+CACHE_ENV = "IBSR_CACHE"
+PROBE_COSINE = 0.999  # ONNX vs torch float32 on the probe: measured >= 0.99999 for healthy files
+PROBE_KEY = "ibsr.probe_output"  # metadata: torch float32's output fingerprint on probe_input
+NAME_KEY = "ibsr.name"  # metadata: the cache file's name (stem) it was exported for
+
+
+def available() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def cache_dir() -> Path:
+    root = os.environ.get(CACHE_ENV, "").strip()
+    return (Path(root) if root else Path.home() / ".cache" / "ibsr") / "onnx"
+
+
+def weights_id(module: torch.nn.Module, tag: str) -> str:
+    """16 hex digits of a SHA-256 over `tag`, the module's weights and BatchNorm statistics
+    (float32, in name order), as `ibsr.model.rendering_id` does for the rendering encoder."""
+    digest = hashlib.sha256(tag.encode())
+    for name, value in sorted(module.state_dict().items()):
+        if name.endswith("num_batches_tracked"):  # never changes an eval-mode output
+            continue
+        tensor = value.detach().to("cpu", torch.float32).contiguous()
+        digest.update(f"{name}{tuple(tensor.shape)}".encode())
+        digest.update(tensor.numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def cache_path(module: torch.nn.Module, component: str, input_shape: tuple) -> Path:
+    shape = "x".join(map(str, input_shape))
+    wid = weights_id(module, f"{component}/{shape}")
+    return cache_dir() / f"{component}-{wid}-{shape}-opset{OPSET}-v{EXPORT_VERSION}.onnx"
+
+
+class OnnxEncoder:
+    """`module(x)` through ONNX Runtime: B x C x H x W float32 torch tensor in, torch tensor out."""
+
+    def __init__(self, session):
+        self.session = session
+        self.input = session.get_inputs()[0].name
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        array = np.ascontiguousarray(x.detach().to(torch.float32).numpy())  # channels_last -> NCHW
+        return torch.from_numpy(self.session.run(None, {self.input: array})[0])
+
+
+def session(model: bytes, threads: int = 1):
+    """An InferenceSession on the CPU with `threads` intra-op threads, sequential execution."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only: its warnings are not the user's business
+    return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def export_bytes(module: torch.nn.Module, input_shape: tuple, name: str = "") -> bytes:
+    """The module as an ONNX model (float32, dynamic batch) that carries its cache `name`
+    (`NAME_KEY`) and torch float32's outputs on the probe input (`PROBE_KEY`), exported
+    without the exporter's chatter."""
+    example = probe_input(input_shape)  # batch 2: torch.export specializes a dimension of size 1
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    with _quiet(), torch.no_grad():
+        program = torch.onnx.export(module, (example,), None, input_names=["x"], output_names=["y"],
+                                    opset_version=OPSET, dynamo=True, verbose=False,
+                                    dynamic_shapes=({0: batch},))
+        reference = _fingerprint(module(example))
+    proto = program.model_proto
+    proto.metadata_props.add(key=PROBE_KEY, value=base64.b64encode(reference.numpy().tobytes()).decode())
+    proto.metadata_props.add(key=NAME_KEY, value=name)
+    return proto.SerializeToString()
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence the exporter's warnings and log lines (e.g. about torchvision) for one export."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def probe_input(input_shape: tuple) -> torch.Tensor:
+    """A fixed 2 x C x H x W input in [-1, 1] (the encoders' range)."""
+    return torch.rand(2, *input_shape, generator=torch.Generator().manual_seed(0)) * 2 - 1
+
+
+def _fingerprint(y: torch.Tensor) -> torch.Tensor:
+    """At most ~1024 evenly spaced float32 values per row of an output (the mask's logits are
+    50,176 a row): enough to tell a healthy model from a damaged one."""
+    flat = y.detach().float().flatten(1)
+    return flat[:, ::max(1, flat.shape[1] // 1024)].contiguous()
+
+
+def agrees(encoder: OnnxEncoder, input_shape: tuple, name: str = "") -> bool:
+    """Whether the model was exported for `name` and its output on the probe matches the torch
+    float32 output it carries (cosine per row >= PROBE_COSINE): checks a fresh export and every
+    cached file it loads, without running torch (whose first call costs seconds of warm-up)."""
+    meta = encoder.session.get_modelmeta().custom_metadata_map
+    stored = meta.get(PROBE_KEY)
+    if stored is None or meta.get(NAME_KEY) != name:
+        return False
+    got = _fingerprint(encoder(probe_input(input_shape)))
+    ref = torch.from_numpy(np.frombuffer(base64.b64decode(stored), dtype=np.float32).copy())
+    if ref.numel() != got.numel():
+        return False
+    return bool(F.cosine_similarity(got, ref.reshape(got.shape), dim=1).min() >= PROBE_COSINE)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that a reader sees the old file or the whole new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide a shared cache from other users
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _cached(path: Path, input_shape: tuple, threads: int) -> OnnxEncoder | None:
+    """The cached file's encoder, or None when it is missing, unreadable or disagrees with torch."""
+    try:
+        encoder = OnnxEncoder(session(path.read_bytes(), threads))
+    except Exception:  # missing, truncated, not a model: all mean "export again"
+        return None
+    return encoder if agrees(encoder, input_shape, path.stem) else None
+
+
+class ExportError(Exception):
+    """The export failed or its model disagrees with torch (the caller decides: warn or fail)."""
+
+
+def load(module: torch.nn.Module, component: str, input_shape: tuple, threads: int = 1,
+         warn=lambda message: None) -> OnnxEncoder:
+    """The module as an OnnxEncoder: from the cache, else exported, checked and cached."""
+    path = cache_path(module, component, input_shape)
+    encoder = _cached(path, input_shape, threads)
+    if encoder is not None:
+        return encoder
+    try:
+        data = export_bytes(module, input_shape, path.stem)
+        encoder = OnnxEncoder(session(data, threads))
+    except Exception as e:
+        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise ExportError(f"ONNX export of the {component} network failed ({reason})") from None
+    if not agrees(encoder, input_shape, path.stem):
+        raise ExportError(f"the ONNX export of the {component} network disagrees with torch")
+    try:
+        write_atomic(path, data)
+    except OSError as e:
+        warn(f"cannot cache the ONNX {component} network in {path.parent} ({e.strerror}); "
+             f"it is exported again in each process (set ${CACHE_ENV} to a writable folder)")
+    return encoder

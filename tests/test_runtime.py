@@ -1,0 +1,213 @@
+"""The CPU runtime (`ibsr.runtime`): ONNX Runtime against torch float32, the choice and its
+fallbacks, and the cache of exported files."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from ibsr import runtime
+from ibsr.errors import IbsrError
+from ibsr.model import inference, init_model, load_checkpoint, load_default_model
+from ibsr.runtime import onnx_backend
+
+pytest.importorskip("onnxruntime")
+
+MIN_COSINE = 0.999
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv(onnx_backend.CACHE_ENV, str(tmp_path / "cache"))
+    return tmp_path / "cache" / "onnx"
+
+
+@pytest.fixture
+def float32(monkeypatch):
+    monkeypatch.setenv("IBSR_PRECISION", "float32")  # the torch reference, whatever the CPU
+
+
+def random_inputs(config, photos=3, shapes=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(photos, 4, config.query_size, config.query_size, generator=g) * 2 - 1
+    v = torch.rand(shapes, config.views, 1, config.render_size, config.render_size, generator=g) * 2 - 1
+    return x, v
+
+
+def assert_agree(model, x, v):
+    q_onnx, v_onnx = inference.embed_queries(model, x, runtime="onnx"), inference.embed_views(model, v, runtime="onnx")
+    q_ref, v_ref = inference.embed_queries(model, x, runtime="torch"), inference.embed_views(model, v, runtime="torch")
+    assert q_onnx.dtype == v_onnx.dtype == torch.float32 and v_onnx.shape == v_ref.shape
+    assert (q_onnx * q_ref).sum(-1).min() >= MIN_COSINE
+    assert (v_onnx * v_ref).sum(-1).min() >= MIN_COSINE
+    assert not torch.equal(q_onnx, q_ref)  # ONNX Runtime really ran
+
+
+def test_onnx_matches_torch_on_the_tiny_model(tiny_weights, cache, float32):
+    model = load_checkpoint(tiny_weights)
+    assert_agree(model, *random_inputs(model.config))
+    assert {p.name.split("-")[0] for p in cache.iterdir()} == {"queries", "views"}
+
+
+def test_onnx_matches_torch_on_the_shipped_model(float32):
+    """Generated photos and their shapes' views; the suite's cache (exports take ~20 s once)."""
+    from ibsr.indexer.render import normalize_mesh, render_views
+    from ibsr.searcher.query import Query, query_tensor
+    from ibsr.synth import catalog_shape, render_query_photo
+
+    model = load_default_model()
+    c = model.config
+    shapes = [catalog_shape(cat, 0, 5) for cat in ("chair", "table")]
+    rng = np.random.default_rng(5)
+    photos = np.stack([query_tensor(Query(f"p{i}", *render_query_photo(s, rng), "file"), c.query_size)
+                       for i, s in enumerate(shapes)])
+    views = np.stack([render_views(normalize_mesh(s.mesh), c.render_size) for s in shapes])
+    views = torch.from_numpy(views).float().div_(127.5).sub_(1.0).unsqueeze(2)
+    assert_agree(model, torch.from_numpy(photos), views)
+
+
+def test_the_mask_network_runs_in_onnx(cache):
+    from ibsr.model.segmenter import MaskConfig, init_mask_net
+    from ibsr.searcher.mask_model import mask_probability
+
+    net = init_mask_net(MaskConfig(size=64), imagenet=False).eval()
+    rgb = np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8)
+    p_onnx, p_torch = mask_probability(net, rgb, runtime="onnx"), mask_probability(net, rgb, runtime="torch")
+    assert p_onnx.shape == (50, 70) and np.abs(p_onnx - p_torch).max() < 1e-3
+    assert [p.name.split("-")[0] for p in cache.iterdir()] == ["mask"]
+
+
+def test_torch_when_asked(tiny_weights, cache, monkeypatch):
+    model = load_checkpoint(tiny_weights)
+    x, v = random_inputs(model.config)
+    monkeypatch.setenv(runtime.RUNTIME_ENV, "torch")
+    q = inference.embed_queries(model, x)
+    assert torch.equal(q, inference.embed_queries(model, x, runtime="torch"))
+    assert not cache.exists()  # nothing exported
+    assert runtime.choose("queries") == "torch" and runtime.choose("views", "auto", "cuda") == "torch"
+    monkeypatch.setenv(runtime.RUNTIME_ENV, "tensorrt")
+    with pytest.raises(IbsrError, match="IBSR_RUNTIME"):
+        inference.embed_queries(model, x)
+
+
+def test_auto_falls_back_to_torch_without_onnxruntime(cache, monkeypatch, capsys, float32):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` raises ImportError
+    monkeypatch.setattr(runtime, "_warned", set())
+    monkeypatch.setattr(runtime, "auto_prefers_onnx", lambda component: True)  # whatever this CPU is
+    model = init_model(load_checkpoint_config())
+    x, _ = random_inputs(model.config)
+    q = inference.embed_queries(model, x, runtime="auto")
+    assert torch.equal(q, inference.embed_queries(model, x, runtime="torch"))
+    inference.embed_queries(model, x, runtime="auto")
+    err = capsys.readouterr().err
+    assert err.count("onnxruntime is not installed") == 1 and len(err.strip().splitlines()) == 1  # once, one line
+    with pytest.raises(IbsrError, match="onnxruntime is not installed"):
+        inference.embed_queries(model, x, runtime="onnx")
+
+
+def test_auto_falls_back_to_torch_when_export_fails(cache, monkeypatch, capsys, float32):
+    def broken(*args):
+        raise RuntimeError("unsupported operator\nmore detail")
+
+    monkeypatch.setattr(onnx_backend, "export_bytes", broken)
+    monkeypatch.setattr(runtime, "_warned", set())
+    monkeypatch.setattr(runtime, "auto_prefers_onnx", lambda component: True)
+    model = init_model(load_checkpoint_config(), seed=3)
+    _, v = random_inputs(model.config)
+    assert torch.equal(inference.embed_views(model, v, runtime="auto"), inference.embed_views(model, v, runtime="torch"))
+    assert "ONNX export of the views network failed (unsupported operator); using torch" in capsys.readouterr().err
+    with pytest.raises(IbsrError, match="export of the views network failed"):
+        inference.embed_views(model, v, runtime="onnx")
+
+
+def test_the_cache_is_reused_and_a_corrupt_file_is_replaced(cache, monkeypatch):
+    model = init_model(load_checkpoint_config(), seed=4)
+    module, shape = model.query_encoder, (4, model.config.query_size, model.config.query_size)
+    x = onnx_backend.probe_input(shape)
+    first = onnx_backend.load(module, "queries", shape)(x)
+    [path] = cache.iterdir()
+    good = path.read_bytes()
+    real_export, other = onnx_backend.export_bytes, other_model_file(shape)
+    monkeypatch.setattr(onnx_backend, "export_bytes", lambda *a: pytest.fail("exported again"))
+    assert torch.equal(onnx_backend.load(module, "queries", shape)(x), first)  # from the file
+    exports = []
+    monkeypatch.setattr(onnx_backend, "export_bytes", lambda *a: exports.append(1) or real_export(*a))
+    for damage in (good[:len(good) // 2], b"not a model", other):
+        path.write_bytes(damage)
+        assert torch.equal(onnx_backend.load(module, "queries", shape)(x), first)
+        assert path.read_bytes() != damage and onnx_backend.load(module, "queries", shape)  # replaced, loads
+    assert len(exports) == 3
+    assert [p.name for p in cache.iterdir()] == [path.name]  # no temp files left
+
+
+def test_changed_weights_are_exported_again(cache, float32):
+    model = init_model(load_checkpoint_config(), seed=5)
+    x, _ = random_inputs(model.config)
+    before = inference.embed_queries(model, x, runtime="onnx")
+    with torch.no_grad():
+        model.query_encoder.backbone.fc[1].weight.mul_(-1)  # in place, as an optimizer step
+    after = inference.embed_queries(model, x, runtime="onnx")
+    assert (after * inference.embed_queries(model, x, runtime="torch")).sum(-1).min() >= MIN_COSINE
+    assert not torch.allclose(before, after) and len(list(cache.iterdir())) == 2
+
+
+def load_checkpoint_config():
+    from conftest import TINY
+    from ibsr.model import ModelConfig
+
+    return ModelConfig(**TINY)
+
+
+def other_model_file(shape) -> bytes:
+    """A valid ONNX file of another network with the same input: loads, but is wrong here."""
+    other = init_model(load_checkpoint_config(), seed=99).query_encoder
+    return onnx_backend.export_bytes(other, shape, "another network")
+
+
+def test_the_auto_rule(monkeypatch):
+    import platform
+
+    monkeypatch.setenv(runtime.RUNTIME_ENV, "auto")
+    monkeypatch.setenv("IBSR_PRECISION", "auto")
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    assert {runtime.choose(c) for c in runtime.COMPONENTS} == {"onnx"}  # measured faster there
+    assert runtime.choose("queries", device_type="cuda") == "torch"
+    monkeypatch.setenv("IBSR_PRECISION", "bf16")
+    assert runtime.choose("queries") == "torch"  # bf16 exists only in torch
+    monkeypatch.setenv("IBSR_PRECISION", "float32")
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    assert runtime.choose("views") == "torch"  # not measured there
+    assert runtime.choose("views", "onnx") == "onnx"
+
+
+def test_an_empty_batch_exports_nothing(tiny_weights, cache):
+    model = load_checkpoint(tiny_weights)
+    x, _ = random_inputs(model.config, photos=0)
+    assert inference.embed_queries(model, x, runtime="onnx").shape == (0, model.config.embed_dim)  # as torch does
+    assert not cache.exists()
+
+
+def test_a_forked_child_loads_its_own_session(tiny_weights, cache, float32):
+    import os
+    import pickle
+
+    model = load_checkpoint(tiny_weights)
+    x, _ = random_inputs(model.config)
+    parent = inference.embed_queries(model, x, runtime="onnx")
+    assert model.query_encoder in runtime._loaded
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: the same module object, no session; it loads one from the cache
+        try:
+            result = (model.query_encoder in runtime._loaded, inference.embed_queries(model, x, runtime="onnx"))
+            os.write(write, pickle.dumps(result))
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as f:
+        loaded, q = pickle.loads(f.read())
+    os.waitpid(pid, 0)
+    assert not loaded and torch.equal(q, parent)
