@@ -10,7 +10,8 @@ each prefilter mode. Prints a table and writes JSON.
 
 `--runtime torch onnx`: the build and the searches once per runtime, in this order, in this
 process (IBSR_RUNTIME is set before each; `ibsr.runtime` reads it at every call, and the
-render workers fork after it is set), each into its own index from the same catalog.
+views are encoded in this process: the render workers run no network), each into its own
+index from the same catalog.
 """
 
 from __future__ import annotations
