@@ -1,7 +1,11 @@
-"""ibsr-serve under load: requests/s and latency percentiles, batching on vs off, time to first answer.
+"""ibsr-serve under load: requests/s and latency percentiles, batching on vs off, runtimes,
+photos with and without mask files, time to first answer.
 
     python benchmarks/serve.py --work /tmp/ibsr-serve-bench --synthetic 100000 1000000 \
         --concurrency 1 8 32 --requests 96 --json benchmarks/out/serve.json
+    python benchmarks/serve.py --work /tmp/ibsr-serve-rt --skip-real --shapes-per-category 1 \
+        --synthetic 10000 --batching on --runtime torch onnx --photo-kinds masked plain \
+        --concurrency 1 8 32 --requests 64 --rounds 1 --json benchmarks/out/serve_runtime.json
 
 For each index (a real one built from generated shapes with the shipped model, and
 synthetic-embedding indexes of the given sizes), starts `ibsr-serve` as a separate process
@@ -11,6 +15,13 @@ generated photos (with their mask files) from this process over loopback, `c` at
 each concurrency `c`, `--rounds` times per server; the best round is reported (errors: all
 rounds). Indexes of `--together-below` shapes or more get one server at a time (memory).
 Indexes are kept in --work and reused by later runs.
+
+`--runtime torch onnx`: one server per runtime (and batching mode), each started with
+IBSR_RUNTIME set in its environment (`env`: inherited), all measured in the same run, taking
+turns; the last column divides each cell's requests/s by the first runtime's (the baseline).
+`--photo-kinds masked plain`: the photos sent with their mask files (`masked`) and without
+(`plain`: the service computes the automatic mask, the mask network); each server gets both,
+taking turns.
 
 The synthetic indexes are written with ibsr's own store writer (`ShapeWriter`, `make_rows`,
 `rebuild_faiss`): per-category cluster centres plus noise for the view embeddings (so the
@@ -45,7 +56,8 @@ from ibsr.serve import thread_budget, usable_cpus
 from ibsr.synth import CATEGORIES, iter_shapes, write_catalog, write_queries
 
 SYNTH_CHUNK = 50_000  # shapes per commit of the synthetic writer
-MODES = (("on", []), ("off", ["--max-batch", "1"]))  # batching: the defaults, or one request at a time
+MODES = {"on": [], "off": ["--max-batch", "1"]}  # batching: the defaults, or one request at a time
+PHOTO_KINDS = ("masked", "plain")  # with their mask files, or without (the automatic mask)
 
 
 def build_real(root: Path, shapes_per_category: int, photos: int, seed: int) -> Path:
@@ -98,13 +110,16 @@ def free_port() -> int:
 class Server:
     """`ibsr-serve` in its own process; records the time to its first answered search."""
 
-    def __init__(self, index: Path, extra: list[str], request: dict):
+    def __init__(self, index: Path, extra: list[str], request: dict, runtime: str | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        env = dict(os.environ)
+        if runtime is not None:
+            env["IBSR_RUNTIME"] = runtime
         started = time.perf_counter()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "ibsr.cli.serve", "--index", str(index), "--port", str(self.port),
-             "--log-level", "warning", *extra], stderr=subprocess.PIPE, text=True)
+             "--log-level", "warning", *extra], stderr=subprocess.PIPE, text=True, env=env)
         while True:
             if self.process.poll() is not None:
                 raise RuntimeError(f"ibsr-serve exited: {self.process.stderr.read()}")
@@ -137,7 +152,11 @@ async def _load(url: str, requests: list[dict], concurrency: int, total: int) ->
         async with httpx.AsyncClient(base_url=url, timeout=600) as http:
             for i in counter:  # shared: each index is taken by one task
                 started = time.perf_counter()
-                response = await http.post("/search", **requests[i % len(requests)])
+                try:
+                    response = await http.post("/search", **requests[i % len(requests)])
+                except httpx.TransportError as e:  # a timeout or a dropped connection: an error, not a crash
+                    errors.append(type(e).__name__)
+                    continue
                 if response.status_code == 200:
                     latencies.append(time.perf_counter() - started)
                 else:
@@ -149,15 +168,17 @@ async def _load(url: str, requests: list[dict], concurrency: int, total: int) ->
     ms = np.array(latencies) * 1000
     return {"concurrency": concurrency, "requests": total, "errors": len(errors), "wall_s": round(wall, 2),
             "requests_per_s": round(len(latencies) / wall, 2),
-            **{f"p{p}_ms": round(float(np.percentile(ms, p)), 1) for p in (50, 95, 99)}}
+            **{f"p{p}_ms": round(float(np.percentile(ms, p)), 1) if len(ms) else None for p in (50, 95, 99)}}
 
 
-def photo_requests(root: Path, topk: int) -> list[dict]:
+def photo_requests(root: Path, topk: int, masked: bool = True) -> list[dict]:
+    """One search request per generated photo; masked: with its mask file, else the photo alone."""
     requests = []
     for query in read_queries(root / "queries.jsonl"):
-        requests.append({"files": {"image": (Path(query.image).name, Path(query.image).read_bytes()),
-                                   "mask": ("mask.png", Path(query.mask).read_bytes())},
-                         "data": {"topk": str(topk)}})
+        files = {"image": (Path(query.image).name, Path(query.image).read_bytes())}
+        if masked:
+            files["mask"] = ("mask.png", Path(query.mask).read_bytes())
+        requests.append({"files": files, "data": {"topk": str(topk)}})
     return requests
 
 
@@ -174,6 +195,13 @@ def main(argv=None):
     parser.add_argument("--work", type=Path, default=Path("/tmp/ibsr-serve-bench"), help="indexes are kept here")
     parser.add_argument("--shapes-per-category", type=int, default=25, help="real index: generated shapes (x8)")
     parser.add_argument("--photos", type=int, default=32, help="generated query photos (with mask files)")
+    parser.add_argument("--photo-kinds", nargs="+", choices=PHOTO_KINDS, default=["masked"],
+                        help="send the photos with their mask files (masked) and/or without (plain: automatic mask)")
+    parser.add_argument("--runtime", nargs="+", choices=("env", "auto", "torch", "onnx"), default=["env"],
+                        help="one server per runtime (IBSR_RUNTIME in its environment; env: inherited); "
+                             "the first is the baseline of the last column")
+    parser.add_argument("--batching", nargs="+", choices=tuple(MODES), default=list(MODES),
+                        help="batching modes: on (the defaults), off (--max-batch 1)")
     parser.add_argument("--synthetic", type=int, nargs="*", default=[100_000], help="synthetic index sizes")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--requests", type=int, default=96, help="searches per concurrency level")
@@ -189,57 +217,72 @@ def main(argv=None):
 
     real_root = args.work / "real"
     real = build_real(real_root, args.shapes_per_category, args.photos, args.seed)
-    requests = photo_requests(real_root, args.topk)
+    requests = {kind: photo_requests(real_root, args.topk, kind == "masked") for kind in args.photo_kinds}
     source = str(sorted((real_root / "catalog" / "chair").iterdir())[0])
     indexes = [] if args.skip_real else [("real", real, ShapeReader(real).info()["shapes"])]
     indexes += [(f"synthetic {n:,}", build_synthetic(args.work / f"synthetic-{n}", n, source, args.seed), n)
                 for n in args.synthetic]
     cpus = usable_cpus()
     meta = {"cpu": cpu_model(), "usable_cpus": cpus, "threads (torch, decode)": thread_budget(cpus),
-            "load_average": os.getloadavg(), "photos": len(requests), "command": " ".join(sys.argv)}
+            "load_average": os.getloadavg(), "photos": len(requests[args.photo_kinds[0]]),
+            "command": " ".join(sys.argv), "started_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
     print(f"# {meta}")
     rows = []
-    print("| index | shapes | batching | first answer (s) | concurrency | requests/s | p50 ms | p95 ms | p99 ms "
-          "| errors | batches | on/off req/s |")
-    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    configs = [(mode, runtime) for mode in args.batching for runtime in args.runtime]  # one server each
+    print("| index | shapes | runtime | batching | photos | first answer (s) | concurrency | requests/s | p50 ms "
+          "| p95 ms | p99 ms | errors | batches | load | on/off req/s | vs baseline req/s |")
+    print("| --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, index, shapes in indexes:
         # Small indexes: both servers stay up and take turns, so background load on a shared
         # machine hits both alike. Large ones: one server at a time (a 1M-shape server peaks
         # at ~11 GB while loading). Each cell is the best of --rounds runs.
         together = shapes < args.together_below
         cells, first_answer = {}, {}
-        order = MODES[::-1] if args.off_first else MODES
-        for modes in ([order] if together else [[m] for m in order]):
+        order = sorted(configs, key=lambda cfg: cfg[0] != "off") if args.off_first else configs
+        for group in ([order] if together else [[cfg] for cfg in order]):
             servers = {}
             try:
-                for mode, extra in modes:
-                    servers[mode] = Server(index, extra, requests[0])
-                    first_answer[mode] = round(servers[mode].first_answer_s, 2)
-                    load(servers[mode].url, requests, 2, 8)  # warm-up
+                for mode, runtime in group:
+                    env_runtime = None if runtime == "env" else runtime
+                    first = requests[args.photo_kinds[0]][0]
+                    servers[(mode, runtime)] = server = Server(index, MODES[mode], first, env_runtime)
+                    first_answer[(mode, runtime)] = round(server.first_answer_s, 2)
+                    for kind in args.photo_kinds:
+                        load(server.url, requests[kind], 2, 8)  # warm-up (and the mask network's first call)
                 for c in args.concurrency:
                     for _ in range(args.rounds):
-                        for mode, server in servers.items():
-                            before = server.health()["batches"]
-                            result = load(server.url, requests, c, args.requests)
-                            result["batches"] = server.health()["batches"] - before
-                            best = cells.get((mode, c))
-                            errors = result["errors"] + (best["errors"] if best else 0)  # of all rounds
-                            if best is None or result["requests_per_s"] > best["requests_per_s"]:
-                                cells[(mode, c)] = best = result
-                            best["errors"] = errors
+                        for kind in args.photo_kinds:
+                            for cfg, server in servers.items():
+                                before = server.health()["batches"]
+                                result = load(server.url, requests[kind], c, args.requests)
+                                result["batches"] = server.health()["batches"] - before
+                                result["load_1min"] = round(os.getloadavg()[0], 2)
+                                best = cells.get((*cfg, kind, c))
+                                errors = result["errors"] + (best["errors"] if best else 0)  # of all rounds
+                                if best is None or result["requests_per_s"] > best["requests_per_s"]:
+                                    cells[(*cfg, kind, c)] = best = result
+                                best["errors"] = errors
             finally:
                 for server in servers.values():
                     server.stop()
-        for c in args.concurrency:
-            for mode, _ in MODES:
-                cell = cells[(mode, c)]
-                ratio = cell["requests_per_s"] / cells[("off", c)]["requests_per_s"]
-                row = {"index": name, "shapes": shapes, "batching": mode, "first_answer_s": first_answer[mode],
-                       "servers_together": together, **cell, "on_off_ratio": round(ratio, 2)}
-                rows.append(row)
-                print(f"| {name} | {shapes:,} | {mode} | {row['first_answer_s']} | {c} | {row['requests_per_s']} "
-                      f"| {row['p50_ms']} | {row['p95_ms']} | {row['p99_ms']} | {row['errors']} | {row['batches']} "
-                      f"| {ratio:.2f}x |", flush=True)
+        for kind in args.photo_kinds:
+            for c in args.concurrency:
+                for mode, runtime in configs:
+                    cell = cells[(mode, runtime, kind, c)]
+                    off = cells.get(("off", runtime, kind, c))
+                    base = cells[(mode, args.runtime[0], kind, c)]
+                    on_off = cell["requests_per_s"] / off["requests_per_s"] if off and off["requests_per_s"] else None
+                    vs_base = cell["requests_per_s"] / base["requests_per_s"] if base["requests_per_s"] else None
+                    row = {"index": name, "shapes": shapes, "runtime": runtime, "batching": mode, "photos": kind,
+                           "first_answer_s": first_answer[(mode, runtime)], "servers_together": together, **cell,
+                           "on_off_ratio": on_off and round(on_off, 2),
+                           "vs_baseline_ratio": vs_base and round(vs_base, 2)}
+                    rows.append(row)
+                    print(f"| {name} | {shapes:,} | {runtime} | {mode} | {kind} | {row['first_answer_s']} | {c} "
+                          f"| {row['requests_per_s']} | {row['p50_ms']} | {row['p95_ms']} | {row['p99_ms']} "
+                          f"| {row['errors']} | {row['batches']} | {row['load_1min']} "
+                          f"| {'' if on_off is None else f'{on_off:.2f}x'} "
+                          f"| {'' if vs_base is None else f'{vs_base:.2f}x'} |", flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
