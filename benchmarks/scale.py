@@ -349,9 +349,9 @@ def print_serve_table(rows: list[dict]) -> None:
     print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         first, second = r["after_first_answer"], r["after_reload"]
+        first_answer = f"{r['imports_to_first_answer_s']:.2f} ({r['cpu_imports_to_first_answer_s']:.2f})"
         print(f"| {r['code']} | {r['mode']} | {r['source']} | {r['imports_s']:.2f} | {r['open_s']:.2f} | "
-              f"{r['answer_s']:.2f} | {r['imports_to_first_answer_s']:.2f} ({r['cpu_imports_to_first_answer_s']:.2f}) | "
-              f"{first['peak_rss_gb']:.2f} | "
+              f"{r['answer_s']:.2f} | {first_answer} | {first['peak_rss_gb']:.2f} | "
               f"{first['anon_gb']:.2f} | {first['file_gb']:.2f} | {r['reload_s']:.2f} | {second['peak_rss_gb']:.2f} | "
               f"{second['anon_gb']:.2f} |")
 

@@ -1,9 +1,10 @@
 """The Searcher: photos in, ranked catalog shapes out.
 
 It opens an index at one pinned table version, maps every shape's view embeddings (the flat
-sidecar; the table's are read once when it has none), encodes queries in batches, asks the prefilter (`prefilter.py`, FAISS) which shapes each
-query's rerank should look at, and hands exact scoring to `ibsr.kernels` through one narrow
-call (`rerank`), one call per group of queries that share a candidate set.
+sidecar; the table's are read once when it has none), encodes queries in batches, asks the
+prefilter (`prefilter.py`, FAISS) which shapes each query's rerank should look at, and hands
+exact scoring to `ibsr.kernels` through one narrow call (`rerank`), one call per group of
+queries that share a candidate set.
 """
 
 from __future__ import annotations
