@@ -23,6 +23,16 @@ ann, none = the exact top-k with pruning, and the dense exhaustive pass that `no
 queries/s at B = 1 (mean over single queries) and B = 64 (best of 2), the fraction of shapes
 each scored, and this process's peak RSS. Query embeddings come from the real photos, encoded
 once; the timings are prefilter + rerank. Prints a table; --json writes every figure.
+
+The serve probe (also alone: --serve-only) is an `ibsr-serve`-like process per prefilter mode
+(`--probe-modes`): ibsr-serve's imports, `SearchService` open, one photo answered through the
+service's queue and worker, then a forced hot reload of the same index and a second answer. It
+reports the seconds of each step, the time from the end of the imports to the first answer,
+and memory from /proc/self/status: peak RSS (VmHWM) and RSS split into anonymous memory (the
+process's own) and file pages (mapped files: page cache, shared with every other mapping of
+them). `--serve-code LABEL=DIR` (repeatable) runs the probes against the ibsr package in DIR
+(e.g. an export of an earlier commit), alternating, so before and after come from one run;
+`--probe-table` adds probes with the sidecar hidden (the table read, as without one).
 """
 
 from __future__ import annotations
@@ -151,9 +161,94 @@ def wall_of(cmd: list[str]) -> tuple[float, float, str]:
     return wall, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2 ** 20, out
 
 
+def first_photo(work: Path) -> tuple[str, str]:
+    query = json.loads((work / "queries.jsonl").read_text().splitlines()[0])
+    return str(work / query["image"]), str(work / query["mask"])
+
+
+def memory_gb() -> dict:
+    """This process's RSS, peak RSS and RSS split into anonymous and file pages, in GB."""
+    fields = {"VmRSS": "rss", "VmHWM": "peak_rss", "RssAnon": "anon", "RssFile": "file"}
+    out = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in fields:
+            out[fields[key] + "_gb"] = round(int(value.split()[0]) / 2 ** 20, 3)
+    return out
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def probe(index: Path, photo: str, mask: str, weights: str | None, mode: str, table: bool) -> dict:
+    """An `ibsr-serve`-like process (run by `serve_probes` in a child): imports, open, one
+    answer through the service's queue, a forced reload and a second answer."""
+    started = time.perf_counter()
+    import uvicorn  # noqa: F401 (what ibsr-serve imports before it opens the index)
+
+    import ibsr.cli.serve  # noqa: F401
+    from ibsr.serve import SearchService, ServeConfig, create_app  # noqa: F401
+    from ibsr.serve.service import SearchParams
+    imported, cpu_imported = time.perf_counter(), cpu_seconds()
+    if table:
+        import ibsr.indexer.flat as flat
+        flat.read_flat = lambda *args, **kwargs: None
+
+    def answer() -> float:
+        t = time.perf_counter()
+        [query] = service.served.searcher.load_queries([photo], [mask])  # as a request's decoding
+        with service.admit():
+            result, _ = service.submit(query, SearchParams(prefilter=mode)).result(timeout=600)
+        assert result.hits
+        return time.perf_counter() - t
+
+    service = SearchService(ServeConfig(index_dir=index, weights=weights, reload_interval_s=0))
+    service.start()
+    opened = time.perf_counter()
+    out = {"ibsr": ibsr.cli.serve.__file__, "imports_s": imported - started, "open_s": opened - imported,
+           "source": service.served.searcher.shapes.source}
+    out["answer_s"] = answer()
+    out["imports_to_first_answer_s"] = time.perf_counter() - imported
+    out["cpu_imports_to_first_answer_s"] = cpu_seconds() - cpu_imported  # all threads: robust to a busy machine
+    out["after_first_answer"] = memory_gb()
+    t = time.perf_counter()
+    assert service.reload()
+    out["reload_s"] = time.perf_counter() - t
+    out["answer_after_reload_s"] = answer()
+    out["after_reload"] = memory_gb()
+    service.stop()
+    return out
+
+
+def serve_probes(index: Path, work: Path, weights: str | None, codes: dict[str, str], modes: list[str],
+                 repeats: int, table: bool) -> list[dict]:
+    """`probe` in a fresh process per (repeat, code, mode[, table]), codes alternating."""
+    photo, mask = first_photo(work)
+    rows = []
+    for run in range(repeats):
+        for label, code in codes.items():
+            for mode in modes:
+                for hidden in ((False, True) if table else (False,)):
+                    cmd = [sys.executable, __file__, "--probe", mode, "--shapes", "0", "--index", str(index),
+                           "--work", str(work), *(["--weights", weights] if weights else []),
+                           *(["--probe-table"] if hidden else [])]
+                    env = {**os.environ, "PYTHONPATH": code}
+                    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+                    if proc.returncode:
+                        raise SystemExit(f"probe {label} {mode} failed: {proc.stderr.strip()[-800:]}")
+                    row = {"code": label, "mode": mode, "run": run, **json.loads(proc.stdout.splitlines()[-1])}
+                    rows.append(row)
+                    print(f"  serve probe {label} {mode} ({row['source']}): first answer "
+                          f"{row['imports_to_first_answer_s']:.2f} s after the imports, peak RSS "
+                          f"{row['after_reload']['peak_rss_gb']:.2f} GB", flush=True)
+    return rows
+
+
 def measure(index: Path, work: Path, weights: str | None, repeats: int) -> dict:
     queries = [json.loads(line) for line in (work / "queries.jsonl").read_text().splitlines()]
-    photo, mask = str(work / queries[0]["image"]), str(work / queries[0]["mask"])
+    photo, mask = first_photo(work)
     weights_args = ["--weights", weights] if weights else []
     bare = min(wall_of([sys.executable, "-c", "import ibsr.cli.search; from ibsr.searcher import Searcher"])[0]
                for _ in range(repeats))
@@ -248,6 +343,19 @@ def print_table(n: int, m: dict) -> None:
               f"{many['queries_per_s']:.1f} | {100 * one['fraction_scored']:.2f}% |")
 
 
+def print_serve_table(rows: list[dict]) -> None:
+    print("| code | mode | source | imports s | open s | answer s | imports to first answer s (CPU s) | peak RSS GB "
+          "| anon GB | file GB | reload s | peak RSS after reload GB | anon after reload GB |")
+    print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        first, second = r["after_first_answer"], r["after_reload"]
+        first_answer = f"{r['imports_to_first_answer_s']:.2f} ({r['cpu_imports_to_first_answer_s']:.2f})"
+        print(f"| {r['code']} | {r['mode']} | {r['source']} | {r['imports_s']:.2f} | {r['open_s']:.2f} | "
+              f"{r['answer_s']:.2f} | {first_answer} | {first['peak_rss_gb']:.2f} | "
+              f"{first['anon_gb']:.2f} | {first['file_gb']:.2f} | {r['reload_s']:.2f} | {second['peak_rss_gb']:.2f} | "
+              f"{second['anon_gb']:.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shapes", type=int, required=True, help="N, the synthetic index's size")
@@ -260,7 +368,16 @@ def main() -> None:
     parser.add_argument("--base-categories", type=int, default=36, help="first this many ibsr.synth categories")
     parser.add_argument("--repeats", type=int, default=2, help="runs per timed case (best kept)")
     parser.add_argument("--seed", type=int, default=12)
+    parser.add_argument("--serve-only", action="store_true", help="only the serve probes")
+    parser.add_argument("--serve-code", action="append", default=[], metavar="LABEL=DIR",
+                        help="run the serve probes against the ibsr package in DIR (repeatable)")
+    parser.add_argument("--probe-modes", nargs="+", default=["category", "none"], help="the serve probes' prefilters")
+    parser.add_argument("--probe-table", action="store_true", help="also probe with the sidecar hidden")
+    parser.add_argument("--probe", default=None, help=argparse.SUPPRESS)  # a probe child's mode
     args = parser.parse_args()
+    if args.probe:
+        print(json.dumps(probe(args.index, *first_photo(args.work), args.weights, args.probe, args.probe_table)))
+        return
     from ibsr.synth import CATEGORIES
 
     base = build_base(args.work, args.weights, args.base_per_category, list(CATEGORIES[:args.base_categories]),
@@ -269,10 +386,19 @@ def main() -> None:
               "load_before": os.getloadavg()}
     if not (args.index / "flat").is_dir():
         report["build"] = write_synthetic(args.index, base, args.shapes, args.seed)
-    if not args.build_only:
+    if not (args.build_only or args.serve_only):
         report.update(measure(args.index, args.work, args.weights, args.repeats))
+    if not args.build_only:
+        import ibsr
+
+        codes = dict(c.split("=", 1) for c in args.serve_code) or {"this": str(Path(ibsr.__file__).parents[1])}
+        report["serve"] = serve_probes(args.index, args.work, args.weights, codes, args.probe_modes, args.repeats,
+                                       args.probe_table)
         report["load_after"] = os.getloadavg()
+    if not (args.build_only or args.serve_only):
         print_table(args.shapes, report)
+    if not args.build_only:
+        print_serve_table(report["serve"])
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2))

@@ -24,7 +24,7 @@ turns; the last column divides each cell's requests/s by the first runtime's (th
 taking turns.
 
 The synthetic indexes are written with ibsr's own store writer (`ShapeWriter`, `make_rows`,
-`rebuild_faiss`): per-category cluster centres plus noise for the view embeddings (so the
+then the flat sidecar and the FAISS prefilter, as a build's end writes them): per-category cluster centres plus noise for the view embeddings (so the
 category prefilter behaves as on a real catalog: a query's nearest shapes agree on a few
 categories), the shipped model's encoder id, and a real mesh as every shape's source.
 """
@@ -49,6 +49,7 @@ import numpy as np
 from ibsr.eval import read_queries
 from ibsr.indexer import Indexer, ShapeReader
 from ibsr.indexer.faiss_index import rebuild_faiss
+from ibsr.indexer.flat import flat_is_current, rebuild_flat
 from ibsr.indexer.render import montage
 from ibsr.indexer.store import ShapeWriter, make_rows
 from ibsr.schemas import META_FILE
@@ -74,6 +75,8 @@ def build_real(root: Path, shapes_per_category: int, photos: int, seed: int) -> 
 def build_synthetic(index: Path, n: int, source_path: str, seed: int) -> Path:
     """n shapes of random clustered view embeddings, written like a build writes them."""
     if (index / "faiss").is_dir():
+        if not flat_is_current(index):  # written before this script wrote the sidecar: servers read the table
+            rebuild_flat(index)
         return index
     indexer = Indexer(index)  # the shipped model: its encoder id, views, dims, rig
     meta = indexer.meta
@@ -97,6 +100,7 @@ def build_synthetic(index: Path, n: int, source_path: str, seed: int) -> Path:
         writer.upsert(make_rows(writer.schema, shapes, views))
         print(f"  synthetic {n}: {start + count} shapes written ({time.perf_counter() - started:.0f} s)", flush=True)
     writer.compact()
+    rebuild_flat(index)  # before the FAISS files, as a build does
     print(f"  synthetic {n}: prefilter {rebuild_faiss(index)} ({time.perf_counter() - started:.0f} s)", flush=True)
     return index
 

@@ -3,11 +3,15 @@ of its table version, checked by verify, rebuilt by repair; the table answers th
 is missing, stale or damaged."""
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
+from ibsr import kernels
 from ibsr.cli.index import main as index_cli
 from ibsr.indexer import Indexer
 from ibsr.indexer.flat import FLAT_DIR, META, read_flat
@@ -66,6 +70,66 @@ def test_opening_and_searching_build_no_per_row_python_lists(built_index, tiny_w
     searcher.search(photos, topk=3)
     assert isinstance(searcher.shapes.views, np.memmap)  # mapped, not copied
     assert not {"shape_ids", "categories", "source_paths", "vectors"} & set(vars(searcher.shapes))  # never built
+
+
+def mapping_of(address: int) -> tuple[str, str] | None:
+    """(file, permissions) of the memory mapping holding `address`, from /proc/self/maps."""
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        span, perms, *rest = line.split()
+        start, end = (int(x, 16) for x in span.split("-"))
+        if start <= address < end:
+            return (rest[3] if len(rest) > 3 else ""), perms
+    return None
+
+
+def test_the_rerank_reads_the_sidecars_read_only_map_not_a_copy(built_index, tiny_weights):
+    """One copy of the views in a searcher: the tensor the rerank reads is the sidecar's map
+    (and the exact search's bounds are too), mapped read-only so no write can make it private."""
+    searcher = Searcher(built_index, weights=tiny_weights)
+    views = searcher.shapes.views
+    assert isinstance(views, np.memmap) and Path(views.filename) == views_file(built_index)
+    assert not views.flags.writeable
+    assert searcher.views.data_ptr() == views.ctypes.data and searcher.views.shape == views.shape
+    centres, radii = searcher.shapes.bounds
+    bounds = searcher.prefilter.shape_bounds()
+    assert bounds.centres.data_ptr() == centres.ctypes.data and bounds.radii.data_ptr() == radii.ctypes.data
+    if Path("/proc/self/maps").exists():  # Linux: the address lies in a read-only map of the file
+        path, perms = mapping_of(searcher.views.data_ptr())
+        assert os.path.realpath(path) == os.path.realpath(views_file(built_index)) and perms[:2] == "r-"
+
+
+def test_without_a_sidecar_the_searcher_keeps_the_tables_views_without_a_copy(index_copy, tiny_weights):
+    (index_copy / FLAT_DIR / META).unlink()
+    searcher = Searcher(index_copy, weights=tiny_weights)
+    assert searcher.shapes.source == "table"
+    assert searcher.views.data_ptr() == searcher.shapes.views.ctypes.data
+
+
+def test_scoring_the_map_chunk_by_chunk_equals_scoring_a_full_copy(built_index, tiny_weights, photos):
+    """The rerank over the mapped float16 views (each chunk converted, a category's rows gathered
+    chunk by chunk) gives the bits the searcher's former writable in-memory copy gave."""
+    searcher = Searcher(built_index, weights=tiny_weights)
+    queries = searcher.load_queries(photos)
+    q, wq = searcher.encode(queries)
+
+    def every_mode():
+        hits = {mode: [[(h.shape_id, h.score, h.best_view) for h in r.hits]
+                       for r in searcher.search_encoded(queries, q, wq, 5, prefilter=mode, candidates=4)]
+                for mode in ("category", "ann", "none")}
+        return hits, tuple(kernels.rerank(q, wq, searcher.views, 5))
+
+    mapped = every_mode()
+    copy = torch.from_numpy(np.array(searcher.shapes.views))  # a copy, as the searcher held before
+    searcher.views = copy
+    hits, dense = every_mode()
+    assert hits == mapped[0] and all(torch.equal(a, b) for a, b in zip(dense, mapped[1]))
+    for group in searcher.prefilter.groups(q.numpy(), "category", 4, 10, None):  # the former whole gather
+        rows, members = torch.from_numpy(group.rows), torch.from_numpy(group.queries)
+        gathered = kernels.rerank(q[members], wq[members], copy.index_select(0, rows), 5)
+        mapped_rows = kernels.rerank(q[members], wq[members], kernels.host_tensor(searcher.shapes.views), 5, rows=rows)
+        assert torch.equal(mapped_rows.scores, gathered.scores)
+        assert torch.equal(mapped_rows.indices, rows[gathered.indices])
+        assert torch.equal(mapped_rows.best_view, gathered.best_view)
 
 
 def test_search_answers_the_same_from_the_sidecar_as_from_the_table(index_copy, tiny_weights, photos):

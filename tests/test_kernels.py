@@ -153,6 +153,38 @@ def test_rerank_torch_candidates(dtype):
     check_topk(Reranked(s2, i2, b2), ref, k, 2e-5, candidates=cand.numpy())
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("B,k", [(1, 5), (6, 12)])
+def test_rerank_rows_equals_the_rerank_of_the_gathered_rows(B, k, dtype):
+    """rows=: each chunk gathered as it is scored gives the bits of one whole gather (the
+    search's category groups did that copy before), indices mapped to rows of views."""
+    N, V, D = 300, 12, 128
+    q, wq, views = make_inputs(B, N, V, D, dtype, seed=B + k)
+    rows = torch.randperm(N, generator=torch.Generator().manual_seed(1))[:170].sort().values
+    ref, _ = reference_scores(q, wq, views)
+    for chunk_bytes in (torch_path.DEFAULT_CHUNK_BYTES, V * 2 * B * 4 * 7):  # one chunk; many
+        whole = torch_path.rerank(q, wq, views.index_select(0, rows), k, chunk_bytes=chunk_bytes)
+        got = torch_path.rerank(q, wq, views, k, rows=rows, chunk_bytes=chunk_bytes)
+        assert torch.equal(got[0], whole[0]) and torch.equal(got[1], rows[whole[1]]) and torch.equal(got[2], whole[2])
+    res = rerank(q, wq, views, k, rows=rows)
+    check_topk(res, ref, k, 2e-5, candidates=rows.expand(B, -1).numpy())
+    check_best_view(res.best_view, res.indices, wq, views, 1e-5)
+    assert rerank(q, wq, views, 500, rows=rows[:3]).indices.shape == (B, 3)  # k clamps to the rows
+
+
+def test_rerank_reads_a_read_only_memory_map_in_place(tmp_path, recwarn):
+    """host_tensor: a tensor over the map itself (no copy, no warning), reranked as a copy is."""
+    q, wq, views = make_inputs(3, 200, 12, 64, torch.float16, seed=5)
+    np.save(tmp_path / "views.npy", views.numpy())
+    mapped = np.load(tmp_path / "views.npy", mmap_mode="r")
+    tensor = K.host_tensor(mapped)
+    assert not mapped.flags.writeable and tensor.data_ptr() == mapped.ctypes.data
+    for args in ({}, {"rows": torch.arange(5, 150, 3)}, {"candidates": torch.randint(0, 200, (3, 40))}):
+        got, want = rerank(q, wq, tensor, 7, **args), rerank(q, wq, views, 7, **args)
+        assert all(torch.equal(a, b) for a, b in zip(got, want))
+    assert not [w for w in recwarn if "not writable" in str(w.message)]
+
+
 def test_rerank_candidates_k_above_c_and_n():
     q, wq, views = make_inputs(2, 10, 12, 64, seed=3)
     ref, _ = reference_scores(q, wq, views)
@@ -215,6 +247,12 @@ def test_validation_errors():
         rerank(q, wq, views, 2, candidates=torch.tensor([[0, 1], [1, 2]], dtype=torch.int32))
     with pytest.raises(ValueError, match="B x C"):
         rerank(q, wq, views, 2, candidates=torch.tensor([[0, 1]]))
+    with pytest.raises(ValueError, match=r"rows must be in \[0, 10\)"):
+        rerank(q, wq, views, 2, rows=torch.tensor([0, 10]))
+    with pytest.raises(ValueError, match="non-empty 1-D"):
+        rerank(q, wq, views, 2, rows=torch.zeros(0, dtype=torch.int64))
+    with pytest.raises(ValueError, match="not both"):
+        rerank(q, wq, views, 2, candidates=torch.tensor([[0, 1], [1, 2]]), rows=torch.tensor([0, 1]))
 
 
 def test_import_does_not_import_triton():

@@ -146,6 +146,24 @@ def check_candidates_mode(device):
         _logit_ok(bv, torch.as_tensor(i), wq, views, 1e-5)
 
 
+def check_rows_mode(device):
+    """rerank(rows=) on Triton: the rows gathered on the device, indices mapped back to rows of views."""
+    import ibsr.kernels as K
+
+    B, N, V, D, k = 3, 40, 12, 64, 6
+    q, wq, views = make_inputs(B, N, V, D, torch.float16, seed=13, device=device)
+    ref, _ = reference_scores(q, wq, views)
+    rows = torch.arange(1, N, 3, device=device)
+    tol = tol_for(torch.float16, device)
+    s, i, bv = K._rerank_triton(q, wq, views, k, None, rows)
+    s, i, allowed = s.cpu().numpy(), i.cpu().numpy(), rows.cpu().numpy()
+    for b in range(B):
+        assert np.isin(i[b], allowed).all() and len(set(i[b].tolist())) == k
+        np.testing.assert_allclose(s[b], ref[b, i[b]], atol=tol, rtol=0)
+        assert ref[b, i[b]].min() >= np.sort(ref[b, allowed])[::-1][k - 1] - 2 * tol
+    _logit_ok(bv, torch.as_tensor(i), wq, views, 2e-2)
+
+
 if not CHILD:
 
     def test_triton_interpreter_suite():
@@ -176,6 +194,10 @@ if not CHILD:
         check_candidates_mode("cuda")
 
     @cuda
+    def test_rows_cuda():
+        check_rows_mode("cuda")
+
+    @cuda
     def test_public_dispatch_cuda():
         import ibsr.kernels as K
 
@@ -197,6 +219,9 @@ else:
 
     def test_candidates_interpreter():
         check_candidates_mode("cpu")
+
+    def test_rows_interpreter():
+        check_rows_mode("cpu")
 
     def test_interpreter_is_on():
         import triton  # noqa: F401

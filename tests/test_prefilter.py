@@ -85,3 +85,24 @@ def test_reindex_faiss_cli(index_copy):
     bad = runner.invoke(index_cli.main, ["reindex-faiss", "--index", str(index_copy), "--faiss-factory", "Nope42"])
     assert bad.exit_code == 1 and bad.output.startswith("error: ") and "Nope42" in bad.output
     assert read_faiss(index_copy)[1]["factory"] == "IVF2,Flat"  # the old prefilter is untouched
+
+
+def test_an_ivf_prefilter_is_mapped_not_read_into_memory(index_copy):
+    """IO_FLAG_MMAP: the lists stay in the file (read-only page cache), answers as a plain read,
+    and stay readable after a rewrite unlinks the file."""
+    import faiss
+
+    from ibsr.indexer.faiss_index import rebuild_faiss
+
+    rebuild_faiss(index_copy, "IVF2,Flat")
+    index, meta = read_faiss(index_copy)
+    lists = faiss.downcast_InvertedLists(faiss.extract_index_ivf(index).invlists)
+    assert isinstance(lists, faiss.OnDiskInvertedLists) and lists.read_only
+    plain = faiss.read_index(str(index_copy / FAISS_DIR / meta["index_file"]))
+    faiss.extract_index_ivf(plain).nprobe = faiss.extract_index_ivf(index).nprobe
+    q = np.random.default_rng(0).standard_normal((4, index.d)).astype(np.float32)
+    want = plain.search(q, 5)
+    assert all(np.array_equal(a, b) for a, b in zip(index.search(q, 5), want))
+    rebuild_faiss(index_copy, "IVF2,Flat")  # a new file; the mapped one is unlinked
+    assert not (index_copy / FAISS_DIR / meta["index_file"]).exists()
+    assert all(np.array_equal(a, b) for a, b in zip(index.search(q, 5), want))

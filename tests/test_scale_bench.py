@@ -13,7 +13,7 @@ def test_scale_benchmark_writes_a_valid_index_and_reports_every_field(tmp_path, 
     index, out = tmp_path / "scale", tmp_path / "scale.json"
     proc = subprocess.run([sys.executable, "benchmarks/scale.py", "--shapes", "300", "--index", str(index),
                            "--work", str(tmp_path / "base"), "--weights", str(tiny_weights), "--base-categories", "3",
-                           "--base-per-category", "2", "--repeats", "1", "--json", str(out)],
+                           "--base-per-category", "2", "--repeats", "1", "--probe-modes", "none", "--json", str(out)],
                           capture_output=True, text=True, env=ENV, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     verify = run(index_cmd("verify", "--index", index, "--quiet"))
@@ -36,3 +36,10 @@ def test_scale_benchmark_writes_a_valid_index_and_reports_every_field(tmp_path, 
         assert r["queries_per_s"] > 0 and 0 < r["fraction_scored"] <= 1
     assert rows["dense_b1"]["fraction_scored"] == 1 and rows["none_b1"]["fraction_scored"] <= 1
     assert "| none |" in proc.stdout and "ibsr-search --prefilter none" in proc.stdout
+    [serve] = report["serve"]  # one probe: --probe-modes none
+    assert (serve["code"], serve["mode"], serve["source"]) == ("this", "none", "flat")
+    assert serve["imports_s"] > 0 and serve["open_s"] > 0
+    assert 0 < serve["answer_s"] <= serve["imports_to_first_answer_s"]
+    assert serve["cpu_imports_to_first_answer_s"] > 0 and serve["reload_s"] > 0
+    assert serve["after_first_answer"]["peak_rss_gb"] > 0 and serve["after_reload"]["anon_gb"] > 0
+    assert "| this | none | flat |" in proc.stdout

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from pathlib import Path
 
 import httpx2 as httpx
@@ -462,6 +463,27 @@ def test_the_watcher_reloads_a_commit_by_itself(index_copy, tiny_weights):
             time.sleep(0.05)
         after = client.get("/health").json()
     assert after["version"] > before["version"] and after["reloads"] == 1
+
+
+def test_a_reload_maps_its_own_files_and_the_old_version_goes_with_its_last_user(index_copy, tiny_weights):
+    """Hot reload without a second copy: each version maps the sidecar it was loaded from
+    (read-only, so its pages stay shared page cache), and the old one is freed as soon as
+    nothing uses it (by reference counting, not at some later garbage collection)."""
+    from ibsr.indexer.flat import rebuild_flat
+
+    service = make_service(index_copy, tiny_weights)
+    in_use = service.served  # what a batch holds while it runs (`_work` passes it to `_run_batch`)
+    old = weakref.ref(in_use.searcher)
+    assert service.reload()  # the same files: mapped again, so both versions share their pages
+    same = service.served.searcher.shapes.views
+    assert same.filename == in_use.searcher.shapes.views.filename and not same.flags.writeable
+    rebuild_flat(index_copy)  # new files (and the old ones unlinked, still mapped by their users)
+    assert service.reload()
+    fresh = service.served.searcher.shapes.views
+    assert isinstance(fresh, np.memmap) and fresh.filename != same.filename and not fresh.flags.writeable
+    assert old() is not None  # the batch still answers from its version
+    del in_use, same
+    assert old() is None
 
 
 # --------------------------------------------------------------------------- on a network

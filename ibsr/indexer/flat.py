@@ -9,9 +9,13 @@ computed from all of them. The sidecar holds the same data as flat files in `fla
 - `rows-<id>.arrow`: shape_id, category, source_path (an Arrow IPC file, memory-mapped);
 - `flat.json`: the commit point, naming the files and stamped with the table version.
 
-A searcher whose pinned table version equals the stamp maps the files (`np.load(mmap_mode=
-"c")`: pages are read when touched, nothing per row in Python); otherwise it reads the table
-(store.py `ShapeReader.snapshot`), with the same results. Like the FAISS prefilter
+A searcher whose pinned table version equals the stamp maps the files read-only (`np.load(
+mmap_mode="r")`: pages are read when touched, nothing per row in Python); otherwise it reads the
+table (store.py `ShapeReader.snapshot`), with the same results. The map is the one copy of the
+views a CPU search holds: the rerank reads it through `kernels.host_tensor` and converts chunk
+by chunk. Read-only rather than copy-on-write so that no stray write can turn mapped pages into
+private memory: they stay page cache, shared by every process and every loaded version that
+maps the same files (a hot reload's new version beside the old one). Like the FAISS prefilter
 (faiss_index.py), the sidecar is rebuilt from the table, never the reverse, by every writer
 under the index's write lock; new files are written and fsynced first, then `flat.json` is
 replaced atomically, then older files are removed (a reader that mapped them keeps them).
@@ -40,7 +44,7 @@ SCAN_BATCH = 8192
 
 @dataclass
 class Flat:
-    """One sidecar, mapped: arrays are copy-on-write views of the files (writable, never written back)."""
+    """One sidecar, mapped: arrays are read-only maps of the files."""
 
     table_version: int
     rows: pa.Table  # ROW_COLUMNS in row order
@@ -69,9 +73,9 @@ def read_flat(index_dir: Path, table_version: int | None = None) -> Flat | None:
 
 def _open(folder: Path, meta: dict) -> Flat | None:
     paths = _paths(folder, meta)
-    views = np.load(paths["views"], mmap_mode="c")
-    centres = np.load(paths["centres"], mmap_mode="c")
-    radii = np.load(paths["radii"], mmap_mode="c")
+    views = np.load(paths["views"], mmap_mode="r")
+    centres = np.load(paths["centres"], mmap_mode="r")
+    radii = np.load(paths["radii"], mmap_mode="r")
     rows = pa.ipc.open_file(pa.memory_map(str(paths["rows"]))).read_all()
     n, v, d = meta["count"], meta["views"], meta["dim"]
     consistent = (views.shape == (n, v, d) and views.dtype == np.float16 and centres.shape == (n, d)

@@ -236,7 +236,7 @@ class ShapeSnapshot:
 
     version: int
     rows: pa.Table  # shape_id, category, source_path, in row order
-    views: np.ndarray  # N x V x D float16, writable (a copy-on-write mapping or a copy)
+    views: np.ndarray  # N x V x D float16, read-only: the sidecar's map or the table's Arrow buffer, never copied
     read_vectors: Callable[[], np.ndarray]  # N x D float32 pooled vectors, read when first needed
     bounds: tuple[np.ndarray, np.ndarray] | None = None  # the sidecar's (centres, radii), pruned.view_bounds
     source: str = "table"  # or "flat"
@@ -341,7 +341,7 @@ class ShapeReader:
         views = data.column("views").combine_chunks().flatten().to_numpy(zero_copy_only=False)
         vectors = data.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
         return ShapeSnapshot(self.version, data.select(["shape_id", "category", "source_path"]),
-                             np.require(views.reshape(n, v, d), requirements="W"), lambda: vectors.reshape(n, d))
+                             views.reshape(n, v, d), lambda: vectors.reshape(n, d))
 
     def _vectors_for(self, sidecar, version: int) -> Callable[[], np.ndarray]:
         """Pooled vectors of the sidecar's rows, in its order (only the in-memory FAISS fallback

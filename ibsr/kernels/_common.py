@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import operator
+import warnings
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 VIEW_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -47,6 +49,35 @@ def check_inputs(q: torch.Tensor, wq: torch.Tensor, views: torch.Tensor) -> tupl
     if not (q.device == wq.device == views.device):
         raise ValueError(f"q, wq and views must be on one device, got {q.device}, {wq.device}, {views.device}")
     return B, N, V, D
+
+
+def host_tensor(array: np.ndarray) -> torch.Tensor:
+    """A CPU tensor over `array`'s own memory, never a copy, read-only arrays included (the
+    flat sidecar's read-only memory map, a table's Arrow buffer). `torch.from_numpy` warns on
+    those; DLPack hands the memory over as it is. Nothing in the rerank writes to its views
+    (a write to a read-only map would be a segmentation fault, not a private copy)."""
+    try:
+        return torch.from_dlpack(array, copy=False)
+    except (BufferError, TypeError):  # numpy < 2.1 or torch without DLPack 1.0: no read-only export
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "The given NumPy array is not writable")
+            return torch.from_numpy(array)
+
+
+def check_rows(rows: torch.Tensor, N: int, device) -> torch.Tensor:
+    """Validate 1-D int64 rows (non-empty, in [0, N)) on `device`."""
+    if not isinstance(rows, torch.Tensor):
+        raise ValueError(f"rows must be a torch.Tensor, got {type(rows).__name__}")
+    if rows.dim() != 1 or rows.numel() == 0:
+        raise ValueError(f"rows must be a non-empty 1-D tensor, got shape {tuple(rows.shape)}")
+    if rows.dtype != torch.int64:
+        raise ValueError(f"rows must be int64, got {rows.dtype}")
+    if rows.device != device:
+        raise ValueError(f"rows must be on {device}, got {rows.device}")
+    lo, hi = int(rows.min()), int(rows.max())
+    if lo < 0 or hi >= N:
+        raise ValueError(f"rows must be in [0, {N}), got values in [{lo}, {hi}]")
+    return rows
 
 
 def check_k(k) -> int:

@@ -13,7 +13,9 @@ that the GEMM output stays under `chunk_bytes` (default 8 MiB: fits the L3 of sm
 measured on a 2-core EPYC, see benchmarks/RESULTS.md).
 
 Precision: float16/bfloat16 views are upcast per chunk to float32 and the GEMM runs in
-float32 (accumulation always float32). A bfloat16 GEMM is opt-in (`compute_dtype`, or
+float32 (accumulation always float32). The upcast is each worker's copy of its own chunk into
+its own buffer, so `views` can be the flat sidecar's read-only memory map itself: it is read,
+never written, and never copied whole. A bfloat16 GEMM is opt-in (`compute_dtype`, or
 IBSR_PRECISION=bf16 via `ibsr.precision`): on CPUs without AVX512-BF16/AMX torch's bf16
 matmul is ~20x *slower* than float32 (1.3 s vs 0.06 s for 81k x 128 by 128 x 128 on an
 AVX2-only EPYC); on an AVX512-BF16 EPYC it gained nothing for one query (the pass is
@@ -55,13 +57,14 @@ def _compute_dtype(views: torch.Tensor, compute_dtype: torch.dtype | None) -> to
 class _DenseScorer:
     """Scores chunks of shapes against one batch of queries, reusing its buffers."""
 
-    def __init__(self, q, wq, views, chunk_bytes, compute_dtype):
+    def __init__(self, q, wq, views, chunk_bytes, compute_dtype, n: int):
+        """n: the shapes to score (all of `views`, or the rows picked from them)."""
         self.B, self.D = q.shape
         self.V = views.shape[1]
         self.cdt = _compute_dtype(views, compute_dtype)
         # D x 2B: columns 0..B-1 give the logits W q . v, columns B..2B-1 the cosines q . v
         self.w2t = torch.cat([wq, q], dim=0).t().contiguous().to(self.cdt)
-        self.chunk = self.chunk_size(self.B, views.shape, chunk_bytes)
+        self.chunk = self.chunk_size(self.B, (n, *views.shape[1:]), chunk_bytes)
         dev = views.device
         rows = self.chunk * self.V
         self.out_dtype = self.cdt
@@ -104,17 +107,17 @@ def _map_chunks(views: torch.Tensor, fn, items):
     return parallel_map(fn, items) if views.device.type == "cpu" else map(fn, items)
 
 
-def _scorer_per_thread(q, wq, views, chunk_bytes, compute_dtype):
-    """(scorer(): the calling thread's `_DenseScorer`, each worker reusing its own buffers;
-    the chunk size they all share)."""
+def _scorer_per_thread(q, wq, views, chunk_bytes, compute_dtype, n: int):
+    """(scorer(): the calling thread's `_DenseScorer` for n shapes, each worker reusing its own
+    buffers; the chunk size they all share)."""
     local = threading.local()
 
     def scorer() -> _DenseScorer:
         if not hasattr(local, "sc"):
-            local.sc = _DenseScorer(q, wq, views, chunk_bytes, compute_dtype)
+            local.sc = _DenseScorer(q, wq, views, chunk_bytes, compute_dtype, n)
         return local.sc
 
-    return scorer, _DenseScorer.chunk_size(q.shape[0], views.shape, chunk_bytes)
+    return scorer, _DenseScorer.chunk_size(q.shape[0], (n, *views.shape[1:]), chunk_bytes)
 
 
 def attention_scores(q, wq, views, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES, compute_dtype=None) -> torch.Tensor:
@@ -123,7 +126,7 @@ def attention_scores(q, wq, views, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES, co
     out = torch.empty(B, N, dtype=torch.float32, device=views.device)
     if B == 0:
         return out
-    scorer, chunk = _scorer_per_thread(q, wq, views, chunk_bytes, compute_dtype)
+    scorer, chunk = _scorer_per_thread(q, wq, views, chunk_bytes, compute_dtype, N)
 
     def score(span):
         n0, n1 = span
@@ -150,17 +153,21 @@ def best_views(wq: torch.Tensor, views: torch.Tensor, indices: torch.Tensor, *, 
     return out
 
 
-def _rerank_dense(q, wq, views, k, chunk_bytes, compute_dtype):
-    B, N = q.shape[0], views.shape[0]
-    scorer, chunk = _scorer_per_thread(q, wq, views, chunk_bytes, compute_dtype)
-    ar = torch.arange(N, device=views.device)
+def _rerank_dense(q, wq, views, k, chunk_bytes, compute_dtype, rows=None):
+    """The dense pass over every shape, or over `rows` only: each chunk of rows is gathered by
+    the worker that scores it (a chunk of the same rows as a gather of them all, hence the same
+    bits, without the whole gather's copy)."""
+    B = q.shape[0]
+    ids = torch.arange(views.shape[0], device=views.device) if rows is None else rows
+    scorer, chunk = _scorer_per_thread(q, wq, views, chunk_bytes, compute_dtype, len(ids))
 
     def top_of_chunk(span):
         n0, n1 = span
-        return RunningTopK.reduce(scorer().scores(views[n0:n1]).t(), ar[n0:n1], k)
+        part = views[n0:n1] if rows is None else views.index_select(0, rows[n0:n1])
+        return RunningTopK.reduce(scorer().scores(part).t(), ids[n0:n1], k)
 
     top = RunningTopK(B, k, views.device)
-    for piece in _map_chunks(views, top_of_chunk, _chunks(N, chunk)):
+    for piece in _map_chunks(views, top_of_chunk, _chunks(len(ids), chunk)):
         top.add_reduced(*piece)
     scores, indices, _ = top.result()
     return scores, indices
@@ -193,10 +200,11 @@ def _rerank_candidates(q, wq, views, k, candidates, chunk_bytes, compute_dtype):
     return scores, indices
 
 
-def rerank(q, wq, views, k, candidates=None, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES, compute_dtype=None):
+def rerank(q, wq, views, k, candidates=None, rows=None, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+           compute_dtype=None):
     """(scores, indices, best_view), each B x k (inputs validated, k already clamped)."""
     if candidates is None:
-        scores, indices = _rerank_dense(q, wq, views, k, chunk_bytes, compute_dtype)
+        scores, indices = _rerank_dense(q, wq, views, k, chunk_bytes, compute_dtype, rows)
     else:
         scores, indices = _rerank_candidates(q, wq, views, k, candidates, chunk_bytes, compute_dtype)
     return scores, indices, best_views(wq, views, indices)

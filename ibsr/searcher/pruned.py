@@ -80,8 +80,9 @@ class ShapeBounds:
 
     @classmethod
     def from_raw(cls, centres, radii) -> "ShapeBounds":
-        """From `view_bounds` output (numpy or torch; the flat sidecar stores it)."""
-        return cls(torch.as_tensor(centres), torch.as_tensor(radii))
+        """From `view_bounds` output (torch, or numpy such as the flat sidecar's read-only maps,
+        which are used in place)."""
+        return cls(*(kernels.host_tensor(a) if isinstance(a, np.ndarray) else a for a in (centres, radii)))
 
     def bounds(self, q: torch.Tensor, wq: torch.Tensor) -> torch.Tensor:
         """B x N upper bounds on the scores of queries q with attention keys wq (on the bounds' device).
@@ -111,8 +112,8 @@ def view_bounds(views: np.ndarray | torch.Tensor, chunk: int = 1 << 14) -> tuple
     N, V, D = views.shape
     centres, radii = torch.empty(N, D), torch.empty(N)
     for n0 in range(0, N, chunk):
-        part = views[n0:n0 + chunk]  # a snapshot's numpy views may be read-only: convert per chunk
-        v = torch.from_numpy(part.astype(np.float32)) if isinstance(part, np.ndarray) else part.cpu().float()
+        part = views[n0:n0 + chunk]  # numpy views may be read-only maps: converted per chunk, by torch
+        v = (kernels.host_tensor(part) if isinstance(part, np.ndarray) else part.cpu()).float()
         c = v.mean(dim=1)
         centres[n0:n0 + chunk] = c
         radii[n0:n0 + chunk] = (v - c[:, None]).norm(dim=2).amax(dim=1)

@@ -1,9 +1,10 @@
 """The Searcher: photos in, ranked catalog shapes out.
 
-It opens an index at one pinned table version, loads every shape's view embeddings once,
-encodes queries in batches, asks the prefilter (`prefilter.py`, FAISS) which shapes each
-query's rerank should look at, and hands exact scoring to `ibsr.kernels` through one narrow
-call (`rerank`), one call per group of queries that share a candidate set.
+It opens an index at one pinned table version, maps every shape's view embeddings (the flat
+sidecar; the table's are read once when it has none), encodes queries in batches, asks the
+prefilter (`prefilter.py`, FAISS) which shapes each query's rerank should look at, and hands
+exact scoring to `ibsr.kernels` through one narrow call (`rerank`), one call per group of
+queries that share a candidate set.
 """
 
 from __future__ import annotations
@@ -73,7 +74,9 @@ class Searcher:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model.to(self.device)
         self.shapes = self.reader.snapshot()
-        self.views = torch.from_numpy(self.shapes.views).to(self.device)  # writable: no copy on a CPU
+        # On a CPU the rerank reads the snapshot's own array (the sidecar's read-only map), never a
+        # copy of it; a GPU gets its one copy, in its own memory.
+        self.views = kernels.host_tensor(self.shapes.views).to(self.device)
         self.prefilter = Prefilter(self.reader.index_dir, self.shapes)
         self.timings: dict[str, float] = defaultdict(float)  # stage -> seconds, see _timed
         self.shapes_scored = 0  # shapes scored exactly, summed over queries (fraction: / (queries x len(self)))
@@ -122,10 +125,10 @@ class Searcher:
         results: list[SearchResult | None] = [None] * len(queries)
         for group in groups:
             with self._timed("rerank"):
-                rows, ranked, scored = self._rerank_group(q, wq, group, topk)
+                ranked, scored = self._rerank_group(q, wq, group, topk)
             self.shapes_scored += int(scored.sum())
             for j, i in enumerate(group.queries.tolist()):
-                results[i] = self._result(queries[i], ranked, j, rows, group.categories, int(scored[j]))
+                results[i] = self._result(queries[i], ranked, j, group.categories, int(scored[j]))
         return results
 
     @contextmanager
@@ -140,22 +143,21 @@ class Searcher:
         self.timings[stage] += time.perf_counter() - start
 
     def _rerank_group(self, q, wq, group: CandidateGroup, topk: int):
-        """One rerank call for queries that share a candidate set; returns the row map, the
-        results and how many shapes each query scored exactly."""
+        """One rerank call for queries that share a candidate set; returns the results (rows of
+        the snapshot) and how many shapes each query scored exactly."""
         members = torch.from_numpy(group.queries).to(self.device)
         q, wq = q[members], wq[members]
         if group.pruned:
             pruned = pruned_rerank(q, wq, self.views, self.prefilter.shape_bounds(), topk)
-            return None, pruned.ranked, pruned.scored
+            return pruned.ranked, pruned.scored
         if group.per_query_rows is not None:
             candidates = torch.from_numpy(group.per_query_rows).to(self.device)
             scored = (group.per_query_rows >= 0).sum(axis=1)
-            return None, kernels.rerank(q, wq, self.views, topk, candidates=candidates), scored
+            return kernels.rerank(q, wq, self.views, topk, candidates=candidates), scored
         if group.rows is None:
-            return None, kernels.rerank(q, wq, self.views, topk), np.full(len(members), len(self))
-        rows = torch.from_numpy(group.rows).to(self.device)
-        scored = np.full(len(members), len(group.rows))
-        return group.rows, kernels.rerank(q, wq, self.views.index_select(0, rows), topk), scored
+            return kernels.rerank(q, wq, self.views, topk), np.full(len(members), len(self))
+        rows = torch.from_numpy(group.rows).to(self.device)  # gathered chunk by chunk by the rerank
+        return kernels.rerank(q, wq, self.views, topk, rows=rows), np.full(len(members), len(group.rows))
 
     def _check_topk(self, topk: int) -> int:
         if topk < 1:
@@ -178,13 +180,12 @@ class Searcher:
         q = torch.cat(qs)
         return q, self.model.attend(q).float()  # attend stays float32: W q feeds the rerank's logits
 
-    def _result(self, query: Query, ranked, i: int, rows, categories, scored: int) -> SearchResult:
+    def _result(self, query: Query, ranked, i: int, categories, scored: int) -> SearchResult:
         hits = []
-        for rank, (score, index, view) in enumerate(zip(ranked.scores[i].tolist(), ranked.indices[i].tolist(),
-                                                        ranked.best_view[i].tolist()), start=1):
-            if index < 0:
+        for rank, (score, row, view) in enumerate(zip(ranked.scores[i].tolist(), ranked.indices[i].tolist(),
+                                                      ranked.best_view[i].tolist()), start=1):
+            if row < 0:
                 break
-            row = index if rows is None else int(rows[index])
             shape_id, category, source_path = self.shapes.row(row)
             hits.append(Hit(rank, shape_id, category, float(score), source_path, int(view)))
         box = getattr(query, "box", None)
