@@ -32,7 +32,9 @@ and memory from /proc/self/status: peak RSS (VmHWM) and RSS split into anonymous
 process's own) and file pages (mapped files: page cache, shared with every other mapping of
 them). `--serve-code LABEL=DIR` (repeatable) runs the probes against the ibsr package in DIR
 (e.g. an export of an earlier commit), alternating, so before and after come from one run;
-`--probe-table` adds probes with the sidecar hidden (the table read, as without one).
+`--probe-table` adds probes with the sidecar hidden (the table read, as without one);
+`--probe-dense` ends each probe with one dense pass over every view (every page of the views
+mapped: the most RSS a search can reach).
 """
 
 from __future__ import annotations
@@ -182,9 +184,10 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def probe(index: Path, photo: str, mask: str, weights: str | None, mode: str, table: bool) -> dict:
+def probe(index: Path, photo: str, mask: str, weights: str | None, mode: str, table: bool, dense: bool) -> dict:
     """An `ibsr-serve`-like process (run by `serve_probes` in a child): imports, open, one
-    answer through the service's queue, a forced reload and a second answer."""
+    answer through the service's queue, a forced reload and a second answer; with `dense`,
+    then one dense pass over every view (every page of the views touched: the most RSS)."""
     started = time.perf_counter()
     import uvicorn  # noqa: F401 (what ibsr-serve imports before it opens the index)
 
@@ -219,11 +222,19 @@ def probe(index: Path, photo: str, mask: str, weights: str | None, mode: str, ta
     out["answer_after_reload_s"] = answer()
     out["after_reload"] = memory_gb()
     service.stop()
+    if dense:
+        from ibsr import kernels
+
+        searcher = service.served.searcher
+        q, wq = searcher.encode(searcher.load_queries([photo], [mask]))
+        t = time.perf_counter()
+        kernels.rerank(q, wq, searcher.views, 10)
+        out["dense_s"], out["after_dense"] = time.perf_counter() - t, memory_gb()
     return out
 
 
 def serve_probes(index: Path, work: Path, weights: str | None, codes: dict[str, str], modes: list[str],
-                 repeats: int, table: bool) -> list[dict]:
+                 repeats: int, table: bool, dense: bool = False) -> list[dict]:
     """`probe` in a fresh process per (repeat, code, mode[, table]), codes alternating."""
     photo, mask = first_photo(work)
     rows = []
@@ -233,7 +244,7 @@ def serve_probes(index: Path, work: Path, weights: str | None, codes: dict[str, 
                 for hidden in ((False, True) if table else (False,)):
                     cmd = [sys.executable, __file__, "--probe", mode, "--shapes", "0", "--index", str(index),
                            "--work", str(work), *(["--weights", weights] if weights else []),
-                           *(["--probe-table"] if hidden else [])]
+                           *(["--probe-table"] if hidden else []), *(["--probe-dense"] if dense else [])]
                     env = {**os.environ, "PYTHONPATH": code}
                     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
                     if proc.returncode:
@@ -348,6 +359,10 @@ def print_serve_table(rows: list[dict]) -> None:
           "| anon GB | file GB | reload s | peak RSS after reload GB | anon after reload GB |")
     print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
+        if "after_dense" in r:
+            print(f"  {r['code']} {r['mode']} ({r['source']}): after a dense pass over every view "
+                  f"({r['dense_s']:.2f} s): {r['after_dense']}")
+    for r in rows:
         first, second = r["after_first_answer"], r["after_reload"]
         first_answer = f"{r['imports_to_first_answer_s']:.2f} ({r['cpu_imports_to_first_answer_s']:.2f})"
         print(f"| {r['code']} | {r['mode']} | {r['source']} | {r['imports_s']:.2f} | {r['open_s']:.2f} | "
@@ -373,10 +388,12 @@ def main() -> None:
                         help="run the serve probes against the ibsr package in DIR (repeatable)")
     parser.add_argument("--probe-modes", nargs="+", default=["category", "none"], help="the serve probes' prefilters")
     parser.add_argument("--probe-table", action="store_true", help="also probe with the sidecar hidden")
+    parser.add_argument("--probe-dense", action="store_true", help="end each probe with a dense pass")
     parser.add_argument("--probe", default=None, help=argparse.SUPPRESS)  # a probe child's mode
     args = parser.parse_args()
     if args.probe:
-        print(json.dumps(probe(args.index, *first_photo(args.work), args.weights, args.probe, args.probe_table)))
+        print(json.dumps(probe(args.index, *first_photo(args.work), args.weights, args.probe, args.probe_table,
+                               args.probe_dense)))
         return
     from ibsr.synth import CATEGORIES
 
@@ -393,7 +410,7 @@ def main() -> None:
 
         codes = dict(c.split("=", 1) for c in args.serve_code) or {"this": str(Path(ibsr.__file__).parents[1])}
         report["serve"] = serve_probes(args.index, args.work, args.weights, codes, args.probe_modes, args.repeats,
-                                       args.probe_table)
+                                       args.probe_table, args.probe_dense)
         report["load_after"] = os.getloadavg()
     if not (args.build_only or args.serve_only):
         print_table(args.shapes, report)
