@@ -44,6 +44,7 @@ import argparse
 import hashlib
 import json
 import math
+import os
 import platform
 import subprocess
 import sys
@@ -148,8 +149,12 @@ def evaluate(work: Path, model: str, weights: str, mask_method: str, name: str, 
 
 def cached_report(work: Path, command: list[str], inputs: list) -> dict:
     """The JSON report of an ibsr-eval command, kept under work/reports/ by a hash of the
-    command and its input files' contents: a rerun that adds a model scores only that model."""
-    key = hashlib.sha256(json.dumps([command[1:], [_file_hash(Path(f)) for f in inputs]]).encode()).hexdigest()[:16]
+    command, its input files' contents and the runtime settings (IBSR_RUNTIME, IBSR_PRECISION):
+    a rerun that adds a model scores only that model. A change of ibsr's own code is not in the
+    key: clear work/reports/ after one."""
+    settings = {k: os.environ.get(k, "") for k in ("IBSR_RUNTIME", "IBSR_PRECISION")}
+    key = hashlib.sha256(json.dumps([command[1:], [_file_hash(Path(f)) for f in inputs], settings]).encode()
+                         ).hexdigest()[:16]
     path = work / "reports" / f"{key}.json"
     if path.is_file():
         return json.loads(path.read_text())
