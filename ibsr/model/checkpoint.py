@@ -94,10 +94,16 @@ def rendering_id(model: CMIC) -> str:
     rendering encoder's weights and BatchNorm statistics (as float32, in name order) and the
     view size. Two checkpoints with the same rendering id embed the same renderings identically,
     so an index built with one is valid for the other (`ibsr-train adapt --side query`
-    fine-tunes only the query side and keeps it). BatchNorm's `num_batches_tracked` is left
-    out: it never changes an eval-mode output."""
-    digest = hashlib.sha256(f"{model.config.render_arch}/{model.config.render_size}".encode())
-    for name, value in sorted(model.rendering_encoder.state_dict().items()):
+    fine-tunes only the query side and keeps it)."""
+    return module_digest(model.rendering_encoder, f"{model.config.render_arch}/{model.config.render_size}")
+
+
+def module_digest(module: torch.nn.Module, tag: str) -> str:
+    """First 16 hex digits of a SHA-256 over `tag` and the module's weights and BatchNorm
+    statistics (as float32, in name order): equal digests, equal outputs in eval mode.
+    BatchNorm's `num_batches_tracked` is left out: it never changes an eval-mode output."""
+    digest = hashlib.sha256(tag.encode())
+    for name, value in sorted(module.state_dict().items()):
         if name.endswith("num_batches_tracked"):
             continue
         tensor = value.detach().to("cpu", torch.float32).contiguous()

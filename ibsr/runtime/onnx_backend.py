@@ -10,9 +10,9 @@ around the 49 convolutions) and ran 1.3-1.9x slower in ONNX Runtime (one photo, 
 one-off timing); the new one folds it into constant pads (~100 nodes). Exporting the shipped query encoder takes ~10-15 s, once.
 
 Cache: `$IBSR_CACHE/onnx/` (default `~/.cache/ibsr/onnx/`), one file per
-`<component>-<weights id>-<C>x<H>x<W>-opset<OPSET>-v<EXPORT_VERSION>.onnx`; the weights id is a SHA-256
-over the module's weights and BatchNorm statistics and the input size (what `rendering_id` is
-for the rendering encoder), so a file can only ever be reused for the same numbers. Files are
+`<component>-<weights id>-<C>x<H>x<W>-opset<OPSET>-v<EXPORT_VERSION>.onnx`; the weights id is
+`ibsr.model.checkpoint.module_digest` of the module and the input size (the digest behind
+`rendering_id`), so a file can only ever be reused for the same numbers. Files are
 written atomically (temp file + rename). Each file carries its name and torch float32's output
 on a fixed probe input (metadata); a file that fails to load, was exported for another name,
 or whose output on the probe disagrees with it (cosine < PROBE_COSINE) is exported again and
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import hashlib
 import logging
 import os
 import tempfile
@@ -41,6 +40,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from ibsr.model.checkpoint import module_digest
 
 OPSET = 18
 EXPORT_VERSION = 1  # bump when the export changes what a file holds: the file name changes with it
@@ -63,22 +64,9 @@ def cache_dir() -> Path:
     return (Path(root) if root else Path.home() / ".cache" / "ibsr") / "onnx"
 
 
-def weights_id(module: torch.nn.Module, tag: str) -> str:
-    """16 hex digits of a SHA-256 over `tag`, the module's weights and BatchNorm statistics
-    (float32, in name order), as `ibsr.model.rendering_id` does for the rendering encoder."""
-    digest = hashlib.sha256(tag.encode())
-    for name, value in sorted(module.state_dict().items()):
-        if name.endswith("num_batches_tracked"):  # never changes an eval-mode output
-            continue
-        tensor = value.detach().to("cpu", torch.float32).contiguous()
-        digest.update(f"{name}{tuple(tensor.shape)}".encode())
-        digest.update(tensor.numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
 def cache_path(module: torch.nn.Module, component: str, input_shape: tuple) -> Path:
     shape = "x".join(map(str, input_shape))
-    wid = weights_id(module, f"{component}/{shape}")
+    wid = module_digest(module, f"{component}/{shape}")
     return cache_dir() / f"{component}-{wid}-{shape}-opset{OPSET}-v{EXPORT_VERSION}.onnx"
 
 
