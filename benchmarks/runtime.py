@@ -24,7 +24,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -39,7 +38,7 @@ from ibsr.model import load_default_model  # noqa: E402
 from ibsr.runtime import onnx_backend  # noqa: E402
 from ibsr.searcher.mask_model import load_mask_model  # noqa: E402
 from encoders import generated_inputs, top_overlap  # noqa: E402
-from threads import competing_process, cpu_model  # noqa: E402
+from threads import competing_process, cpu_model, timings_ms  # noqa: E402
 
 
 def cpu_flags() -> list[str]:
@@ -50,13 +49,8 @@ def cpu_flags() -> list[str]:
 
 def timed_ms(fn, repeat: int, max_seconds: float) -> tuple[float, float]:
     """(median, min) ms: on a shared machine the min is the run least disturbed by others."""
-    fn()  # warm-up
-    times, start = [], time.perf_counter()
-    while len(times) < repeat and (not times or time.perf_counter() - start < max_seconds):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return sorted(times)[len(times) // 2] * 1000, min(times) * 1000
+    times = timings_ms(fn, repeat, max_seconds)
+    return times[len(times) // 2], times[0]
 
 
 def onnx_bytes(module, component: str, shape: tuple, int8: bool) -> bytes:

@@ -88,14 +88,20 @@ def variant(name: str, threads: int):
         os.environ.pop("IBSR_PRECISION") if saved is None else os.environ.__setitem__("IBSR_PRECISION", saved)
 
 
-def median_ms(fn, repeat: int, max_seconds: float) -> tuple[float, int]:
+def timings_ms(fn, repeat: int, max_seconds: float) -> list[float]:
+    """Sorted ms of up to `repeat` calls after one warm-up, stopping after `max_seconds`."""
     fn()  # warm-up
     times, start = [], time.perf_counter()
     while len(times) < repeat and (not times or time.perf_counter() - start < max_seconds):
         t = time.perf_counter()
         fn()
-        times.append(time.perf_counter() - t)
-    return sorted(times)[len(times) // 2] * 1000, len(times)
+        times.append((time.perf_counter() - t) * 1000)
+    return sorted(times)
+
+
+def median_ms(fn, repeat: int, max_seconds: float) -> tuple[float, int]:
+    times = timings_ms(fn, repeat, max_seconds)
+    return times[len(times) // 2], len(times)
 
 
 def workloads(args):
