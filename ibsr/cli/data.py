@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from ibsr.errors import IbsrError
+from ibsr.indexer.render import UP_AXES
 
 
 @click.group()
@@ -124,7 +125,7 @@ def synth(out_dir, categories, shapes_per_category, queries_per_shape, first_pho
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed of the photos.")
 @click.option("--size", default=256, show_default=True, type=click.IntRange(min=32, max=2048),
               help="Photo side length in pixels.")
-@click.option("--up-axis", default="y", show_default=True, type=click.Choice(["x", "y", "z", "-x", "-y", "-z"]),
+@click.option("--up-axis", default="y", show_default=True, type=click.Choice(UP_AXES),
               help="The catalog's up axis, as `ibsr-index build --up-axis`.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=0),
               help="Worker processes that render photos in parallel (0 or 1: in this process).")

@@ -84,13 +84,13 @@ def write_dev_queries(root, out) -> Path:
     for n, line in enumerate(source.read_text().splitlines(), start=1):
         if not line.strip():
             continue
-        row = json.loads(line)
         try:
+            row = json.loads(line)
             mesh = Path(row["path"])
             lines.append({"image": str(root / row["image"]), "shape_id": f"{mesh.parent.as_posix()}/{mesh.stem}",
                           "category": row["category"], "family": row["family"]})
-        except (KeyError, TypeError):
-            raise IbsrError(f"line {n}: needs image, path, category, family", source) from None
+        except (ValueError, KeyError, TypeError):  # not JSON, or a key missing
+            raise IbsrError(f"line {n}: needs a JSON object with image, path, category, family", source) from None
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in lines))
     return out
