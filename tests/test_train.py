@@ -464,3 +464,26 @@ def test_freeze_names_are_checked(dataset_dir, tmp_path):
                          train={"freeze": ["query_encoder.no_such_part"]})
     with pytest.raises(IbsrError, match="no_such_part"):
         Trainer(config, tmp_path / "run", progress=False)
+
+
+def test_backbone_lr_scale_slows_the_backbones_not_their_heads(dataset_dir, tmp_path):
+    cache = tmp_path / "cache"
+    with pytest.raises(IbsrError, match="backbone_lr_scale"):
+        tiny_config(dataset_dir, cache, train={"backbone_lr_scale": 0})
+    moved = {}
+    for scale in (1.0, 0.01):
+        trainer = Trainer(tiny_config(dataset_dir, cache, train={"backbone_lr_scale": scale}, val={"every": 0}),
+                          tmp_path / f"run{scale}", progress=False)
+        before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+        trainer.train_step()
+        rates = sorted(g["lr"] for g in trainer.optimizer.param_groups)
+        assert rates == ([pytest.approx(1e-3)] if scale == 1.0 else [pytest.approx(1e-5), pytest.approx(1e-3)])
+        moved[scale] = {n: (p.detach() - before[n]).abs().max().item() for n, p in trainer.model.named_parameters()}
+    backbone = [n for n in moved[1.0] if n.split(".")[0].endswith("_encoder") and ".fc." not in n
+                and moved[1.0][n] > 0]
+    heads = [n for n in moved[1.0] if ".fc." in n and moved[1.0][n] > 0]
+    assert backbone and heads
+    for n in backbone:  # Adam's first step moves each weight by ~lr: 100x less
+        assert moved[0.01][n] < 0.05 * moved[1.0][n], n
+    for n in heads:  # the heads' first gradients and rates are unchanged
+        assert moved[0.01][n] == pytest.approx(moved[1.0][n], rel=1e-4, abs=1e-9), n

@@ -26,6 +26,8 @@
     lr_decay_steps = 0           # the last N steps follow a cosine from lr down to 0 (0 = constant lr)
     attention_lr_scale = 1.0     # the attention's W learns at lr x this (same schedule): at the paper's
                                  # rate it stays uniform over short runs (benchmarks/RESULTS.md)
+    backbone_lr_scale = 1.0      # the encoders' ImageNet backbones (everything but their `fc` head)
+                                 # learn at lr x this: below 1 keeps more of what ImageNet taught
     betas = [0.5, 0.999]
     threads = 2                  # torch CPU threads
     amp = "off"                  # bf16 autocast: "auto" (CUDA, or a CPU with AVX512-BF16/AMX), "bf16", "off"
@@ -122,6 +124,7 @@ class TrainSection:
     lr: float = 5e-5
     lr_decay_steps: int = 0
     attention_lr_scale: float = 1.0
+    backbone_lr_scale: float = 1.0
     betas: tuple = (0.5, 0.999)
     threads: int = 2
     amp: str = "off"
@@ -227,6 +230,8 @@ class TrainConfig:
             bad(f"train.lr_decay_steps must be in [0, train.steps], not {self.train.lr_decay_steps}")
         if self.train.attention_lr_scale <= 0:
             bad(f"train.attention_lr_scale must be > 0, not {self.train.attention_lr_scale}")
+        if self.train.backbone_lr_scale <= 0:
+            bad(f"train.backbone_lr_scale must be > 0, not {self.train.backbone_lr_scale}")
         if self.train.amp not in AMP_MODES:
             bad(f"train.amp must be one of {', '.join(AMP_MODES)}, not {self.train.amp!r}")
         unknown = [m for m in self.train.freeze if m.split(".", 1)[0] not in FREEZABLE]

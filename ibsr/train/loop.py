@@ -166,17 +166,26 @@ class Trainer:
         return cached_view_embeddings(self.model, self.train_views, c.data.cache)
 
     def _param_groups(self) -> list[dict]:
-        """The trainable parameters: the attention's in a group of its own when it learns at
-        another rate (train.attention_lr_scale); `lr_scale` multiplies the scheduled rate."""
-        scale = self.config.train.attention_lr_scale
-        trainable = [p for p in self.model.parameters() if p.requires_grad]
-        if scale == 1.0:  # one group, as before the option existed (their runs stay resumable)
-            return [{"params": trainable, "lr_scale": 1.0}]
-        attention = {id(p) for p in self.model.attention.parameters()}
-        groups = [{"params": [p for p in trainable if id(p) not in attention], "lr_scale": 1.0},
-                  {"params": [p for p in trainable if id(p) in attention],
-                   "lr_scale": scale}]
-        return [g for g in groups if g["params"]]
+        """The trainable parameters, grouped by learning rate: the attention's at
+        train.attention_lr_scale, the encoders' backbones (all but their `fc` heads) at
+        train.backbone_lr_scale, the rest at 1; `lr_scale` multiplies the scheduled rate."""
+        t = self.config.train
+        trainable = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        if t.attention_lr_scale == 1.0 and t.backbone_lr_scale == 1.0:
+            # one group, as before the options existed (their runs stay resumable)
+            return [{"params": [p for _, p in trainable], "lr_scale": 1.0}]
+
+        def scale(name: str) -> float:
+            if name.startswith("attention."):
+                return t.attention_lr_scale
+            if name.split(".", 1)[0] in ("query_encoder", "rendering_encoder") and ".fc." not in name:
+                return t.backbone_lr_scale
+            return 1.0
+
+        groups: dict[float, list] = {}  # in the order of first appearance: saved runs' group order
+        for name, p in trainable:
+            groups.setdefault(scale(name), []).append(p)
+        return [{"params": params, "lr_scale": s} for s, params in groups.items()]
 
     def _freeze(self) -> None:
         for name in self.config.train.freeze:
