@@ -133,3 +133,28 @@ def test_merge_joins_datasets_and_refuses_repeated_ids(synth_set, real_like, tmp
     assert {"chair", "table", "misc"} <= set(data.categories)
     result = CliRunner().invoke(data_main, ["merge", str(synth_set), str(synth_set), "--out", str(tmp_path / "twice")])
     assert result.exit_code != 0 and "in both" in result.output and "Traceback" not in result.output
+
+
+def test_photos_balance_categories_and_turn_the_front(real_like, tmp_path):
+    """--per-category gives the rare categories more photos per mesh; --style home and
+    --front-azimuth change the photos (and are part of what a rerun checks)."""
+    out = tmp_path / "photos"
+    args = ["photos", str(real_like / "meshes"), "--out", str(out), "--photos-per-shape", "1", "--size", "48",
+            "--seed", "3", "--per-category", "3", "--style", "home", "--json"]
+    result = CliRunner().invoke(data_main, args)
+    assert result.exit_code == 0, result.output
+    per_shape = {}
+    for line in (out / "queries.jsonl").read_text().splitlines():
+        shape = json.loads(line)["shape_id"]
+        per_shape[shape] = per_shape.get(shape, 0) + 1
+    counts = {shape.split("/")[0]: n for shape, n in per_shape.items()}
+    assert counts == {"chair": 1, "table": 3, "misc": 3}  # 3 chairs share 3 photos; one table gets them all
+    home = {p.name: p.read_bytes() for p in out.rglob("*.jpg")}
+    turned = tmp_path / "turned"
+    assert CliRunner().invoke(data_main, [*args[:3], str(turned), *args[4:], "--front-azimuth", "180"]).exit_code == 0
+    assert {p.name: p.read_bytes() for p in turned.rglob("*.jpg")}.keys() == home.keys()
+    chairs = list((turned / "photos" / "queries" / "chair").glob("*.jpg"))  # a table may look the same turned
+    assert chairs and all(home[p.name] != p.read_bytes() for p in chairs)
+    # the same folder asked for the default style is made again, not mistaken for the home photos
+    assert CliRunner().invoke(data_main, [*args[:-3], "--json"]).exit_code == 0
+    assert {p.name: p.read_bytes() for p in out.rglob("*.jpg")} != home

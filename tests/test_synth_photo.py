@@ -1,6 +1,7 @@
 """The photographic query photos: determinism, exact masks, floor and shadows, styles, any mesh."""
 
 import json
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -12,6 +13,7 @@ from ibsr.errors import IbsrError
 from ibsr.indexer.render import normalize_mesh
 from ibsr.synth import catalog_shape, render_photo, render_query_photo, sample_photo_params
 from ibsr.synth.photo import STYLES, sample_query_photo, shape_frame
+from ibsr.synth.photo_home import books_mesh, shelf_books, split_parts
 from ibsr.synth.photo_scene import floor_plane, occluder_mesh
 from ibsr.synth.shapes import shape_from_mesh
 
@@ -55,6 +57,7 @@ def test_styles_never_share_a_backdrop():
     assert seen["heldout"] == {"outdoor", "stage"}
     assert "room" in seen["default"] and "studio" in seen["default"]
     assert not seen["default"] & seen["heldout"]
+    assert seen["home"] == {"room", "studio"}
     with pytest.raises(IbsrError, match="unknown photo style"):
         sample_photo_params(shape, np.random.default_rng(0), style="cartoon")
 
@@ -182,3 +185,69 @@ def test_coplanar_parts_do_not_flicker():
     seen = rgb[mask].astype(int)
     assert mask.sum() > 300
     assert (seen[:, 0] > seen[:, 2]).all()  # the outer (red) box everywhere: ties go to the lower part
+
+
+def _bookcase() -> trimesh.Trimesh:
+    """An open bookcase, 0.8 x 2.0 x 0.3 m: two sides, a back, a top, a bottom and three shelves."""
+    parts = [((0.02, 2.0, 0.3), (-0.39, 1.0, 0.0)), ((0.02, 2.0, 0.3), (0.39, 1.0, 0.0)),
+             ((0.8, 2.0, 0.02), (0.0, 1.0, -0.14))]
+    parts += [((0.76, 0.02, 0.28), (0.0, y, 0.01)) for y in (0.01, 0.5, 1.0, 1.5, 1.99)]
+    return trimesh.util.concatenate([trimesh.creation.box(extents=e, transform=trimesh.transformations.translation_matrix(c))
+                                     for e, c in parts])
+
+
+def test_home_style_puts_books_on_the_shelves_and_in_the_mask():
+    shape = shape_from_mesh(_bookcase(), "bookcase", "open")
+    params = _params_with(shape, 0, kwargs={"style": "home"})
+    assert params.style == "home" and params.background in ("room", "studio")
+    normalized = normalize_mesh(shape.mesh)
+    contents = shelf_books(normalized, np.random.default_rng(1), params.metres_per_unit, fill=1.0)
+    shelves = sorted({round(c[1] - s[1] / 2, 3) for c, s in contents["boxes"]})
+    tops = normalize_mesh(_bookcase()).vertices[:, 1]
+    assert len(shelves) == 4  # the bottom and the three shelves; never on top
+    assert all(lo >= tops.min() and lo < tops.max() - 0.1 for lo in shelves)
+    camera = replace(params.camera, azimuth_deg=0.0, elevation_deg=10.0, distance=4.0, fov_deg=40.0, shift=(0.0, 0.0))
+    filled = replace(params, camera=camera, occluder=None, neighbours=(), contents=contents)
+    _, mask = render_photo(shape, filled, SIZE)
+    books, _ = books_mesh(contents)
+    both = trimesh.util.concatenate([normalized, books])
+    assert np.array_equal(mask, np.isfinite(_first_hit_distance(both, camera, SIZE)))
+    rgb_empty, _ = render_photo(shape, replace(filled, contents=None), SIZE)
+    rgb_full, _ = render_photo(shape, filled, SIZE)
+    assert np.abs(rgb_full.astype(int) - rgb_empty.astype(int)).sum(axis=2)[mask].mean() > 5  # books show
+
+
+def test_home_style_furniture_around_is_not_in_the_mask():
+    shape = catalog_shape("chair", 0, seed=5)
+    for seed in range(200):
+        params = sample_photo_params(shape, np.random.default_rng(seed), style="home")
+        if params.neighbours and params.occluder is None:
+            around = trimesh.util.concatenate([occluder_mesh(n, params.floor_y) for n in params.neighbours])
+            to_around = _first_hit_distance(around, params.camera, SIZE)
+            if np.isfinite(to_around).mean() > 0.02:  # furniture visible in the frame
+                break
+    else:
+        raise AssertionError("no home photo with furniture in view")
+    _, mask = render_photo(shape, params, SIZE)
+    to_object = _first_hit_distance(normalize_mesh(shape.mesh), params.camera, SIZE)
+    assert np.array_equal(mask, np.isfinite(to_object) & (to_object < to_around))
+    for n in params.neighbours:  # beside or behind, clear of the object's bounding sphere
+        x, z = n["position"]
+        assert math.hypot(x, z) > 1.0 + max(n["size"][0], n["size"][2])
+
+
+def test_split_parts_gives_cushions_and_frames_their_own_parts():
+    frame = trimesh.creation.box(extents=(0.05, 0.9, 0.05))  # a thin leg...
+    legs = [frame.copy() for _ in range(4)]
+    for leg, (x, z) in zip(legs, [(-0.3, -0.3), (0.3, -0.3), (-0.3, 0.3), (0.3, 0.3)]):
+        leg.apply_translation([x, 0.45, z])
+    seat = trimesh.creation.box(extents=(0.7, 0.06, 0.7), transform=trimesh.transformations.translation_matrix([0, 0.9, 0]))
+    cushion = trimesh.creation.box(extents=(0.6, 0.15, 0.6), transform=trimesh.transformations.translation_matrix([0, 1.0, 0]))
+    crumb = trimesh.creation.box(extents=(0.01, 0.01, 0.01))
+    mesh = trimesh.util.concatenate([seat, cushion, *legs, crumb])
+    face_parts, names = split_parts(mesh)
+    assert names[0] == "body" and sorted(names[1:]) == ["cushion", "frame", "frame", "frame", "frame"][:len(names) - 1]
+    assert face_parts[-len(crumb.faces):].tolist() == [0] * len(crumb.faces)  # a crumb joins the body
+    split = shape_from_mesh(mesh, "chair", "x", split_parts=True)
+    assert split.part_names == names and np.array_equal(split.face_parts, face_parts)
+    assert shape_from_mesh(mesh, "chair", "x").part_names == ("body",)

@@ -17,6 +17,8 @@ import click
 from ibsr.errors import IbsrError
 from ibsr.indexer.render import UP_AXES
 
+PHOTO_STYLES = ("default", "home", "heldout")  # ibsr.synth.photo.STYLES, without importing the renderer
+
 
 @click.group()
 def main():
@@ -68,9 +70,10 @@ def _categories(ctx, param, value):
               help="Query photo side length in pixels.")
 @click.option("--format", "fmt", default="obj", show_default=True,
               type=click.Choice(["obj", "ply", "off", "stl", "glb"]), help="Mesh file format.")
-@click.option("--photo-style", default="default", show_default=True, type=click.Choice(["default", "heldout"]),
+@click.option("--photo-style", default="default", show_default=True, type=click.Choice(PHOTO_STYLES),
               help="Look of the query photos. 'default': what training uses (rooms, shops and studios, "
-                   "soft indoor light, plain and cluttered backdrops). 'heldout': a style training never "
+                   "soft indoor light, plain and cluttered backdrops). 'home': furniture around the object, "
+                   "books on shelves, tight and cut framing, warm light. 'heldout': a style training never "
                    "sees (outdoors in hard sun, or a dark stage with coloured lights and toon shading), "
                    "to measure how a model generalizes to an unseen photo style.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
@@ -129,8 +132,19 @@ def synth(out_dir, categories, shapes_per_category, queries_per_shape, first_pho
               help="The catalog's up axis, as `ibsr-index build --up-axis`.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=0),
               help="Worker processes that render photos in parallel (0 or 1: in this process).")
+@click.option("--style", default="default", show_default=True, type=click.Choice(PHOTO_STYLES),
+              help="Photo style: default (rooms, studios, plain backdrops), home (furniture around the "
+                   "object, books on shelves, tight and cut framing, warm light, a material per mesh "
+                   "component), heldout (outdoor and stage: for measuring only).")
+@click.option("--per-category", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Balance the categories: a mesh of a category with n meshes gets max(--photos-per-shape, "
+                   "ceil(N / n)) photos (0 = --photos-per-shape for every mesh).")
+@click.option("--front-azimuth", default=0.0, show_default=True, type=click.FloatRange(-360, 360),
+              help="Where the meshes' fronts face, in degrees about the up axis (0 = +z, the synthetic "
+                   "catalog's convention; Pix3D's meshes face -z: 180). Photos are taken mostly from the front.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout (no progress bar).")
-def photos(catalog, out_dir, photos_per_shape, seed, size, up_axis, workers, as_json):
+def photos(catalog, out_dir, photos_per_shape, seed, size, up_axis, workers, style, per_category, front_azimuth,
+           as_json):
     """Photograph every mesh of CATALOG (a folder or a manifest) with the synthetic photo machinery
     (materials, rooms, lights, occluders, camera) and write a dataset of it: real geometry for
     training, or rendered photos of real meshes for a benchmark. Unreadable meshes are reported
@@ -142,7 +156,8 @@ def photos(catalog, out_dir, photos_per_shape, seed, size, up_axis, workers, as_
     try:
         entries = discover(catalog)
         done, skipped = photograph_catalog(entries, out_dir / "photos", photos_per_shape, seed, size, up_axis,
-                                           workers if workers > 1 else 0, progress=not as_json)
+                                           workers if workers > 1 else 0, progress=not as_json, style=style,
+                                           per_category=per_category, front_azimuth=front_azimuth)
         if not done:
             raise IbsrError("no mesh of the catalog could be photographed", catalog)
         count = write_dataset(out_dir, done)

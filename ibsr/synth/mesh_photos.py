@@ -24,13 +24,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import sys
 import tempfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import trimesh
 from tqdm import tqdm
 
 from ibsr.cpus import process_pool
@@ -41,6 +44,7 @@ from .catalog import write_jsonl, write_shape_queries
 from .shapes import shape_from_mesh
 
 PHOTOS_VERSION = 1
+RECORD_DEFAULTS = {"style": "default", "front_azimuth": 0.0}  # what records older than these keys were made with
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,8 @@ class PhotoJob:
     size: int  # photo side, px
     count: int  # photos 0..count-1
     folder: str
+    style: str = "default"  # the photo style (`ibsr.synth.photo.STYLES`)
+    front_azimuth: float = 0.0  # where the mesh's front faces (degrees about +y; 0 = +z, 180 = -z)
 
     @property
     def safe_category(self) -> str:
@@ -71,7 +77,7 @@ class PhotoJob:
     def key(self) -> dict:
         """What the photos depend on: a change of any of these makes them again."""
         return {"version": PHOTOS_VERSION, "mesh_hash": self.mesh_hash, "seed": self.seed, "size": self.size,
-                "up_axis": self.up_axis}
+                "up_axis": self.up_axis, "style": self.style, "front_azimuth": self.front_azimuth}
 
 
 def write_mesh_photos(job: PhotoJob) -> dict:
@@ -82,8 +88,12 @@ def write_mesh_photos(job: PhotoJob) -> dict:
     if have < job.count:
         try:
             mesh = load_mesh(Path(job.path), up_axis=job.up_axis)
-            shape = shape_from_mesh(mesh, job.safe_category, job.safe_name)
-            write_shape_queries(shape, job.folder, job.count - have, job.seed, job.size, first=have)
+            if job.front_azimuth:  # turn the front to +z, where the photo cameras mostly stand
+                mesh.apply_transform(trimesh.transformations.rotation_matrix(math.radians(-job.front_azimuth),
+                                                                             [0, 1, 0]))
+            # the home style gives a mesh's components their own materials (frame and cushions)
+            shape = shape_from_mesh(mesh, job.safe_category, job.safe_name, split_parts=job.style == "home")
+            write_shape_queries(shape, job.folder, job.count - have, job.seed, job.size, first=have, style=job.style)
         except IbsrError as exc:
             return {"shape_id": job.shape_id, "path": job.path, "error": exc.message}
         except Exception as exc:  # a renderer crash on one odd mesh must not stop the run
@@ -96,26 +106,33 @@ def write_mesh_photos(job: PhotoJob) -> dict:
 
 
 def photograph_catalog(entries, folder, count: int, seed: int, size: int, up_axis: str, workers: int = 0,
-                       progress: bool = True) -> tuple[list, list[dict]]:
+                       progress: bool = True, style: str = "default", per_category: int = 0,
+                       front_azimuth: float = 0.0) -> tuple[list, list[dict]]:
     """Photos 0..count-1 of every catalog entry under `folder` (those already made are kept).
+
+    `per_category` > 0 balances the categories: a mesh of a category with n meshes gets
+    max(count, ceil(per_category / n)) photos, so a training batch (drawn uniformly over photos)
+    sees the rare categories about as often as the common ones.
 
     Returns (done, skipped): done = [(PhotoJob, [(image, mask), ...])] with paths relative to
     `folder`; skipped = [{"path", "reason"}] for meshes that cannot be read or photographed,
     each also reported above the progress bar."""
     jobs, skipped = [], []
+    sizes = Counter(e.category for e in entries)
     for e in entries:
         try:
             digest = file_hash(e.path)
         except OSError as exc:
             skipped.append(_skip(str(e.path), f"unreadable ({exc.strerror})"))
             continue
+        photos = max(count, math.ceil(per_category / sizes[e.category])) if per_category else count
         jobs.append(PhotoJob(e.shape_id, e.category, str(Path(e.path).resolve()), digest, up_axis, seed, size,
-                             count, str(folder)))
+                             photos, str(folder), style, front_azimuth))
     done = []
     with process_pool(min(workers, len(jobs)) if len(jobs) > 1 else 0) as pool:
         results = pool.map(write_mesh_photos, jobs) if pool else map(write_mesh_photos, jobs)
         for job, result in tqdm(zip(jobs, results), total=len(jobs), unit="shape", file=sys.stderr,
-                                desc=f"photos ({count} per shape)", disable=not progress):
+                                desc="photos", disable=not progress):
             if "error" in result:
                 skipped.append(_skip(result["path"], result["error"]))
             else:
@@ -149,7 +166,10 @@ def _photos_done(job: PhotoJob) -> int:
         done = json.loads(job.done_file.read_text())
     except (OSError, ValueError):
         return 0
-    if not isinstance(done, dict) or any(done.get(k) != v for k, v in job.key().items()):
+    if not isinstance(done, dict):
+        return 0
+    done = {**RECORD_DEFAULTS, **done}
+    if any(done.get(k) != v for k, v in job.key().items()):
         return 0
     return int(done.get("count", 0))
 

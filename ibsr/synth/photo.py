@@ -11,9 +11,10 @@ exposure and white-balance errors, vignetting, blur, sensor noise, JPEG. Modules
 `photo_camera` (lens and sensor), `photo_lighting` (lights, shadow maps, backdrop radiance),
 `photo_render` (ray casting, shading, compositing).
 
-Two styles: `default` (what training sees) and `heldout` (outdoor hard sun and sky, or a dark
+Three styles: `default` (what training sees), `heldout` (outdoor hard sun and sky, or a dark
 stage with coloured lights and toon shading; training never sees it, so it measures how far a
-model generalizes to a photo style it was not trained on).
+model generalizes to a photo style it was not trained on) and `home` (`photo_home`: furniture
+around the object, books on shelves, the object filling and cut by the frame, warmer light).
 
 `render_query_photo(shape, rng)` = `render_photo(shape, sample_photo_params(shape, rng))`: the
 params hold every random choice, so a photo is a pure function of them and can be re-rendered
@@ -28,9 +29,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ibsr.errors import IbsrError
-from ibsr.indexer.render import orbit_position, pinhole_rays
+from ibsr.indexer.render import normalize_mesh, orbit_position, pinhole_rays
 
 from .photo_camera import kelvin_rgb
+from .photo_home import SHELF_CATEGORIES, sample_neighbours, shelf_books
 from .photo_materials import (Material, random_color, sample_material, sample_part_materials,
                               srgb_to_linear)
 from .photo_render import background_only, render
@@ -38,7 +40,7 @@ from .photo_scene import (FLAT_BACKGROUNDS, LARGE_OCCLUDERS, OCCLUDER_SOLIDS, SM
                           WOOD_FLOOR_COLORS, Backdrop)
 from .shapes import CATEGORIES, SynthShape, make_shape
 
-STYLES = ("default", "heldout")
+STYLES = ("default", "heldout", "home")
 BRICK_COLORS = ((0.55, 0.27, 0.20), (0.65, 0.36, 0.26), (0.45, 0.25, 0.20), (0.70, 0.50, 0.38),
                 (0.88, 0.86, 0.82), (0.50, 0.46, 0.42))  # sRGB: red, brown, painted white, grey
 BACKGROUNDS = ("room", "studio", *FLAT_BACKGROUNDS, "outdoor", "stage")
@@ -102,6 +104,8 @@ class PhotoParams:
     posterize: int = 0                     # colour levels and toon shading (0 = off)
     outline: bool = False                  # ink outlines on the object (toon look)
     antialias: bool = True                 # edge pixels average 4 sub-pixel rays (the mask does not)
+    neighbours: tuple = ()                 # furniture beside and behind (`photo_home.sample_neighbours`)
+    contents: dict | None = None           # books on the shelves (`photo_home.shelf_books`)
 
 
 # ---------------------------------------------------------------- the shape in the scene
@@ -140,7 +144,7 @@ def sample_camera(rng, truncate: bool, style: str = "default") -> PhotoCamera:
     from a wide phone lens (72 deg) to tele (15 deg), the bounding sphere filling 45-95% of the
     frame (loose and tight crops), roll of a hand-held phone; truncated photos push the
     object partly out of the frame. heldout: wider lenses, more top-down views."""
-    if style == "default":
+    if style in ("default", "home"):
         band = rng.random()
         fov = float(rng.uniform(55, 72) if band < 0.45 else rng.uniform(33, 55) if band < 0.8 else rng.uniform(15, 33))
         elevation = float(5 + 40 * rng.beta(2.0, 2.6))
@@ -149,7 +153,8 @@ def sample_camera(rng, truncate: bool, style: str = "default") -> PhotoCamera:
         fov = float(rng.uniform(40, 85))
         elevation = float(rng.uniform(2, 65))
         azimuth = float(rng.uniform(0, 360))
-    fill = float(rng.uniform(0.45, 0.95))
+    # home: the object fills the frame, often more than fills it (real photos cut it)
+    fill = float(rng.uniform(0.6, 1.15) if style == "home" else rng.uniform(0.45, 0.95))
     half = math.tan(math.radians(fov) / 2)
     distance = 1.0 / math.sin(math.atan(fill * half))  # sphere's image radius = fill
     if truncate:
@@ -281,7 +286,7 @@ def _sample_occluder(rng, camera: PhotoCamera, background: str, top_y: float, fl
     return occluder
 
 
-def _sample_lighting(rng, background: str, camera: PhotoCamera) -> dict:
+def _sample_lighting(rng, background: str, camera: PhotoCamera, correction=(0.6, 1.0)) -> dict:
     """Key light, sky and ground light, colour temperatures, the camera's white balance."""
     if background == "outdoor":  # hard sun, blue sky
         sun = kelvin_rgb(rng.uniform(4500, 6000))
@@ -307,7 +312,7 @@ def _sample_lighting(rng, background: str, camera: PhotoCamera) -> dict:
     kelvin = float(rng.uniform(2700, 6500))
     light = np.asarray(kelvin_rgb(kelvin))
     sky = np.asarray(kelvin_rgb(float(np.clip(kelvin + rng.normal(800, 1200), 2500, 10000))))
-    correction = rng.uniform(0.6, 1.0)
+    correction = rng.uniform(*correction)
     mean_light = (light * 2.5 + sky) / 3.5
     white_balance = mean_light ** -correction * np.exp(rng.normal(0, 0.03, 3))
     return dict(light_dir=_direction(rng.uniform(0.45, 1.3), rng.uniform(0, 2 * math.pi)),
@@ -327,7 +332,7 @@ def _sample_response(rng, style: str, background: str, camera: PhotoCamera) -> d
     defocus = float(rng.uniform(0.5, 3.0)) if deep_scene and rng.random() < defocus_odds else 0.0
     stage = background == "stage"
     return dict(exposure=float(2 ** rng.normal(0, 0.35)), vignette=float(rng.uniform(0.0, 0.35)),
-                saturation=float(rng.uniform(0.85, 1.2 if style == "default" else 1.4)),
+                saturation=float(rng.uniform(0.85, 1.4 if style == "heldout" else 1.2)),
                 blur_sigma=float(blur), motion=motion, defocus_sigma=defocus,
                 noise_sigma=float(rng.uniform(0.0, 1.5) if stage else rng.uniform(0.5, 5.0)),
                 noise_seed=int(rng.integers(2**31)),
@@ -335,11 +340,15 @@ def _sample_response(rng, style: str, background: str, camera: PhotoCamera) -> d
                 posterize=int(rng.integers(6, 11)) if stage else 0, outline=bool(stage and rng.random() < 0.6))
 
 
-def sample_photo_params(shape: SynthShape, rng, occlusion_prob: float = 0.3, truncation_prob: float = 0.15,
+def sample_photo_params(shape: SynthShape, rng, occlusion_prob: float = 0.3, truncation_prob: float | None = None,
                         style: str = "default") -> PhotoParams:
-    """Draw every random choice of one photo of `shape` (see the module docstring)."""
+    """Draw every random choice of one photo of `shape` (see the module docstring). A photo is
+    truncated (the object pushed partly out of the frame) with `truncation_prob`: 0.15, and 0.4
+    in the home style."""
     if style not in STYLES:
         raise IbsrError(f"unknown photo style {style!r}: choose from {', '.join(STYLES)}")
+    if truncation_prob is None:
+        truncation_prob = 0.4 if style == "home" else 0.15
     floor_y, top_y, metres = shape_frame(shape.mesh)
     materials, part_material = sample_part_materials(shape.part_names, rng)
     camera = sample_camera(rng, truncate=rng.random() < truncation_prob, style=style)
@@ -349,10 +358,14 @@ def sample_photo_params(shape: SynthShape, rng, occlusion_prob: float = 0.3, tru
         backdrop = None
         if background in ("room", "studio"):
             backdrop = _sample_room(rng, camera, studio=background == "studio")
+    elif style == "home":  # homes and shops (a shop's studio-like corner now and then)
+        background = "room" if rng.random() < 0.85 else "studio"
+        backdrop = _sample_room(rng, camera, studio=background == "studio")
     else:
         background = "outdoor" if rng.random() < 0.6 else "stage"
         backdrop = _sample_outdoor(rng) if background == "outdoor" else _sample_stage(rng, camera)
-    lighting = _sample_lighting(rng, background, camera)
+    # indoor photos at home keep more of a lamp's warmth than the default style's
+    lighting = _sample_lighting(rng, background, camera, correction=(0.3, 1.0) if style == "home" else (0.6, 1.0))
     response = _sample_response(rng, style, background, camera)
     # a camera's auto-exposure: scaled to the light level (lit white lands near the top of
     # the tone curve), then off by a random error
@@ -361,11 +374,25 @@ def sample_photo_params(shape: SynthShape, rng, occlusion_prob: float = 0.3, tru
     occluder = None
     if rng.random() < occlusion_prob:
         occluder = _sample_occluder(rng, camera, background, top_y, floor_y, metres)
+    home = {}
+    if style == "home":
+        home = _sample_home(shape, rng, camera, backdrop, floor_y, metres)
     return PhotoParams(camera=camera, materials=materials, part_material=part_material,
                        shadows=bool(rng.random() < 0.9), background=background,
                        background_seed=int(rng.integers(2**31)), occluder=occluder, style=style,
                        backdrop=backdrop, floor_y=floor_y, metres_per_unit=metres,
-                       **lighting, **response)
+                       **lighting, **response, **home)
+
+
+def _sample_home(shape: SynthShape, rng, camera: PhotoCamera, backdrop: Backdrop, floor_y: float,
+                 metres: float) -> dict:
+    """The home style's furniture around the object (in rooms, mostly) and books on its shelves."""
+    home = {}
+    if backdrop.walls and rng.random() < 0.85 and backdrop.floor != "paper":
+        home["neighbours"] = sample_neighbours(rng, camera, backdrop, floor_y, metres, make_shape, CATEGORIES)
+    if shape.category in SHELF_CATEGORIES and rng.random() < 0.85:
+        home["contents"] = shelf_books(normalize_mesh(shape.mesh), rng, metres)
+    return home
 
 
 # ---------------------------------------------------------------- rendering

@@ -20,6 +20,7 @@ import trimesh
 from ibsr.indexer.render import first_hits, look_at_basis, normalize_mesh, ray_intersector
 
 from .photo_camera import draw_outlines, lens_blur, sensor
+from .photo_home import books_mesh
 from .photo_lighting import HARD_LIGHT, jittered_directions, make_lighting, plate_radiance, rays_blocked
 from .photo_materials import Material, albedo, shade, srgb_to_linear
 from .photo_scene import blob_mask, floor_plane, lookup, occluder_mesh, wall_plane
@@ -200,22 +201,33 @@ SUBPIXELS = ((-0.125, -0.375), (0.375, -0.125), (0.125, 0.375), (-0.375, 0.125))
 
 
 class Scene:
-    """The object, the occluder and the lights of one photo, ready to trace and shade rays."""
+    """The object (with its shelves' books), the occluder and the furniture around it, and the
+    lights of one photo, ready to trace and shade rays."""
 
     def __init__(self, shape, params):
         self.params = params
         mesh = normalize_mesh(shape.mesh)
-        self.target = Surface(mesh)
-        solid = params.occluder is not None and "kind" in params.occluder
-        self.blocker = Surface(occluder_mesh(params.occluder, params.floor_y)) if solid else None
-        self.lighting = make_lighting(params)
-        self.casters = [s for s in (self.target, self.blocker) if s is not None] if params.shadows else []
+        up = np.array([0.0, 1.0, 0.0])
         self.face_parts = np.asarray(shape.face_parts)
-        self.shared_faces = shared_plane_faces(mesh, self.face_parts)
         axes = _part_axes(mesh, self.face_parts, len(shape.part_names))
         self.target_groups = [(params.materials[params.part_material[part]], axis) for part, axis in enumerate(axes)]
-        if self.blocker is not None:
-            self.blocker_groups = [(params.occluder.get("material") or Material(), np.array([0.0, 1.0, 0.0]))]
+        if params.contents:  # books on the shelves belong to the object (and to its mask)
+            books, colour = books_mesh(params.contents)
+            self.face_parts = np.concatenate([self.face_parts, len(self.target_groups) + colour])
+            self.target_groups += [(m, up) for m in params.contents["materials"]]
+            mesh = trimesh.util.concatenate([mesh, books])
+        self.target = Surface(mesh)
+        solids = [params.occluder] if params.occluder is not None and "kind" in params.occluder else []
+        solids += list(params.neighbours)
+        self.blocker = None
+        if solids:  # the occluder and the furniture around: not the object, one surface to trace
+            meshes = [occluder_mesh(solid, params.floor_y) for solid in solids]
+            self.blocker = Surface(meshes[0] if len(meshes) == 1 else trimesh.util.concatenate(meshes))
+            self.blocker_parts = np.repeat(np.arange(len(meshes)), [len(m.faces) for m in meshes])
+            self.blocker_groups = [(solid.get("material") or Material(), up) for solid in solids]
+        self.lighting = make_lighting(params)
+        self.casters = [s for s in (self.target, self.blocker) if s is not None] if params.shadows else []
+        self.shared_faces = shared_plane_faces(mesh, self.face_parts)
 
     def trace(self, origins, directions) -> dict:
         """Which rays see the object, which the occluder (from one eye or one origin per ray)."""
@@ -237,7 +249,7 @@ class Scene:
                 continue
             rows = np.flatnonzero(seen)
             if key == "occ":
-                groups, parts = self.blocker_groups, np.zeros(len(rows), np.int64)
+                groups, parts = self.blocker_groups, self.blocker_parts[tri[rows]]
             elif image_pixels:
                 groups = self.target_groups
                 parts = resolve_coplanar_parts(surface.mesh, self.face_parts, self.shared_faces, tri[rows], eye,

@@ -113,12 +113,18 @@ def iter_shapes(categories, shapes_per_category: int, seed: int):
             yield catalog_shape(category, index, seed)
 
 
-def shape_from_mesh(mesh: trimesh.Trimesh, category: str, name: str) -> SynthShape:
-    """Any mesh (e.g. one of a user's catalog, loaded +y up) as a one-part `SynthShape`, so
-    that it can be photographed like a procedural shape (`render_query_photo`): every face is
-    part 0, "body". The photo's floor is y = 0 or the mesh's lowest point, whichever is lower."""
+def shape_from_mesh(mesh: trimesh.Trimesh, category: str, name: str, split_parts: bool = False) -> SynthShape:
+    """Any mesh (e.g. one of a user's catalog, loaded +y up) as a `SynthShape`, so that it can
+    be photographed like a procedural shape (`render_query_photo`): every face is part 0,
+    "body", or with `split_parts` its connected components are parts of their own
+    (`photo_home.split_parts`). The photo's floor is y = 0 or the mesh's lowest point,
+    whichever is lower."""
     if len(mesh.faces) == 0 or not np.isfinite(np.asarray(mesh.vertices)).all():
         raise IbsrError(f"mesh of {category}/{name} has no faces or non-finite vertices: it cannot be photographed")
     copy = trimesh.Trimesh(vertices=np.asarray(mesh.vertices, dtype=np.float64).copy(),
                            faces=np.asarray(mesh.faces).copy(), process=False)
+    if split_parts:
+        from .photo_home import split_parts as components  # photo machinery: only when asked
+
+        return SynthShape(category, name, copy, *components(copy))
     return SynthShape(category, name, copy, np.zeros(len(copy.faces), dtype=np.int64), ("body",))
