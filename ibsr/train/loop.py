@@ -16,6 +16,7 @@ would have taken; the torch global RNG state is saved and restored as well.
 
 from __future__ import annotations
 
+import copy
 import json
 import signal
 import sys
@@ -144,6 +145,7 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.json").write_text(json.dumps(c.to_dict(), indent=2) + "\n")
         self.view_embeddings = self._fixed_view_embeddings()
+        self.anchor = self._imagenet_anchor()
         self.train()
 
     def train(self) -> None:
@@ -164,6 +166,24 @@ class Trainer:
         if "rendering_encoder" not in c.train.freeze or augmented:
             return None
         return cached_view_embeddings(self.model, self.train_views, c.data.cache)
+
+    def _imagenet_anchor(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(parameter, its ImageNet value) of each trainable query-backbone tensor when
+        train.imagenet_anchor is set (L2-SP, Li et al. 2018: training on synthetic photos
+        alone drifts away from what ImageNet knows about real ones); empty otherwise."""
+        if not self.config.train.imagenet_anchor:
+            return []
+        backbone = self.model.query_encoder.backbone
+        reference = copy.deepcopy(backbone)
+        load_imagenet_efficientnet(reference)
+        values = dict(reference.named_parameters())
+        return [(p, values[n].detach().clone()) for n, p in backbone.named_parameters()
+                if p.requires_grad and not n.startswith("fc.")]
+
+    def anchor_penalty(self) -> torch.Tensor:
+        """train.imagenet_anchor x the squared distance of the query backbone from ImageNet."""
+        distance = sum(((p.float() - ref.float()) ** 2).sum() for p, ref in self.anchor)
+        return self.config.train.imagenet_anchor * distance
 
     def _param_groups(self) -> list[dict]:
         """The trainable parameters, grouped by learning rate: the attention's at
@@ -209,6 +229,8 @@ class Trainer:
         for group in self.optimizer.param_groups:
             # runs saved before train.attention_lr_scale existed restore groups without lr_scale
             group["lr"] = c.train.lr_at(self.step, self.total_steps) * group.get("lr_scale", 1.0)
+        if self.anchor:
+            loss = loss._replace(total=loss.total + self.anchor_penalty())
         loss.total.backward()
         self.optimizer.step()
         self.step += 1
