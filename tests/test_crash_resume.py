@@ -20,8 +20,13 @@ def start_build(catalog, index, weights):
 
 
 def commits(index) -> int:
+    """The table's latest version number: it only grows (a count of the version files would
+    not: the build's compaction removes old ones). Lance names a manifest by its version or,
+    in newer releases, by 2^64 - 1 - version (so that a listing starts at the newest)."""
     versions = index / "shapes.lance" / "_versions"
-    return len(list(versions.iterdir())) if versions.is_dir() else 0
+    names = [p.name.split(".")[0] for p in versions.iterdir()] if versions.is_dir() else []
+    numbers = [int(n) for n in names if n.isdigit()]
+    return max((2**64 - 1 - n if n >= 2**63 else n for n in numbers), default=0)
 
 
 def wait_for_commit(proc, index, timeout=60.0) -> None:
@@ -40,6 +45,8 @@ def test_killed_builds_resume_to_the_same_index(tmp_path, catalog, built_index, 
         proc = start_build(catalog, index, tiny_weights)
         if round_no == 0:
             time.sleep(0.3)  # killed while starting up, before anything is written
+        elif round_no <= 2:
+            wait_for_commit(proc, index)  # right after a commit: three kills whatever the machine's speed
         else:
             wait_for_commit(proc, index)
             if batch_seconds is None:
