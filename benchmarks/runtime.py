@@ -1,5 +1,7 @@
-"""CPU runtime (issue 21): the shipped model's networks in torch (float32, bf16 autocast) and
-ONNX Runtime (float32, int8 dynamic quantization), by batch, threads and load, in one run.
+"""CPU runtime: the shipped model's networks in torch (float32, bf16 autocast), ONNX Runtime
+(float32, int8 dynamic quantization) and OpenVINO (float32, the same ONNX file; measured only
+where `openvino` is installed: `pip install openvino`, not a dependency of ibsr), by batch,
+threads and load, in one run.
 
     nice -n 10 .venv/bin/python benchmarks/runtime.py --json benchmarks/out/runtime.json
 
@@ -73,6 +75,19 @@ def quantize_int8(data: bytes) -> bytes:
         return dst.read_bytes()
 
 
+def openvino_encoder(path: Path, threads: int):
+    """The ONNX export compiled by OpenVINO for the CPU, tuned for one request at a time (what
+    ibsr's single-item calls are): fn(x) -> output tensor."""
+    import openvino as ov
+
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(str(path)), "CPU", {"INFERENCE_NUM_THREADS": threads,
+                                                                  "PERFORMANCE_HINT": "LATENCY",
+                                                                  "INFERENCE_PRECISION_HINT": "f32"})
+    request = compiled.create_infer_request()
+    return lambda x: torch.from_numpy(request.infer([x.contiguous().numpy()])[compiled.output(0)].copy())
+
+
 class Variant:
     """One way to run a network: fn(x, threads) -> output; `threads` = intra-op threads."""
 
@@ -82,6 +97,10 @@ class Variant:
         if name.startswith("onnx"):
             data = onnx_bytes(module, component, shape, name.endswith("int8"))
             self.sessions = {n: onnx_backend.OnnxEncoder(onnx_backend.session(data, n)) for n in (1, 2)}
+        elif name.startswith("openvino"):
+            onnx_backend.load(module, component, shape)  # exports into the cache when missing
+            path = onnx_backend.cache_path(module, component, shape)
+            self.sessions = {n: openvino_encoder(path, n) for n in (1, 2)}
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, threads: int = 1) -> torch.Tensor:
@@ -168,12 +187,12 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(1)
     model, mask = load_default_model(), load_mask_model(required=True)  # channels_last, as ibsr runs it
-    names = ("torch float32", "torch bf16", "onnx float32", "onnx int8")
+    names = ("torch float32", "torch bf16", "onnx float32", "onnx int8", "openvino float32")
     c = model.config
     variants = {comp: make_variants(names, mod, comp, shape) for comp, mod, shape in (
         ("queries", model.query_encoder, (4, c.query_size, c.query_size)),
         ("views", model.rendering_encoder, (1, c.render_size, c.render_size)))}
-    variants["mask"] = make_variants(("torch float32", "onnx float32"), mask, "mask",
+    variants["mask"] = make_variants(("torch float32", "onnx float32", "openvino float32"), mask, "mask",
                                      (3, mask.config.size, mask.config.size))
     acc = accuracy(model, *generated_inputs(model, args.accuracy_shapes), variants)
     int8_ok = all(r["top1_unchanged"] == r["photos"] for r in acc if r["variant"] == "onnx int8")

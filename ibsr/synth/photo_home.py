@@ -29,7 +29,7 @@ import trimesh
 from .photo_materials import random_color, sample_material
 from .photo_scene import LARGE_OCCLUDERS
 
-SHELF_CATEGORIES = ("bookcase", "shelf", "bookshelf")  # meshes whose shelves get books
+SHELF_CATEGORIES = ("bookcase", "shelf")  # meshes whose shelves get books (the procedural bookshelf has its own)
 BOOK_COLOURS = 6          # materials books are drawn from (each a material group to shade)
 PART_MIN_AREA = 0.04      # a component with less of the surface stays in the body
 
