@@ -5,7 +5,7 @@ copy of them (N x V x D float16: 3 GB at 1,000,000 shapes), then the exact mode'
 computed from all of them. The sidecar holds the same data as flat files in `flat/`:
 
 - `views-<id>.npy`: N x V x D float16, the table's row order;
-- `centres-<id>.npy` (N x D float32), `radii-<id>.npy` (N float32): `pruned.view_bounds`;
+- `centres-<id>.npy` (N x D float32), `radii-<id>.npy` (N float32): `bounds.view_bounds`;
 - `rows-<id>.arrow`: shape_id, category, source_path (an Arrow IPC file, memory-mapped);
 - `flat.json`: the commit point, naming the files and stamped with the table version.
 
@@ -50,7 +50,7 @@ class Flat:
     rows: pa.Table  # ROW_COLUMNS in row order
     views: np.ndarray  # N x V x D float16
     centres: np.ndarray  # N x D float32
-    radii: np.ndarray  # N float32, without pruned.SLACK
+    radii: np.ndarray  # N float32, without the search's SLACK
 
 
 def _paths(folder: Path, meta: dict) -> dict[str, Path]:
@@ -87,7 +87,7 @@ def _open(folder: Path, meta: dict) -> Flat | None:
 def write_flat(index_dir: Path, reader) -> dict:
     """Write the sidecar of `reader`'s pinned version (store.ShapeReader), streamed in batches
     (bounded memory), and commit it. The caller holds the write lock."""
-    from ibsr.searcher.pruned import view_bounds
+    from ibsr.indexer.bounds import view_bounds  # torch, only when the sidecar is written
 
     folder = Path(index_dir) / FLAT_DIR
     tag = uuid.uuid4().hex[:16]

@@ -238,7 +238,7 @@ class ShapeSnapshot:
     rows: pa.Table  # shape_id, category, source_path, in row order
     views: np.ndarray  # N x V x D float16, read-only: the sidecar's map or the table's Arrow buffer, never copied
     read_vectors: Callable[[], np.ndarray]  # N x D float32 pooled vectors, read when first needed
-    bounds: tuple[np.ndarray, np.ndarray] | None = None  # the sidecar's (centres, radii), pruned.view_bounds
+    bounds: tuple[np.ndarray, np.ndarray] | None = None  # the sidecar's (centres, radii), bounds.view_bounds
     source: str = "table"  # or "flat"
 
     def __len__(self) -> int:

@@ -258,7 +258,7 @@ class FlatCheck:
         self.differs: str | None = None  # the first shape whose sidecar row differs from the table's
 
     def compare(self, batch, meta: IndexMeta) -> None:
-        from ibsr.searcher.pruned import view_bounds
+        from ibsr.indexer.bounds import view_bounds  # torch, only when a sidecar is compared
 
         if self.flat is None or self.differs is not None:
             return
