@@ -27,7 +27,8 @@ from ibsr.cpus import process_pool
 from ibsr.errors import IbsrError
 from ibsr.indexer.discover import CatalogEntry, catalog_root, discover
 from ibsr.indexer.faiss_index import FAISS_DIR, faiss_is_current, rebuild_faiss
-from ibsr.indexer.flat import FLAT_DIR, flat_is_current, rebuild_flat
+from ibsr.indexer.flat import flat_is_current, rebuild_flat
+from ibsr.indexer.flat_files import FLAT_DIR
 from ibsr.indexer.lock import LOCK_FILES, IndexWriteLock
 from ibsr.indexer.mesh import UP_AXES, file_hash
 from ibsr.indexer.render import DEFAULT_RIG

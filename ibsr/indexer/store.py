@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ibsr.errors import IbsrError
+from ibsr.indexer.flat_files import read_flat
 from ibsr.schemas import SHAPES_TABLE, IndexMeta, shapes_schema
 
 DEFAULT_INDEX = "ibsr_index"
@@ -329,8 +330,6 @@ class ShapeReader:
 
     def snapshot(self, flat: bool = True) -> ShapeSnapshot:
         """The pinned version's search data: the flat sidecar if it is of this version, else the table."""
-        from ibsr.indexer.flat import read_flat
-
         sidecar = read_flat(self.index_dir, self.version) if flat else None
         if sidecar is not None:
             return ShapeSnapshot(self.version, sidecar.rows, sidecar.views, self._vectors_for(sidecar, self.version),

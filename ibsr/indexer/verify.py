@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from ibsr.errors import IbsrError
 from ibsr.indexer.faiss_index import FAISS_DIR, IDS_FILE, read_faiss
-from ibsr.indexer.flat import FLAT_DIR, META as FLAT_META, ROW_COLUMNS, read_flat
+from ibsr.indexer.flat_files import FLAT_DIR, META as FLAT_META, ROW_COLUMNS, read_flat
 from ibsr.indexer.lock import read_holder
 from ibsr.indexer.store import ShapeReader, has_primary_key, is_lance_error, lance_error
 from ibsr.schemas import META_FILE, IndexMeta, shapes_schema
