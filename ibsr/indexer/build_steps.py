@@ -11,12 +11,13 @@ import numpy as np
 import torch
 
 from ibsr.errors import IbsrError
+from ibsr.model.inputs import scale_pixels
 
 
 @torch.no_grad()
 def encode_views(model, device: torch.device, views: np.ndarray) -> np.ndarray:
     """N x V x S x S uint8 gray renderings -> N x V x D float32 normalized embeddings."""
-    x = torch.from_numpy(views).to(device, torch.float32).div_(127.5).sub_(1.0)
+    x = scale_pixels(torch.from_numpy(views).to(device, torch.float32))
     # one shape per work item of the torch pool; float32 on every CPU (ibsr.precision)
     from ibsr.model.inference import embed_views
 
