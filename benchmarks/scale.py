@@ -196,8 +196,8 @@ def probe(index: Path, photo: str, mask: str, weights: str | None, mode: str, ta
     from ibsr.serve.service import SearchParams
     imported, cpu_imported = time.perf_counter(), cpu_seconds()
     if table:
-        import ibsr.indexer.flat as flat
-        flat.read_flat = lambda *args, **kwargs: None
+        import ibsr.indexer.store as store
+        store.read_flat = lambda *args, **kwargs: None
 
     def answer() -> float:
         t = time.perf_counter()
@@ -278,17 +278,17 @@ def measure(index: Path, work: Path, weights: str | None, repeats: int) -> dict:
 def open_from_table(index: Path, weights: str | None) -> float:
     """Searcher construction without the sidecar (as before it existed), for comparison; after
     the peak RSS above was taken (it holds a copy of every view)."""
-    import ibsr.indexer.flat as flat
+    import ibsr.indexer.store as store
     from ibsr.searcher import Searcher
 
-    read_flat, flat.read_flat = flat.read_flat, lambda *args, **kwargs: None
+    read_flat, store.read_flat = store.read_flat, lambda *args, **kwargs: None
     try:
         t = time.perf_counter()
         searcher = Searcher(index, weights=weights)
         assert searcher.shapes.source == "table"
         return time.perf_counter() - t
     finally:
-        flat.read_flat = read_flat
+        store.read_flat = read_flat
 
 
 def measure_in_process(index: Path, work: Path, queries: list[dict], weights: str | None, repeats: int) -> dict:

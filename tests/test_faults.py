@@ -25,7 +25,7 @@ from ibsr.cli.index import main as index_cli
 from ibsr.errors import IbsrError
 from ibsr.indexer import Indexer, ShapeReader
 from ibsr.indexer.faiss_index import FAISS_DIR, IDS_FILE, read_faiss, rebuild_faiss
-from ibsr.indexer.flat import FLAT_DIR
+from ibsr.indexer.flat_files import FLAT_DIR
 from ibsr.indexer.verify import verify_index
 from ibsr.searcher import Searcher
 from index_helpers import (ENV, assert_one_line_error, assert_same_as_clean, build_cmd, content, index_cmd, python,

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from ibsr import kernels
 from ibsr.cli.index import main as index_cli
 from ibsr.indexer import Indexer
-from ibsr.indexer.flat import FLAT_DIR, META, read_flat
+from ibsr.indexer.flat_files import FLAT_DIR, META, read_flat
 from ibsr.indexer.store import ShapeReader
 from ibsr.indexer.verify import verify_index
 from ibsr.searcher import Searcher

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 from ibsr.indexer import ShapeReader
-from ibsr.indexer.flat import read_flat
+from ibsr.indexer.flat_files import read_flat
 from index_helpers import ENV, index_cmd, run
 
 

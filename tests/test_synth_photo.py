@@ -13,9 +13,9 @@ from ibsr.errors import IbsrError
 from ibsr.indexer.render import normalize_mesh
 from ibsr.synth import catalog_shape, render_photo, render_query_photo, sample_photo_params
 from ibsr.synth.photo import STYLES, sample_query_photo, shape_frame
-from ibsr.synth.photo_home import books_mesh, shelf_books, split_parts
+from ibsr.synth.photo_home import books_mesh, shelf_books
 from ibsr.synth.photo_scene import floor_plane, occluder_mesh
-from ibsr.synth.shapes import shape_from_mesh
+from ibsr.synth.shapes import mesh_parts, shape_from_mesh
 
 SIZE = 64
 
@@ -247,7 +247,7 @@ def test_split_parts_gives_cushions_and_frames_their_own_parts():
     cushion = trimesh.creation.box(extents=(0.6, 0.15, 0.6), transform=trimesh.transformations.translation_matrix([0, 1.0, 0]))
     crumb = trimesh.creation.box(extents=(0.01, 0.01, 0.01))
     mesh = trimesh.util.concatenate([seat, cushion, *legs, crumb])
-    face_parts, names = split_parts(mesh)
+    face_parts, names = mesh_parts(mesh)
     assert names[0] == "body" and sorted(names[1:]) == ["cushion", "frame", "frame", "frame", "frame"][:len(names) - 1]
     assert face_parts[-len(crumb.faces):].tolist() == [0] * len(crumb.faces)  # a crumb joins the body
     split = shape_from_mesh(mesh, "chair", "x", split_parts=True)

@@ -25,9 +25,11 @@ from tqdm import tqdm
 
 from ibsr.cpus import process_pool
 from ibsr.errors import IbsrError
+from ibsr.indexer.build_steps import encode_views, record_failure
 from ibsr.indexer.discover import CatalogEntry, catalog_root, discover
 from ibsr.indexer.faiss_index import FAISS_DIR, faiss_is_current, rebuild_faiss
-from ibsr.indexer.flat import FLAT_DIR, flat_is_current, rebuild_flat
+from ibsr.indexer.flat import flat_is_current, rebuild_flat
+from ibsr.indexer.flat_files import FLAT_DIR
 from ibsr.indexer.lock import LOCK_FILES, IndexWriteLock
 from ibsr.indexer.mesh import UP_AXES, file_hash
 from ibsr.indexer.render import DEFAULT_RIG
@@ -236,7 +238,7 @@ class Indexer:
             for result in rendered:
                 bar.update(1)
                 if "error" in result:
-                    self._fail(result, report, strict, bar)
+                    record_failure(result, report, strict, bar)
                     continue
                 report.render_seconds += result.pop("render_seconds")
                 batch.append(result)
@@ -246,12 +248,6 @@ class Indexer:
             if batch:
                 self._write(batch, writer, report)
         bar.close()
-
-    def _fail(self, result: dict, report: BuildReport, strict: bool, bar) -> None:
-        if strict:
-            raise IbsrError(f"{result['error']} (--strict stops at the first bad mesh)", result["path"])
-        report.failed.append({"path": result["path"], "reason": result["error"]})
-        bar.write(f"skipped {result['path']}: {result['error']}", file=sys.stderr)
 
     def _write(self, batch: list[dict], writer: ShapeWriter, report: BuildReport) -> None:
         t0 = time.perf_counter()
@@ -264,14 +260,9 @@ class Indexer:
         report.write_seconds += time.perf_counter() - t1
         report.indexed += len(batch)
 
-    @torch.no_grad()
     def encode_views(self, views: np.ndarray) -> np.ndarray:
         """N x V x S x S uint8 gray renderings -> N x V x D float32 normalized embeddings."""
-        x = torch.from_numpy(views).to(self.device, torch.float32).div_(127.5).sub_(1.0)
-        # one shape per work item of the torch pool; float32 on every CPU (ibsr.precision)
-        from ibsr.model.inference import embed_views
-
-        return embed_views(self.model, x.unsqueeze(2)).cpu().numpy()
+        return encode_views(self.model, self.device, views)
 
 
 def _bounded_map(pool, fn, items, window: int):

@@ -5,11 +5,12 @@ copy of them (N x V x D float16: 3 GB at 1,000,000 shapes), then the exact mode'
 computed from all of them. The sidecar holds the same data as flat files in `flat/`:
 
 - `views-<id>.npy`: N x V x D float16, the table's row order;
-- `centres-<id>.npy` (N x D float32), `radii-<id>.npy` (N float32): `pruned.view_bounds`;
+- `centres-<id>.npy` (N x D float32), `radii-<id>.npy` (N float32): `bounds.view_bounds`;
 - `rows-<id>.arrow`: shape_id, category, source_path (an Arrow IPC file, memory-mapped);
 - `flat.json`: the commit point, naming the files and stamped with the table version.
 
-A searcher whose pinned table version equals the stamp maps the files read-only (`np.load(
+This module writes the sidecar; flat_files.py names its files and reads them. A searcher whose
+pinned table version equals the stamp maps the files read-only (`read_flat`: `np.load(
 mmap_mode="r")`: pages are read when touched, nothing per row in Python); otherwise it reads the
 table (store.py `ShapeReader.snapshot`), with the same results. The map is the one copy of the
 views a CPU search holds: the rerank reads it through `kernels.host_tensor` and converts chunk
@@ -27,67 +28,23 @@ import errno
 import json
 import os
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
 from ibsr.errors import IbsrError
+from ibsr.indexer.flat_files import FILES, FLAT_DIR, META, ROW_COLUMNS, read_flat
+from ibsr.indexer.lock import IndexWriteLock
+from ibsr.indexer.store import ShapeReader, lance_error, table_errors
 
-FLAT_DIR = "flat"
-META = "flat.json"
-ROW_COLUMNS = ["shape_id", "category", "source_path"]
-FILES = ("views", "centres", "radii", "rows")
 SCAN_BATCH = 8192
-
-
-@dataclass
-class Flat:
-    """One sidecar, mapped: arrays are read-only maps of the files."""
-
-    table_version: int
-    rows: pa.Table  # ROW_COLUMNS in row order
-    views: np.ndarray  # N x V x D float16
-    centres: np.ndarray  # N x D float32
-    radii: np.ndarray  # N float32, without pruned.SLACK
-
-
-def _paths(folder: Path, meta: dict) -> dict[str, Path]:
-    return {name: folder / meta["files"][name] for name in FILES}
-
-
-def read_flat(index_dir: Path, table_version: int | None = None) -> Flat | None:
-    """The sidecar (of this table version, if given), or None if absent, stale, unreadable or inconsistent."""
-    folder = Path(index_dir) / FLAT_DIR
-    for _ in range(2):  # a writer may replace flat.json and remove the old files between our reads
-        try:
-            meta = json.loads((folder / META).read_text())
-            if table_version is not None and meta.get("table_version") != table_version:
-                return None
-            return _open(folder, meta)
-        except (OSError, ValueError, KeyError, TypeError, AttributeError, pa.ArrowException):
-            continue
-    return None
-
-
-def _open(folder: Path, meta: dict) -> Flat | None:
-    paths = _paths(folder, meta)
-    views = np.load(paths["views"], mmap_mode="r")
-    centres = np.load(paths["centres"], mmap_mode="r")
-    radii = np.load(paths["radii"], mmap_mode="r")
-    rows = pa.ipc.open_file(pa.memory_map(str(paths["rows"]))).read_all()
-    n, v, d = meta["count"], meta["views"], meta["dim"]
-    consistent = (views.shape == (n, v, d) and views.dtype == np.float16 and centres.shape == (n, d)
-                  and centres.dtype == np.float32 and radii.shape == (n,) and radii.dtype == np.float32
-                  and rows.num_rows == n and rows.column_names == ROW_COLUMNS)
-    return Flat(meta["table_version"], rows, views, centres, radii) if consistent else None
 
 
 def write_flat(index_dir: Path, reader) -> dict:
     """Write the sidecar of `reader`'s pinned version (store.ShapeReader), streamed in batches
     (bounded memory), and commit it. The caller holds the write lock."""
-    from ibsr.searcher.pruned import view_bounds
+    from ibsr.indexer.bounds import view_bounds  # torch, only when the sidecar is written
 
     folder = Path(index_dir) / FLAT_DIR
     tag = uuid.uuid4().hex[:16]
@@ -156,8 +113,6 @@ def _fsync(path) -> None:
 
 
 def _write_error(exc: OSError, folder: Path) -> IbsrError:
-    from ibsr.indexer.store import lance_error
-
     if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
         return lance_error(exc, folder, writing=True)  # names a full disk as such
     return IbsrError(f"cannot write the flat sidecar ({exc.strerror or exc}); the previous one is kept (searches "
@@ -174,9 +129,6 @@ def _remove_unreferenced(folder: Path, keep: set[str]) -> None:
 def rebuild_flat(index_dir: Path, wait: bool = True) -> dict:
     """Write the sidecar of the table's current version, holding the write lock (already
     held when a build calls this)."""
-    from ibsr.indexer.lock import IndexWriteLock
-    from ibsr.indexer.store import ShapeReader, table_errors
-
     ShapeReader(index_dir)  # before locking: refuses a directory that is no index
     with IndexWriteLock(index_dir, wait=wait):
         reader = ShapeReader(index_dir)  # the version no other writer can move now
@@ -186,6 +138,4 @@ def rebuild_flat(index_dir: Path, wait: bool = True) -> dict:
 
 def flat_is_current(index_dir: Path) -> bool:
     """Whether the sidecar was written from the table's current version (and opens)."""
-    from ibsr.indexer.store import ShapeReader
-
     return read_flat(index_dir, ShapeReader(index_dir).version) is not None

@@ -104,10 +104,10 @@ class ShapeEncoder:
         self.model = load_model(config, state, device)
 
     def encode_views(self, views: np.ndarray) -> np.ndarray:
-        """Indexer.encode_views itself (it reads only self.model and self.device): same numbers."""
-        from ibsr.indexer.build import Indexer
+        """As the local build encodes (`build_steps.encode_views`): same numbers."""
+        from ibsr.indexer.build_steps import encode_views
 
-        return Indexer.encode_views(self, views)
+        return encode_views(self.model, self.device, views)
 
     def __call__(self, batch: dict) -> dict:
         started = time.perf_counter()
@@ -143,12 +143,13 @@ def index_with_ray(indexer, todo: list, writer, report, strict: bool, progress: 
                    address: str | None = LOCAL, encoders: int | None = None) -> None:
     """Render, encode and commit the shapes of `todo` ((CatalogEntry, mesh hash) pairs) on Ray.
 
-    `indexer` is the calling `Indexer` (its model, meta, batch size and failure reporting),
+    `indexer` is the calling `Indexer` (its model, meta and batch size),
     `writer`/`report` are the build's. encoders: size of the encoder actor pool (default: one
     per GPU of the cluster, else one per CPU_ENCODERS_PER_CPUS CPUs).
     """
     from tqdm import tqdm
 
+    from ibsr.indexer.build_steps import record_failure
     from ibsr.indexer.store import make_rows
 
     if not todo:
@@ -164,7 +165,7 @@ def index_with_ray(indexer, todo: list, writer, report, strict: bool, progress: 
             for i in range(len(batch["shape_id"])):
                 bar.update(1)
                 if batch["error"][i]:
-                    indexer._fail({"path": str(batch["path"][i]), "error": str(batch["error"][i])}, report, strict, bar)
+                    record_failure({"path": str(batch["path"][i]), "error": str(batch["error"][i])}, report, strict, bar)
                     continue
                 report.render_seconds += float(batch["render_seconds"][i])
                 report.encode_seconds += float(batch["encode_seconds"][i])

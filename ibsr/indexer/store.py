@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ibsr.errors import IbsrError
+from ibsr.indexer.flat_files import read_flat
 from ibsr.schemas import SHAPES_TABLE, IndexMeta, shapes_schema
 
 DEFAULT_INDEX = "ibsr_index"
@@ -238,7 +239,7 @@ class ShapeSnapshot:
     rows: pa.Table  # shape_id, category, source_path, in row order
     views: np.ndarray  # N x V x D float16, read-only: the sidecar's map or the table's Arrow buffer, never copied
     read_vectors: Callable[[], np.ndarray]  # N x D float32 pooled vectors, read when first needed
-    bounds: tuple[np.ndarray, np.ndarray] | None = None  # the sidecar's (centres, radii), pruned.view_bounds
+    bounds: tuple[np.ndarray, np.ndarray] | None = None  # the sidecar's (centres, radii), bounds.view_bounds
     source: str = "table"  # or "flat"
 
     def __len__(self) -> int:
@@ -329,8 +330,6 @@ class ShapeReader:
 
     def snapshot(self, flat: bool = True) -> ShapeSnapshot:
         """The pinned version's search data: the flat sidecar if it is of this version, else the table."""
-        from ibsr.indexer.flat import read_flat
-
         sidecar = read_flat(self.index_dir, self.version) if flat else None
         if sidecar is not None:
             return ShapeSnapshot(self.version, sidecar.rows, sidecar.views, self._vectors_for(sidecar, self.version),

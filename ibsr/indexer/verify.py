@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from ibsr.errors import IbsrError
 from ibsr.indexer.faiss_index import FAISS_DIR, IDS_FILE, read_faiss
-from ibsr.indexer.flat import FLAT_DIR, META as FLAT_META, ROW_COLUMNS, read_flat
+from ibsr.indexer.flat_files import FLAT_DIR, META as FLAT_META, ROW_COLUMNS, read_flat
 from ibsr.indexer.lock import read_holder
 from ibsr.indexer.store import ShapeReader, has_primary_key, is_lance_error, lance_error
 from ibsr.schemas import META_FILE, IndexMeta, shapes_schema
@@ -258,7 +258,7 @@ class FlatCheck:
         self.differs: str | None = None  # the first shape whose sidecar row differs from the table's
 
     def compare(self, batch, meta: IndexMeta) -> None:
-        from ibsr.searcher.pruned import view_bounds
+        from ibsr.indexer.bounds import view_bounds  # torch, only when a sidecar is compared
 
         if self.flat is None or self.differs is not None:
             return

@@ -1,4 +1,4 @@
-"""CMIC networks, losses, color transfer and checkpoint I/O (incl. the authors' Jittor files)."""
+"""CMIC networks, their input scaling, losses, color transfer and checkpoint I/O (incl. the authors' Jittor files)."""
 
 from ibsr.model.checkpoint import (
     checkpoint_id,
@@ -13,6 +13,7 @@ from ibsr.model.checkpoint import (
 from ibsr.model.cmic import CMIC
 from ibsr.model.color_transfer import color_transfer, lab_to_rgb, rgb_to_lab
 from ibsr.model.config import ARCHS, LITE, PAPER, SMALL, ModelConfig
+from ibsr.model.inputs import scale_pixels
 from ibsr.model.jittor import import_jittor, infer_config, read_jittor_state
 from ibsr.model.losses import CMICLoss, category_loss, cmic_loss, instance_loss
 from ibsr.model.efficientnet_lite import EfficientNetLite, efficientnet_lite, load_imagenet_efficientnet
@@ -49,4 +50,5 @@ __all__ = [
     "resnet",
     "rgb_to_lab",
     "save_checkpoint",
+    "scale_pixels",
 ]

@@ -21,6 +21,7 @@ import torch
 from ibsr.errors import IbsrError
 from ibsr.model.cmic import CMIC
 from ibsr.model.config import ModelConfig
+from ibsr.runtime.digest import module_digest
 
 FORMAT = "ibsr-checkpoint"
 VERSION = 1
@@ -96,20 +97,6 @@ def rendering_id(model: CMIC) -> str:
     so an index built with one is valid for the other (`ibsr-train adapt --side query`
     fine-tunes only the query side and keeps it)."""
     return module_digest(model.rendering_encoder, f"{model.config.render_arch}/{model.config.render_size}")
-
-
-def module_digest(module: torch.nn.Module, tag: str) -> str:
-    """First 16 hex digits of a SHA-256 over `tag` and the module's weights and BatchNorm
-    statistics (as float32, in name order): equal digests, equal outputs in eval mode.
-    BatchNorm's `num_batches_tracked` is left out: it never changes an eval-mode output."""
-    digest = hashlib.sha256(tag.encode())
-    for name, value in sorted(module.state_dict().items()):
-        if name.endswith("num_batches_tracked"):
-            continue
-        tensor = value.detach().to("cpu", torch.float32).contiguous()
-        digest.update(f"{name}{tuple(tensor.shape)}".encode())
-        digest.update(tensor.numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 def load_checkpoint(path, map_location="cpu") -> CMIC:

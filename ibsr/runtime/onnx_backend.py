@@ -11,7 +11,7 @@ one-off timing); the new one folds it into constant pads (~100 nodes). Exporting
 
 Cache: `$IBSR_CACHE/onnx/` (default `~/.cache/ibsr/onnx/`), one file per
 `<component>-<weights id>-<C>x<H>x<W>-opset<OPSET>-v<EXPORT_VERSION>.onnx`; the weights id is
-`ibsr.model.checkpoint.module_digest` of the module and the input size (the digest behind
+`digest.module_digest` of the module and the input size (the digest behind
 `rendering_id`), so a file can only ever be reused for the same numbers. Files are
 written atomically (temp file + rename). Each file carries its name and torch float32's output
 on a fixed probe input (metadata); a file that fails to load, was exported for another name,
@@ -41,7 +41,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ibsr.model.checkpoint import module_digest
+from ibsr.runtime.digest import module_digest
 
 OPSET = 18
 EXPORT_VERSION = 1  # bump when the export changes what a file holds: the file name changes with it

@@ -21,6 +21,7 @@ import torch
 from ibsr.cpus import parallel_map
 from ibsr.errors import IbsrError
 from ibsr.model import segmenter
+from ibsr.model.inputs import scale_pixels
 from ibsr.model.segmenter import MaskNet, load_mask_checkpoint
 from ibsr.runtime import onnx_encoder
 
@@ -50,7 +51,7 @@ def mask_probability(model: MaskNet, rgb: np.ndarray, runtime: str | None = None
     h, w = rgb.shape[:2]
     size = model.config.size
     x = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
-    x = torch.from_numpy(x).permute(2, 0, 1)[None].float().div_(127.5).sub_(1.0)
+    x = scale_pixels(torch.from_numpy(x).permute(2, 0, 1)[None])
     net = onnx_encoder(model, "mask", tuple(x.shape[1:]), runtime)
     if net is None:
         net, x = model, x.contiguous(memory_format=torch.channels_last)  # torch: ~10% faster so

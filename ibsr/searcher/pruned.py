@@ -52,6 +52,7 @@ import torch
 
 from ibsr import kernels
 from ibsr.cpus import parallel_map
+from ibsr.indexer.bounds import view_bounds
 
 SLACK = 1e-4  # added to every bound: far above float32 rounding of a D <= 1024 dot product and a softmax
 FIRST_ROUND = 256  # shapes of highest bound scored first (at least 4k)
@@ -104,20 +105,6 @@ class ShapeBounds:
         weight = spread.mul_(0.5).tanh_().mul_(2).clamp_(max=1)  # min(1, 2 tanh(delta_s / 2))
         slack = weight.mul_(radii * q.norm(dim=1, keepdim=True)).add_(SLACK)
         torch.addmm(slack, q, self.centres[n0:n1].t(), out=out[:, n0:n1])
-
-
-def view_bounds(views: np.ndarray | torch.Tensor, chunk: int = 1 << 14) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each shape's view centre (N x D) and radius (N), float32, without SLACK. Row by row, so
-    a shape's bound does not depend on the rows around it (the sidecar computes it per batch)."""
-    N, V, D = views.shape
-    centres, radii = torch.empty(N, D), torch.empty(N)
-    for n0 in range(0, N, chunk):
-        part = views[n0:n0 + chunk]  # numpy views may be read-only maps: converted per chunk, by torch
-        v = (kernels.host_tensor(part) if isinstance(part, np.ndarray) else part.cpu()).float()
-        c = v.mean(dim=1)
-        centres[n0:n0 + chunk] = c
-        radii[n0:n0 + chunk] = (v - c[:, None]).norm(dim=2).amax(dim=1)
-    return centres, radii
 
 
 @dataclass

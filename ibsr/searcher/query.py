@@ -315,8 +315,9 @@ def query_tensor(query: Query, size: int) -> np.ndarray:
     rgb, mask = crop_to_mask(query.rgb[rows, cols], query.mask[rows, cols])
     rgb = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
     mask = cv2.resize(mask.astype(np.uint8) * 255, (size, size), interpolation=cv2.INTER_AREA)
-    x = np.concatenate([rgb.transpose(2, 0, 1), mask[None]], axis=0).astype(np.float32)
-    return x / 127.5 - 1.0
+    from ibsr.model.inputs import scale_pixels  # ibsr.model imports torch, which loading a query does without
+
+    return scale_pixels(np.concatenate([rgb.transpose(2, 0, 1), mask[None]], axis=0))
 
 
 def crop_to_mask(rgb: np.ndarray, mask: np.ndarray, margin: float = CROP_MARGIN) -> tuple[np.ndarray, np.ndarray]:

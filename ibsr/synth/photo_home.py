@@ -14,7 +14,8 @@ would correct it. This module draws those choices; `photo.sample_photo_params` p
   they *are* part of the object (the mask of a full bookcase includes its books, as a user's
   mask would).
 - parts: a one-part mesh (a user's catalog mesh, a real CAD model) split into its connected
-  components, chunky ones named "cushion" and thin ones "frame", so each gets its own material.
+  components (`shapes.mesh_parts`), chunky ones named "cushion" and thin ones "frame", so each
+  gets its own material.
 
 Everything is a function of its arguments (an rng passed in): no global random state.
 """
@@ -31,30 +32,6 @@ from .photo_scene import LARGE_OCCLUDERS
 
 SHELF_CATEGORIES = ("bookcase", "shelf")  # meshes whose shelves get books (the procedural bookshelf has its own)
 BOOK_COLOURS = 6          # materials books are drawn from (each a material group to shade)
-PART_MIN_AREA = 0.04      # a component with less of the surface stays in the body
-
-
-def split_parts(mesh: trimesh.Trimesh) -> tuple[np.ndarray, tuple[str, ...]]:
-    """(part index per face, part names) of a one-part mesh, from its connected components.
-
-    The largest component by area is "body"; each other one with at least PART_MIN_AREA of
-    the surface is its own part, "cushion" when it is chunky (its thinnest side at least a
-    sixth of its longest: seat pads, backrests) and "frame" otherwise (legs, rails, bent wood);
-    small pieces join the body. At most five parts."""
-    labels = trimesh.graph.connected_component_labels(mesh.face_adjacency, node_count=len(mesh.faces))
-    areas = np.bincount(labels, weights=mesh.area_faces)
-    order = [int(c) for c in np.argsort(-areas)]
-    total = float(areas.sum()) or 1.0
-    face_parts = np.zeros(len(mesh.faces), np.int64)
-    names = ["body"]
-    for component in order[1:]:
-        if areas[component] < PART_MIN_AREA * total or len(names) == 5:
-            break
-        faces = labels == component
-        extents = np.ptp(mesh.vertices[np.unique(mesh.faces[faces])], axis=0)
-        names.append("cushion" if extents.min() >= extents.max() / 6 else "frame")
-        face_parts[faces] = len(names) - 1
-    return face_parts, tuple(names)
 
 
 def shelf_books(mesh: trimesh.Trimesh, rng, metres_per_unit: float, fill: float = 0.8) -> dict | None:

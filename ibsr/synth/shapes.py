@@ -113,18 +113,42 @@ def iter_shapes(categories, shapes_per_category: int, seed: int):
             yield catalog_shape(category, index, seed)
 
 
+PART_MIN_AREA = 0.04  # a component with less of the surface stays in the body
+
+
+def mesh_parts(mesh: trimesh.Trimesh) -> tuple[np.ndarray, tuple[str, ...]]:
+    """(part index per face, part names) of a one-part mesh, from its connected components.
+
+    The largest component by area is "body"; each other one with at least PART_MIN_AREA of
+    the surface is its own part, "cushion" when it is chunky (its thinnest side at least a
+    sixth of its longest: seat pads, backrests) and "frame" otherwise (legs, rails, bent wood);
+    small pieces join the body. At most five parts."""
+    labels = trimesh.graph.connected_component_labels(mesh.face_adjacency, node_count=len(mesh.faces))
+    areas = np.bincount(labels, weights=mesh.area_faces)
+    order = [int(c) for c in np.argsort(-areas)]
+    total = float(areas.sum()) or 1.0
+    face_parts = np.zeros(len(mesh.faces), np.int64)
+    names = ["body"]
+    for component in order[1:]:
+        if areas[component] < PART_MIN_AREA * total or len(names) == 5:
+            break
+        faces = labels == component
+        extents = np.ptp(mesh.vertices[np.unique(mesh.faces[faces])], axis=0)
+        names.append("cushion" if extents.min() >= extents.max() / 6 else "frame")
+        face_parts[faces] = len(names) - 1
+    return face_parts, tuple(names)
+
+
 def shape_from_mesh(mesh: trimesh.Trimesh, category: str, name: str, split_parts: bool = False) -> SynthShape:
     """Any mesh (e.g. one of a user's catalog, loaded +y up) as a `SynthShape`, so that it can
     be photographed like a procedural shape (`render_query_photo`): every face is part 0,
     "body", or with `split_parts` its connected components are parts of their own
-    (`photo_home.split_parts`). The photo's floor is y = 0 or the mesh's lowest point,
+    (`mesh_parts`). The photo's floor is y = 0 or the mesh's lowest point,
     whichever is lower."""
     if len(mesh.faces) == 0 or not np.isfinite(np.asarray(mesh.vertices)).all():
         raise IbsrError(f"mesh of {category}/{name} has no faces or non-finite vertices: it cannot be photographed")
     copy = trimesh.Trimesh(vertices=np.asarray(mesh.vertices, dtype=np.float64).copy(),
                            faces=np.asarray(mesh.faces).copy(), process=False)
     if split_parts:
-        from .photo_home import split_parts as components  # photo machinery: only when asked
-
-        return SynthShape(category, name, copy, *components(copy))
+        return SynthShape(category, name, copy, *mesh_parts(copy))
     return SynthShape(category, name, copy, np.zeros(len(copy.faces), dtype=np.int64), ("body",))

@@ -17,7 +17,8 @@ shape's views stay one coherent set (same zoom, and all mirrored together, i.e. 
 mirrored object), and the attention compares views of equal scale; per-view jitter would teach
 the network that views of one shape may disagree in scale, which never happens in the index.
 
-Outputs are float32 in [-1, 1]: x / 127.5 - 1, exactly the search-time scaling.
+Outputs are float32 in [-1, 1]; renderings and un-augmented photos are scaled by
+`ibsr.model.inputs.scale_pixels`, exactly the search-time scaling.
 """
 
 from __future__ import annotations
@@ -27,12 +28,8 @@ import torch
 import torch.nn.functional as F
 
 from ibsr.model.color_transfer import color_transfer
+from ibsr.model.inputs import scale_pixels
 from ibsr.train.config import AugmentConfig
-
-
-def to_float(x: torch.Tensor) -> torch.Tensor:
-    """uint8 -> float32 in [-1, 1], as `query_tensor` and the index's `encode_views` scale."""
-    return x.float().div_(127.5).sub_(1.0)
 
 
 def augment_queries(x: torch.Tensor, cfg: AugmentConfig, rng: np.random.Generator) -> torch.Tensor:
@@ -55,7 +52,7 @@ def augment_queries(x: torch.Tensor, cfg: AugmentConfig, rng: np.random.Generato
 def augment_views(views: torch.Tensor, cfg: AugmentConfig, rng: np.random.Generator) -> torch.Tensor:
     """N x V x S x S uint8 -> N x V x 1 x S x S float32 in [-1, 1], one crop/flip per shape."""
     n, v, s, _ = views.shape
-    x = to_float(views)
+    x = scale_pixels(views)
     theta = _affines(rng, n, cfg.render_crop_scale, (1.0, 1.0), 0.0, cfg.render_flip)
     theta = theta.repeat_interleave(v, dim=0)
     # Crops stay inside the frame, so the fill value is never used; white (the background) anyway.
@@ -64,11 +61,11 @@ def augment_views(views: torch.Tensor, cfg: AugmentConfig, rng: np.random.Genera
 
 
 def plain_queries(x: torch.Tensor) -> torch.Tensor:
-    return to_float(x)
+    return scale_pixels(x)
 
 
 def plain_views(views: torch.Tensor) -> torch.Tensor:
-    return to_float(views).unsqueeze(2)
+    return scale_pixels(views).unsqueeze(2)
 
 
 def apply_mask_mode(x: torch.Tensor, mode: str) -> torch.Tensor:

@@ -148,7 +148,8 @@ def _cached_renders(entries, size: int, cache_dir: Path, up_axis: str, progress:
 
 def query_input(rgb: np.ndarray, mask: np.ndarray, size: int) -> np.ndarray:
     """4 x size x size uint8 (RGB, mask 0/255): `ibsr.searcher.query.query_tensor` before its
-    final `/ 127.5 - 1` (kept uint8 to cache 4x smaller; `to_float` finishes it exactly)."""
+    final `ibsr.model.inputs.scale_pixels` (kept uint8 to cache 4x smaller; the batch is
+    scaled by it, exactly)."""
     rgb, mask = crop_to_mask(rgb, mask)
     rgb = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
     mask = cv2.resize(mask.astype(np.uint8) * 255, (size, size), interpolation=cv2.INTER_AREA)

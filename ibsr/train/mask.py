@@ -42,6 +42,7 @@ from tqdm import tqdm
 from ibsr.errors import IbsrError
 from ibsr.eval.queries import read_queries
 from ibsr.indexer.mesh import file_hash
+from ibsr.model.inputs import scale_pixels
 from ibsr.model.segmenter import MaskConfig, MaskNet, init_mask_net, save_mask_checkpoint
 from ibsr.searcher.query import load_image, load_mask
 from ibsr.train.augment import _affines, _resample
@@ -192,7 +193,7 @@ def mask_iou(model: MaskNet, photos: MaskPhotos, device: torch.device, batch_siz
     model.eval()
     ious = []
     for start in range(0, len(photos.images), batch_size):
-        x = torch.from_numpy(photos.images[start:start + batch_size]).to(device).float().div_(127.5).sub_(1.0)
+        x = scale_pixels(torch.from_numpy(photos.images[start:start + batch_size]).to(device))
         with autocast(device, "auto"):
             logits = model(x.contiguous(memory_format=torch.channels_last))
         pred = logits.float() >= 0.0  # sigmoid >= 0.5
