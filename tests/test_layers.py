@@ -28,7 +28,9 @@ IMPORT_CALLS = ("import_module", "__import__")
 # Lowest first. A name is a top-level package or module of ibsr; packages in one group do not
 # import each other.
 LAYERS = [
-    ("errors",),  # IbsrError, imported by everything
+    # IbsrError, imported by everything; crash-safe writes (atomic_write), used from schemas to train:
+    # both standard library only, neither imports the other
+    ("errors", "files"),
     ("cpus", "precision", "schemas"),  # CPU budget, bf16 policy, the on-disk formats
     ("kernels", "runtime"),  # the rerank kernels; torch / ONNX Runtime running any module
     ("model",),  # the networks, their checkpoints and inputs, inference on a runtime
