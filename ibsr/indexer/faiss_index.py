@@ -26,6 +26,7 @@ import faiss
 import numpy as np
 
 from ibsr.errors import IbsrError
+from ibsr.files import atomic_path
 
 FAISS_DIR = "faiss"
 INDEX_FILE = "prefilter.faiss"
@@ -67,13 +68,14 @@ def write_faiss(index_dir: Path, index: faiss.Index, shape_ids: list[str], table
     name = f"prefilter-{uuid.uuid4().hex[:16]}.faiss"
     meta = {"table_version": table_version, "factory": factory, "count": len(shape_ids), "index_file": name,
             "shape_ids": shape_ids}
-    tmp = folder / (IDS_FILE + f".{os.getpid()}.tmp")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         # Serialized here and written by Python, so a full disk is an OSError with its errno.
         _write_synced(folder / name, faiss.serialize_index(index).tobytes())
-        _write_synced(tmp, json.dumps(meta).encode())
-        os.replace(tmp, folder / IDS_FILE)  # the commit point
+        # The commit point: the block's end replaces the id list. Named shape_ids.json.<random>.tmp
+        # (tests/test_faults.py tells the steps of a write by the file names).
+        with atomic_path(folder / IDS_FILE, prefix=f"{IDS_FILE}.") as tmp:
+            _write_synced(tmp, json.dumps(meta).encode())
     except OSError as exc:
         from ibsr.indexer.store import lance_error
 
@@ -81,8 +83,7 @@ def write_faiss(index_dir: Path, index: faiss.Index, shape_ids: list[str], table
         if exc.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
             error = IbsrError(f"cannot write the FAISS prefilter ({exc.strerror or exc}); the previous one is kept; "
                               "fix the cause and run `ibsr-index reindex-faiss`", folder)
-        for path in (folder / name, tmp):
-            path.unlink(missing_ok=True)
+        (folder / name).unlink(missing_ok=True)
         raise error from None
     _remove_unreferenced(folder, keep=name)
 

@@ -34,6 +34,7 @@ import numpy as np
 import pyarrow as pa
 
 from ibsr.errors import IbsrError
+from ibsr.files import atomic_write
 from ibsr.indexer.flat_files import FILES, FLAT_DIR, META, ROW_COLUMNS, read_flat
 from ibsr.indexer.lock import IndexWriteLock
 from ibsr.indexer.store import ShapeReader, lance_error, table_errors
@@ -51,7 +52,6 @@ def write_flat(index_dir: Path, reader) -> dict:
     names = {name: f"{name}-{tag}.{'arrow' if name == 'rows' else 'npy'}" for name in FILES}
     n, v, d = reader.table.count_rows(), reader.meta.views, reader.meta.embed_dim
     meta = {"table_version": reader.version, "count": n, "views": v, "dim": d, "files": names}
-    tmp = folder / (META + f".{os.getpid()}.tmp")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         arrays = {"views": ((n, v, d), np.float16), "centres": ((n, d), np.float32), "radii": ((n,), np.float32)}
@@ -74,13 +74,9 @@ def write_flat(index_dir: Path, reader) -> dict:
         if start != n:
             raise IbsrError("the table changed while its flat sidecar was written; rerun", index_dir)
         _write_rows(folder / names["rows"], rows, reader)
-        with open(tmp, "w") as f:
-            json.dump(meta, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, folder / META)  # the commit point
+        atomic_write(folder / META, json.dumps(meta), fsync=True)  # the commit point
     except OSError as exc:
-        for path in [tmp, *(folder / name for name in names.values())]:
+        for path in (folder / name for name in names.values()):
             path.unlink(missing_ok=True)
         raise _write_error(exc, folder) from None
     _remove_unreferenced(folder, keep=set(names.values()))

@@ -37,6 +37,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from ibsr.errors import IbsrError
+from ibsr.files import atomic_write
 
 LOCK_FILE = ".ibsr-write.lock"
 HOLDER_FILE = ".ibsr-write.holder.json"
@@ -90,9 +91,7 @@ def read_holder(index_dir: Path) -> Holder | None:
 
 
 def _write_holder(index_dir: Path, holder: Holder) -> None:
-    tmp = index_dir / f".ibsr-write.holder.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(asdict(holder)))
-    os.replace(tmp, index_dir / HOLDER_FILE)
+    atomic_write(index_dir / HOLDER_FILE, json.dumps(asdict(holder)), parents=False)
 
 
 class IndexWriteLock:

@@ -14,11 +14,11 @@ from __future__ import annotations
 import hashlib
 import os
 import pathlib
-import tempfile
 
 import torch
 
 from ibsr.errors import IbsrError
+from ibsr.files import atomic_path
 from ibsr.model.cmic import CMIC
 from ibsr.model.config import ModelConfig
 from ibsr.runtime.digest import module_digest
@@ -58,7 +58,6 @@ def save_checkpoint(model: CMIC, path, info: dict | None = None, half: bool = Fa
     """Write `model` to `path` atomically (a reader never sees a half-written file);
     `half` stores the weights in float16 (`half_precision`)."""
     path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     payload = {
         "format": FORMAT,
@@ -67,16 +66,10 @@ def save_checkpoint(model: CMIC, path, info: dict | None = None, half: bool = Fa
         "state_dict": half_precision(state_dict) if half else state_dict,
         "info": dict(info or {}),
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
+    # 0o600: tempfile.mkstemp's, as before; torch.save into an open file stores its archive as
+    # "archive", not under the temporary name: the same bytes (checkpoint_id) for the same model.
+    with atomic_path(path, fsync=True, mode=0o600) as tmp, open(tmp, "wb") as f:
+        torch.save(payload, f)
     return path
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 import pathlib
-import tempfile
 from dataclasses import asdict, dataclass, fields
 
 import torch
@@ -33,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ibsr.errors import IbsrError
+from ibsr.files import atomic_path
 from ibsr.model.checkpoint import half_precision, key_mismatches
 from ibsr.model.efficientnet_lite import (PACKAGES, EfficientNetLite, imagenet_state_dict,
                                           load_imagenet_efficientnet)
@@ -127,19 +127,13 @@ def default_mask_weights_path() -> pathlib.Path:
 def save_mask_checkpoint(model: MaskNet, path, info: dict | None = None) -> pathlib.Path:
     """Write `model` (float16 weights) to `path` atomically."""
     path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = half_precision({k: v.detach().cpu() for k, v in model.state_dict().items()})
     payload = {"format": FORMAT, "version": VERSION, "config": model.config.to_dict(), "state_dict": state,
                "info": dict(info or {})}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600: a file to ship and share must be readable
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
+    # 0o644: a file to ship and share must be readable; an open file: torch.save's archive name
+    # does not depend on the temporary name.
+    with atomic_path(path, mode=0o644) as tmp, open(tmp, "wb") as f:
+        torch.save(payload, f)
     return path
 
 

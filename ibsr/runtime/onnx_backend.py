@@ -33,7 +33,6 @@ import base64
 import contextlib
 import logging
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -41,6 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ibsr.files import atomic_write
 from ibsr.runtime.digest import module_digest
 
 OPSET = 18
@@ -153,22 +153,6 @@ def agrees(encoder: OnnxEncoder, input_shape: tuple, name: str = "") -> bool:
     return bool(F.cosine_similarity(got, ref.reshape(got.shape), dim=1).min() >= PROBE_COSINE)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that a reader sees the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide a shared cache from other users
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _cached(path: Path, input_shape: tuple, threads: int) -> OnnxEncoder | None:
     """The cached file's encoder, or None when it is missing, unreadable or disagrees with torch."""
     try:
@@ -198,7 +182,7 @@ def load(module: torch.nn.Module, component: str, input_shape: tuple, threads: i
     if not agrees(encoder, input_shape, path.stem):
         raise ExportError(f"the ONNX export of the {component} network disagrees with torch")
     try:
-        write_atomic(path, data)
+        atomic_write(path, data, fsync=True, mode=0o644)  # 0o644: a shared cache, readable by other users
     except OSError as e:
         warn(f"cannot cache the ONNX {component} network in {path.parent} ({e.strerror}); "
              f"it is exported again in each process (set ${CACHE_ENV} to a writable folder)")

@@ -8,14 +8,13 @@ versions with a message that says to rebuild.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import pyarrow as pa
 
 from ibsr.errors import IbsrError
+from ibsr.files import atomic_write
 
 FORMAT_VERSION = 1
 META_FILE = "ibsr_index.json"
@@ -86,13 +85,8 @@ class IndexMeta:
 
     def write(self, index_dir: Path) -> None:
         """Write atomically: a crash leaves the old file or the new one, never half."""
-        index_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=index_dir, prefix=".meta-", suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(asdict(self), f, indent=2, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, index_dir / META_FILE)
+        atomic_write(index_dir / META_FILE, json.dumps(asdict(self), indent=2, sort_keys=True), fsync=True,
+                     mode=0o600)  # tempfile.mkstemp's, as before
 
     @classmethod
     def read(cls, index_dir: Path) -> "IndexMeta":

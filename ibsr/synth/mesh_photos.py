@@ -25,10 +25,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import re
 import sys
-import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +36,7 @@ from tqdm import tqdm
 
 from ibsr.cpus import process_pool
 from ibsr.errors import IbsrError
+from ibsr.files import atomic_write
 from ibsr.indexer.mesh import file_hash, load_mesh
 
 from .catalog import write_jsonl, write_shape_queries
@@ -180,9 +179,5 @@ def _safe(text: str) -> str:
 
 def _write_json(path: Path, data: dict) -> None:
     """Atomic: the record appears only once every photo it lists is on disk."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, sort_keys=True)
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, sort_keys=True), mode=0o600)  # 0o600: mkstemp's, as before
 

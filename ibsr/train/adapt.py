@@ -52,6 +52,7 @@ import torch
 
 from ibsr.cpus import usable_cpus
 from ibsr.errors import IbsrError
+from ibsr.files import atomic_write
 from ibsr.indexer.discover import discover
 from ibsr.indexer.mesh import UP_AXES
 from ibsr.model.checkpoint import (checkpoint_id, default_weights_path, load_checkpoint_with_info, rendering_id,
@@ -430,11 +431,8 @@ class Adaptation:
     # ------------------------------------------------------------------ helpers
 
     def _save_record(self) -> None:
-        path = self.work / RECORD_FILE
-        fd, tmp = tempfile.mkstemp(prefix=".adapt-", suffix=".tmp", dir=self.work)
-        with os.fdopen(fd, "w") as f:
-            json.dump(self.record, f, indent=2)
-        os.replace(tmp, path)
+        # 0o600: mkstemp's, as before; the work folder exists (made by the run, not here)
+        atomic_write(self.work / RECORD_FILE, json.dumps(self.record, indent=2), mode=0o600, parents=False)
 
     def _say(self, text: str) -> None:
         if self.progress:

@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -33,6 +31,7 @@ from tqdm import tqdm
 
 from ibsr.cpus import process_pool, usable_cpus
 from ibsr.errors import IbsrError
+from ibsr.files import atomic_path
 from ibsr.eval.queries import read_queries
 from ibsr.indexer.discover import discover
 from ibsr.indexer.mesh import file_hash
@@ -195,12 +194,5 @@ def _key(obj) -> str:
 
 def _save_npz(path: Path, **arrays) -> None:
     """Atomic write: a crash never leaves a half cache that a later run would trust."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path, mode=0o600) as tmp, open(tmp, "wb") as f:  # 0o600: mkstemp's, as before
+        np.savez(f, **arrays)  # an open file: savez adds ".npz" to a name that lacks it

@@ -29,6 +29,7 @@ import torch
 from tqdm import tqdm
 
 from ibsr.errors import IbsrError
+from ibsr.files import atomic_path
 from ibsr.model.checkpoint import default_weights_path, init_model, load_checkpoint, save_checkpoint
 from ibsr.model.cmic import CMIC
 from ibsr.model.efficientnet_lite import load_imagenet_efficientnet
@@ -333,9 +334,9 @@ class Trainer:
             "best": self.best,
             "history": self.history,
         }
-        tmp = self.out / ".state.pt.tmp"
-        torch.save(payload, tmp)
-        tmp.replace(self.out / "state.pt")
+        # An open file: torch.save's archive name does not depend on the temporary name.
+        with atomic_path(self.out / "state.pt", parents=False) as tmp, open(tmp, "wb") as f:
+            torch.save(payload, f)
 
     def _load_state(self) -> None:
         path = self.out / "state.pt"

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ibsr.errors import IbsrError
+from ibsr.files import atomic_path
 from ibsr.eval.queries import read_queries
 from ibsr.indexer.mesh import file_hash
 from ibsr.model.inputs import scale_pixels
@@ -319,9 +320,9 @@ class MaskTrainer:
     def _save_state(self) -> None:
         payload = {"format": STATE_FORMAT, "version": STATE_VERSION, "config": self.config.to_dict(),
                    "step": self.step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
-        tmp = self.out / ".state.pt.tmp"
-        torch.save(payload, tmp)
-        tmp.replace(self.out / "state.pt")
+        # An open file: torch.save's archive name does not depend on the temporary name.
+        with atomic_path(self.out / "state.pt", parents=False) as tmp, open(tmp, "wb") as f:
+            torch.save(payload, f)
 
     def _load_state(self) -> None:
         path = self.out / "state.pt"
