@@ -41,7 +41,7 @@ PY="${PYTHON:-python3}"
     --queries-per-shape 6 --seed 31 --workers "$WORKERS" --json
 "$PY" -m ibsr.cli.train run --config configs/lite-long3.toml --out data/runs/lite-long3
 "$PY" -m ibsr.cli.train export data/runs/lite-long3/last.pt --out data/models/lite-long3.pt
-# stage 8 (a 2-core CPU: ~1 h): the query side on procedural photos plus photos of real CAD meshes
+# the data of stages 8 and 9: procedural photos plus photos of real CAD meshes
 # (REAL_TRAIN, default ../shared/real_train; read in place, never copied)
 "$PY" -m ibsr.cli.data real-split "${REAL_TRAIN:-../shared/real_train}" --out data/real
 "$PY" -m ibsr.cli.data photos data/real/train.csv --out data/real/train-photos --photos-per-shape 20 \
@@ -49,8 +49,10 @@ PY="${PYTHON:-python3}"
 "$PY" -m ibsr.cli.data synth --out data/mix/procedural --categories train --shapes-per-category 30 \
     --queries-per-shape 4 --seed 43 --workers "$WORKERS" --json
 "$PY" -m ibsr.cli.data merge data/mix/procedural data/real/train-photos --out data/mix/train
-"$PY" -m ibsr.cli.train run --config configs/real-mix.toml --out data/runs/real-mix
-"$PY" -m ibsr.cli.train export data/runs/real-mix/last.pt --out ibsr/model/weights/default.pt
+# stage 9 (the default; ~50 min on one core): stage 8's recipe from stage 7 with an L2-SP pull
+# of the query backbone toward ImageNet (stage 8 itself: configs/real-mix.toml, not in the chain)
+"$PY" -m ibsr.cli.train run --config configs/real-mix-anchor.toml --out data/runs/real-mix-anchor
+"$PY" -m ibsr.cli.train export data/runs/real-mix-anchor/last.pt --out ibsr/model/weights/default.pt
 # the automatic-mask network: ibsr/model/weights/mask.pt
 "$PY" -m ibsr.cli.data synth --out data/mtrain --categories train --shapes-per-category 30 \
     --queries-per-shape 8 --seed 1 --workers "$WORKERS" --json

@@ -2,8 +2,9 @@
 configs/lite-long.toml (stage 2, both encoders on a CPU), then configs/lite-long-query.toml
 (stage 3, the query side on a CPU), then configs/lite-long-query2.toml (stage 4, the query side
 on fresh shapes), then configs/lite-long2.toml (stage 5, both encoders on fresh shapes), then
-configs/lite-long3.toml (stage 7, both encoders again on fresh shapes), then configs/real-mix.toml
-(stage 8, the query side on procedural photos and photos of real CAD meshes); configs/README.md."""
+configs/lite-long3.toml (stage 7, both encoders again on fresh shapes), then, from stage 7,
+configs/real-mix-anchor.toml (stage 9: stage 8's recipe, the query side on procedural photos and
+photos of real CAD meshes, with an L2-SP pull toward ImageNet); configs/README.md."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from ibsr.model import LITE, default_weights_path, load_default_model, rendering
 from ibsr.train.config import TrainConfig, load_config
 
 
-STAGE7_RENDERING_ID = "86f5dba7a648714f"  # rendering_id of configs/lite-long3.toml's model, kept by stage 8
+STAGE7_RENDERING_ID = "86f5dba7a648714f"  # rendering_id of configs/lite-long3.toml's model, kept by stages 8 and 9
 
 
 def test_default_weights_are_the_lite_preset_with_their_provenance():
@@ -33,22 +34,19 @@ def test_default_weights_are_the_lite_preset_with_their_provenance():
     assert weights["rendering_encoder.efficientnet._bn0.running_var"].dtype == torch.float32
     assert info["half"] is True
     assert info["trained_by"] == "ibsr-train" and info["command"].startswith("ibsr-train run --config ")
-    # provenance: trained with exactly the settings of configs/real-mix.toml (configs/README.md);
-    # read back through TrainConfig so that keys added later compare at their defaults. Its init
-    # was "default" when it trained (stage 7 was the shipped file then); the config now names
-    # stage 7's export instead, the same weights.
+    # provenance: trained with exactly the settings of configs/real-mix-anchor.toml (configs/README.md);
+    # read back through TrainConfig so that keys added later compare at their defaults
     configs = Path(__file__).parent.parent / "configs"
-    config = load_config(configs / "real-mix.toml")
+    config = load_config(configs / "real-mix-anchor.toml")
     trained = TrainConfig.from_dict(info["config"])
-    assert trained.model.init == "default" and config.model.init == "data/models/lite-long3.pt"
-    assert dataclasses.replace(trained, model=dataclasses.replace(trained.model, init=config.model.init)).to_dict() \
-        == config.to_dict()
-    assert info["step"] == config.train.steps
-    # stage 8 trained the query side only: indexes built with stage 7 stay valid, and indexes of
+    assert trained.to_dict() == config.to_dict()
+    assert info["step"] == config.train.steps and config.train.imagenet_anchor > 0
+    # stage 9 trained the query side only: indexes built with stage 7 stay valid, and indexes of
     # earlier models (other rendering ids) are refused by ibsr-search (configs/README.md)
     assert config.train.freeze == ("rendering_encoder",) and rendering_id(model) == STAGE7_RENDERING_ID
-    # the chain of stages, each started from the previous one's export
-    chain = {"real-mix.toml": "data/models/lite-long3.pt", "lite-long3.toml": "data/models/lite-long2.pt", "lite-long2.toml": "data/models/lite-long-query2.pt", "lite-long-query2.toml": "data/models/lite-long-query.pt",
+    # the chain of stages, each started from an earlier one's export
+    chain = {"real-mix-anchor.toml": "data/models/lite-long3.pt", "lite-long3.toml": "data/models/lite-long2.pt",
+             "lite-long2.toml": "data/models/lite-long-query2.pt", "lite-long-query2.toml": "data/models/lite-long-query.pt",
              "lite-long-query.toml": "data/models/lite-long.pt", "lite-long.toml": "data/models/lite.pt"}
     for name, init in chain.items():
         assert load_config(configs / name).model.init == init, name
