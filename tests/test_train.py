@@ -402,19 +402,25 @@ def test_import_jittor_cli_round_trips_a_checkpoint(tmp_path):
     assert bad.exit_code == 1 and "not found" in bad.output
 
 
+def _first_step(dataset_dir, tmp_path, option: str, scale: float) -> tuple[list, dict]:
+    """One training step with train.<option> = scale: the groups' rates (sorted), and how far
+    each parameter moved (max abs)."""
+    trainer = Trainer(tiny_config(dataset_dir, tmp_path / "cache", train={option: scale}, val={"every": 0}),
+                      tmp_path / f"{option}{scale}", progress=False)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train_step()
+    rates = sorted(g["lr"] for g in trainer.optimizer.param_groups)
+    return rates, {n: (p.detach() - before[n]).abs().max().item() for n, p in trainer.model.named_parameters()}
+
+
 def test_attention_lr_scale_gives_the_attention_its_own_rate(dataset_dir, tmp_path):
     cache = tmp_path / "cache"
     with pytest.raises(IbsrError, match="attention_lr_scale"):
         tiny_config(dataset_dir, cache, train={"attention_lr_scale": 0})
     moved = {}
     for scale in (1.0, 30.0):
-        trainer = Trainer(tiny_config(dataset_dir, cache, train={"attention_lr_scale": scale}, val={"every": 0}),
-                          tmp_path / f"run{scale}", progress=False)
-        before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
-        trainer.train_step()
-        rates = sorted(g["lr"] for g in trainer.optimizer.param_groups)
+        rates, moved[scale] = _first_step(dataset_dir, tmp_path, "attention_lr_scale", scale)
         assert rates == ([pytest.approx(1e-3)] if scale == 1.0 else [pytest.approx(1e-3), pytest.approx(3e-2)])
-        moved[scale] = {n: (p.detach() - before[n]).abs().max().item() for n, p in trainer.model.named_parameters()}
     attention = [n for n in moved[1.0] if n.startswith("attention.")]
     learning = [n for n in attention if moved[1.0][n] > 0]  # linear_in (scoring uses no other)
     assert "attention.linear_in.weight" in learning
@@ -472,13 +478,8 @@ def test_backbone_lr_scale_slows_the_backbones_not_their_heads(dataset_dir, tmp_
         tiny_config(dataset_dir, cache, train={"backbone_lr_scale": 0})
     moved = {}
     for scale in (1.0, 0.01):
-        trainer = Trainer(tiny_config(dataset_dir, cache, train={"backbone_lr_scale": scale}, val={"every": 0}),
-                          tmp_path / f"run{scale}", progress=False)
-        before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
-        trainer.train_step()
-        rates = sorted(g["lr"] for g in trainer.optimizer.param_groups)
+        rates, moved[scale] = _first_step(dataset_dir, tmp_path, "backbone_lr_scale", scale)
         assert rates == ([pytest.approx(1e-3)] if scale == 1.0 else [pytest.approx(1e-5), pytest.approx(1e-3)])
-        moved[scale] = {n: (p.detach() - before[n]).abs().max().item() for n, p in trainer.model.named_parameters()}
     backbone = [n for n in moved[1.0] if n.split(".")[0].endswith("_encoder") and ".fc." not in n
                 and moved[1.0][n] > 0]
     heads = [n for n in moved[1.0] if ".fc." in n and moved[1.0][n] > 0]
