@@ -121,7 +121,7 @@ def test_photos_report_a_bad_mesh_and_keep_going(real_like, tmp_path):
     assert summary["shapes"] == 5 and [Path(s["path"]).name for s in summary["skipped"]] == ["broken.obj"]
 
 
-def test_merge_joins_datasets_and_refuses_repeated_ids(synth_set, real_like, tmp_path):
+def test_merge_joins_datasets_and_photo_sets_and_refuses_clashing_ids(synth_set, real_like, tmp_path):
     photos = tmp_path / "photos"
     assert CliRunner().invoke(data_main, ["photos", str(real_like / "meshes"), "--out", str(photos),
                                           "--photos-per-shape", "1", "--size", "64"]).exit_code == 0
@@ -131,8 +131,24 @@ def test_merge_joins_datasets_and_refuses_repeated_ids(synth_set, real_like, tmp
     data = load_dataset(merged, render_size=32, query_size=32, cache_dir=tmp_path / "cache", progress=False)
     assert data.num_shapes == 6 + 5 and data.num_queries == 6 + 5
     assert {"chair", "table", "misc"} <= set(data.categories)
-    result = CliRunner().invoke(data_main, ["merge", str(synth_set), str(synth_set), "--out", str(tmp_path / "twice")])
-    assert result.exit_code != 0 and "in both" in result.output and "Traceback" not in result.output
+    # two photo sets of one catalog (two styles): each shape once, with the photos of both
+    home = tmp_path / "home"
+    assert CliRunner().invoke(data_main, ["photos", str(real_like / "meshes"), "--out", str(home), "--style", "home",
+                                          "--photos-per-shape", "1", "--size", "64"]).exit_code == 0
+    both = tmp_path / "both"
+    assert CliRunner().invoke(data_main, ["merge", str(photos), str(home), "--out", str(both)]).exit_code == 0
+    data = load_dataset(both, render_size=32, query_size=32, cache_dir=tmp_path / "cache", progress=False)
+    assert data.num_shapes == 5 and data.num_queries == 10
+    # one id for two different meshes is refused
+    records = [json.loads(line) for line in (synth_set / "catalog.jsonl").read_text().splitlines()]
+    clash = tmp_path / "clash"
+    clash.mkdir()
+    swapped = {**records[0], "path": str((synth_set / records[1]["path"]).resolve())}
+    (clash / "catalog.jsonl").write_text(json.dumps(swapped) + "\n")
+    (clash / "queries.jsonl").write_text((synth_set / "queries.jsonl").read_text().splitlines()[0] + "\n")
+    shutil.copytree(synth_set / "queries", clash / "queries")
+    result = CliRunner().invoke(data_main, ["merge", str(synth_set), str(clash), "--out", str(tmp_path / "twice")])
+    assert result.exit_code != 0 and "different meshes" in result.output and "Traceback" not in result.output
 
 
 def test_photos_balance_categories_and_turn_the_front(real_like, tmp_path):

@@ -179,7 +179,9 @@ def photos(catalog, out_dir, photos_per_shape, seed, size, up_axis, workers, sty
                    "is copied).")
 def merge(datasets, out_dir):
     """Merge dataset folders (`ibsr-data synth` or `ibsr-data photos` outputs) into one, to train
-    on several worlds at once, e.g. procedural shapes and real meshes. Shape ids must not repeat."""
+    on several worlds at once, e.g. procedural shapes and real meshes. A shape id in two datasets
+    must name the same mesh (two photo sets of one catalog, e.g. two photo styles: its photos are
+    joined); one id for two different meshes is an error."""
     from ibsr.train.merge import merge_datasets
 
     try:

@@ -19,16 +19,21 @@ from ibsr.synth.catalog import write_jsonl
 
 def merge_datasets(folders, out) -> tuple[int, int]:
     """Write `out/catalog.jsonl` and `out/queries.jsonl` from the dataset folders; returns
-    (shapes, photos). A shape id in two datasets is an error (rename, or leave one out)."""
+    (shapes, photos). A shape id in two datasets must name the same mesh file (two photo sets of
+    one catalog, e.g. two photo styles: the shape is listed once with the photos of both); the
+    same id for two different meshes is an error (rename, or leave one out)."""
     catalog, queries, owner = [], [], {}
     for folder in folders:
         shapes_file, queries_file = dataset_paths(folder)
         for e in discover(shapes_file):
+            path = str(Path(e.path).resolve())
             if e.shape_id in owner:
-                raise IbsrError(f"shape id {e.shape_id!r} is in both {owner[e.shape_id]} and {folder}; "
-                                "merge datasets with distinct shape ids", folder)
-            owner[e.shape_id] = folder
-            catalog.append({"shape_id": e.shape_id, "category": e.category, "path": str(Path(e.path).resolve())})
+                if owner[e.shape_id][1] != (path, e.category):
+                    raise IbsrError(f"shape id {e.shape_id!r} is in both {owner[e.shape_id][0]} and {folder} "
+                                    "for different meshes; merge datasets with distinct shape ids", folder)
+                continue
+            owner[e.shape_id] = (folder, (path, e.category))
+            catalog.append({"shape_id": e.shape_id, "category": e.category, "path": path})
         for q in read_queries(queries_file):
             queries.append({"image": str(q.image.resolve()), "mask": str(q.mask.resolve()) if q.mask else None,
                             "shape_id": q.shape_id, "category": q.category})
