@@ -23,6 +23,7 @@ Everything is a function of its arguments (an rng passed in): no global random s
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import trimesh
@@ -46,9 +47,8 @@ def shelf_books(mesh: trimesh.Trimesh, rng, metres_per_unit: float, fill: float 
     shelves = _find_shelves(mesh)
     if not shelves:
         return None
-    materials = [sample_material(rng, "painted") for _ in range(BOOK_COLOURS)]
-    materials = [type(m)(kind=m.kind, color=random_color(rng, saturation=(0.2, 0.8), value=(0.15, 0.85)),
-                         roughness=m.roughness, scale=m.scale, seed=m.seed) for m in materials]
+    painted = [sample_material(rng, "painted") for _ in range(BOOK_COLOURS)]  # then their colours, bolder
+    materials = [replace(m, color=random_color(rng, saturation=(0.2, 0.8), value=(0.15, 0.85))) for m in painted]
     boxes, colours = [], []
     for (y, clearance, (a0, a1), (d0, d1), axis) in shelves:
         if rng.random() > fill:
@@ -65,13 +65,11 @@ def shelf_books(mesh: trimesh.Trimesh, rng, metres_per_unit: float, fill: float 
                 colour = int(rng.integers(BOOK_COLOURS))
             height = min(clearance * float(rng.uniform(0.6, 0.95)), 0.4 / metres_per_unit)
             depth = (d1 - d0) * float(rng.uniform(0.55, 0.9))
-            centre = [0.0, y + height / 2, d1 - depth / 2]  # flush with the shelf's front edge
-            size = [thick, height, depth]
-            centre[0] = position + thick / 2
+            centre = (position + thick / 2, y + height / 2, d1 - depth / 2)  # flush with the shelf's front
+            size = (thick, height, depth)
             if axis == 2:  # the shelf runs along z: swap the width and depth axes
-                centre = [centre[2], centre[1], centre[0]]
-                size = [size[2], size[1], size[0]]
-            boxes.append((tuple(centre), tuple(size)))
+                centre, size = centre[::-1], size[::-1]
+            boxes.append((centre, size))
             colours.append(colour)
             position += thick
     if not boxes:
