@@ -19,6 +19,7 @@ os.environ["IBSR_MASK_WEIGHTS"] = os.devnull
 # go to a cache of its own, kept across runs on this machine, not into the user's ~/.cache.
 os.environ.setdefault("IBSR_CACHE", os.path.join(tempfile.gettempdir(), "ibsr-test-cache"))
 
+import re  # noqa: E402
 import shutil  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -85,3 +86,16 @@ def catalog_copy(catalog, tmp_path) -> Path:
     target = tmp_path / "catalog"
     shutil.copytree(catalog, target)
     return target
+
+
+@pytest.fixture
+def history_configs(tmp_path) -> Path:
+    """The old stage configs, written back from docs/model-history.md's TOML blocks (each opens
+    with its old path), so that their `extends` chains resolve as they did in the tree."""
+    history = Path(__file__).parent.parent / "docs" / "model-history.md"
+    blocks = re.findall(r"```toml\n# (configs/[\w/.-]+\.toml) at \w+\n(.*?)```", history.read_text(), re.S)
+    assert blocks, "docs/model-history.md holds no stage config"
+    for path, text in blocks:
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(text)
+    return tmp_path / "configs"

@@ -1,10 +1,7 @@
-"""The shipped model, ibsr/model/weights/default.pt: configs/lite.toml (stage 1, GPU), then
-configs/lite-long.toml (stage 2, both encoders on a CPU), then configs/lite-long-query.toml
-(stage 3, the query side on a CPU), then configs/lite-long-query2.toml (stage 4, the query side
-on fresh shapes), then configs/lite-long2.toml (stage 5, both encoders on fresh shapes), then
-configs/lite-long3.toml (stage 7, both encoders again on fresh shapes), then, from stage 7,
-configs/real-mix-anchor.toml (stage 9: stage 8's recipe, the query side on procedural photos and
-photos of real CAD meshes, with an L2-SP pull toward ImageNet); configs/README.md."""
+"""The shipped model, ibsr/model/weights/default.pt: configs/default.toml (stage 9: the query side
+on procedural photos and photos of real CAD meshes, with an L2-SP pull toward ImageNet), started
+from stage 7's export, the end of a chain of stages (stage 1 on a GPU from ImageNet, then stages
+2, 3, 4, 5 and 7 on a CPU) whose configs are recorded in docs/model-history.md."""
 
 from __future__ import annotations
 
@@ -17,12 +14,13 @@ from ibsr.model import LITE, default_weights_path, load_default_model, rendering
 from ibsr.train.config import TrainConfig, load_config
 
 
-STAGE7_RENDERING_ID = "86f5dba7a648714f"  # rendering_id of configs/lite-long3.toml's model, kept by stages 8 and 9
+STAGE7_RENDERING_ID = "86f5dba7a648714f"  # rendering_id of stage 7's model, kept by stages 8 and 9
+ROOT = Path(__file__).parent.parent
 
 
-def test_default_weights_are_the_lite_preset_with_their_provenance():
+def test_default_weights_are_the_lite_preset_with_their_provenance(history_configs):
     path = default_weights_path()
-    assert path.is_file(), "ibsr/model/weights/default.pt is missing: see configs/README.md"
+    assert path.is_file(), "ibsr/model/weights/default.pt is missing: see docs/model-history.md"
     assert path.stat().st_size < 15 * 2**20
     model = load_default_model()
     assert model.config == LITE
@@ -34,22 +32,24 @@ def test_default_weights_are_the_lite_preset_with_their_provenance():
     assert weights["rendering_encoder.efficientnet._bn0.running_var"].dtype == torch.float32
     assert info["half"] is True
     assert info["trained_by"] == "ibsr-train" and info["command"].startswith("ibsr-train run --config ")
-    # provenance: trained with exactly the settings of configs/real-mix-anchor.toml (configs/README.md);
+    # provenance: trained with exactly the settings of configs/default.toml (docs/model-history.md);
     # read back through TrainConfig so that keys added later compare at their defaults
-    configs = Path(__file__).parent.parent / "configs"
-    config = load_config(configs / "real-mix-anchor.toml")
+    config = load_config(ROOT / "configs" / "default.toml")
     trained = TrainConfig.from_dict(info["config"])
     assert trained.to_dict() == config.to_dict()
     assert info["step"] == config.train.steps and config.train.imagenet_anchor > 0
     # stage 9 trained the query side only: indexes built with stage 7 stay valid, and indexes of
-    # earlier models (other rendering ids) are refused by ibsr-search (configs/README.md)
+    # earlier models (other rendering ids) are refused by ibsr-search (docs/model-history.md)
     assert config.train.freeze == ("rendering_encoder",) and rendering_id(model) == STAGE7_RENDERING_ID
-    # the chain of stages, each started from an earlier one's export
+    # the chain of stages, each started from an earlier one's export, as docs/model-history.md records
+    # it; its stage 9 is configs/default.toml
+    old = history_configs
+    assert load_config(old / "real-mix-anchor.toml").to_dict() == config.to_dict()
     chain = {"real-mix-anchor.toml": "data/models/lite-long3.pt", "lite-long3.toml": "data/models/lite-long2.pt",
              "lite-long2.toml": "data/models/lite-long-query2.pt", "lite-long-query2.toml": "data/models/lite-long-query.pt",
              "lite-long-query.toml": "data/models/lite-long.pt", "lite-long.toml": "data/models/lite.pt"}
     for name, init in chain.items():
-        assert load_config(configs / name).model.init == init, name
+        assert load_config(old / name).model.init == init, name
     # finite, normalized embeddings
     with torch.no_grad():
         q = model.embed_queries(torch.rand(2, 4, LITE.query_size, LITE.query_size) * 2 - 1)
