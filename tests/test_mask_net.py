@@ -266,7 +266,7 @@ def test_search_and_eval_mask_options(built_index, tiny_weights, catalog, tmp_pa
 SHIPPED = Path(segmenter.__file__).resolve().parent / "weights" / "mask.pt"
 
 
-@pytest.mark.skipif(not SHIPPED.is_file(), reason="no mask network shipped yet (configs/README.md makes one)")
+@pytest.mark.skipif(not SHIPPED.is_file(), reason="no mask network shipped yet (docs/model-history.md makes one)")
 def test_shipped_network_beats_grabcut_on_unseen_photos(tmp_path):
     """Photos of shapes (and categories: kettle, laptop, guitar, airplane) it never trained on."""
     from ibsr.synth import catalog_shape, write_queries
