@@ -8,7 +8,7 @@ import torch
 from ibsr.errors import IbsrError
 from ibsr.indexer.render import normalize_mesh, render_views
 from ibsr.model import LITE, CMIC, init_model
-from ibsr.model.efficientnet_lite import (VARIANTS, EfficientNetLite, imagenet_state_dict, load_imagenet_efficientnet,
+from ibsr.model.backbones.efficientnet_lite import (VARIANTS, EfficientNetLite, imagenet_state_dict, load_imagenet_efficientnet,
                                           round_filters)
 from ibsr.synth import catalog_shape
 

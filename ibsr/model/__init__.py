@@ -16,8 +16,8 @@ from ibsr.model.config import ARCHS, LITE, PAPER, SMALL, ModelConfig
 from ibsr.model.inputs import scale_pixels
 from ibsr.model.jittor import import_jittor, infer_config, read_jittor_state
 from ibsr.model.losses import CMICLoss, category_loss, cmic_loss, instance_loss
-from ibsr.model.efficientnet_lite import EfficientNetLite, efficientnet_lite, load_imagenet_efficientnet
-from ibsr.model.resnet import ResNet, load_imagenet_backbone, resnet
+from ibsr.model.backbones.efficientnet_lite import EfficientNetLite, efficientnet_lite, load_imagenet_efficientnet
+from ibsr.model.backbones.resnet import ResNet, load_imagenet_backbone, resnet
 
 __all__ = [
     "ARCHS",

@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ibsr.model.config import ModelConfig
-from ibsr.model.efficientnet_lite import efficientnet_lite
-from ibsr.model.resnet import resnet
+from ibsr.model.backbones.efficientnet_lite import efficientnet_lite
+from ibsr.model.backbones.resnet import resnet
 
 
 class Encoder(nn.Module):

@@ -34,7 +34,7 @@ from torch import nn
 from ibsr.errors import IbsrError
 from ibsr.files import atomic_path
 from ibsr.model.checkpoint import half_precision, key_mismatches
-from ibsr.model.efficientnet_lite import (PACKAGES, EfficientNetLite, imagenet_state_dict,
+from ibsr.model.backbones.efficientnet_lite import (PACKAGES, EfficientNetLite, imagenet_state_dict,
                                           load_imagenet_efficientnet)
 
 FORMAT = "ibsr-mask"
@@ -46,7 +46,7 @@ _HOW_TO_MAKE = "train one with `ibsr-train mask` (configs/README.md), or pass --
 
 @dataclass(frozen=True)
 class MaskConfig:
-    arch: str = "efficientnet_lite0"  # encoder (an ibsr.model.efficientnet_lite variant)
+    arch: str = "efficientnet_lite0"  # encoder (an ibsr.model.backbones.efficientnet_lite variant)
     size: int = 224  # side of the square the predictor resizes photos to
     decoder_channels: int = 64
 

@@ -32,9 +32,9 @@ from ibsr.errors import IbsrError
 from ibsr.files import atomic_path
 from ibsr.model.checkpoint import default_weights_path, init_model, load_checkpoint, save_checkpoint
 from ibsr.model.cmic import CMIC
-from ibsr.model.efficientnet_lite import load_imagenet_efficientnet
+from ibsr.model.backbones.efficientnet_lite import load_imagenet_efficientnet
 from ibsr.model.losses import CMICLoss, cmic_loss
-from ibsr.model.resnet import load_imagenet_backbone
+from ibsr.model.backbones.resnet import load_imagenet_backbone
 from ibsr.precision import cpu_has_bf16
 from ibsr.train.augment import apply_mask_mode, augment_queries, augment_views, plain_queries, plain_views
 from ibsr.train.batch import AUGMENT_STREAM, Batch, sample_batch, step_rng, steps_per_epoch

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ibsr.errors import IbsrError
-from ibsr.model.pretrained import copy_by_name, first_problems
+from ibsr.model.backbones.pretrained import copy_by_name, first_problems
 
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ibsr.errors import IbsrError
-from ibsr.model.pretrained import copy_by_name, first_problems
+from ibsr.model.backbones.pretrained import copy_by_name, first_problems
 
 # name -> (width multiplier, depth multiplier, ImageNet input side)
 VARIANTS = {

@@ -1,0 +1,1 @@
+"""The backbones a CMIC encoder can stand on, one module per family."""
