@@ -8,10 +8,11 @@ import torch
 from ibsr.errors import IbsrError
 from ibsr.indexer.render import normalize_mesh, render_views
 from ibsr.model import LITE, CMIC, init_model
-from ibsr.model.backbones.efficientnet_lite import (VARIANTS, EfficientNetLite, imagenet_state_dict, load_imagenet_efficientnet,
-                                          round_filters)
+from ibsr.model.backbones import get_backbone
+from ibsr.model.backbones.efficientnet_lite import VARIANTS, EfficientNetLite, imagenet_state_dict, round_filters
 from ibsr.synth import catalog_shape
 
+LITE0 = get_backbone("efficientnet_lite0")
 # ImageNet classes of furniture (chairs, tables, desks, cabinets, beds, sofas, lamps, shelves...).
 FURNITURE_CLASSES = {423, 453, 492, 495, 516, 520, 526, 532, 553, 559, 564, 619, 648, 703, 736, 765, 831, 846, 857,
                      881, 894}
@@ -72,10 +73,10 @@ def test_same_padding_is_what_the_weights_need(furniture_views):
 
 def test_stems_start_from_the_rgb_weights():
     rgb = EfficientNetLite("efficientnet_lite0", 3, None).eval()
-    load_imagenet_efficientnet(rgb)
+    LITE0.load_imagenet(rgb)
     gray = EfficientNetLite("efficientnet_lite0", 1, 128).eval()
     query = EfficientNetLite("efficientnet_lite0", 4, 128).eval()
-    assert len(load_imagenet_efficientnet(gray)) == len(load_imagenet_efficientnet(query))
+    assert len(LITE0.load_imagenet(gray)) == len(LITE0.load_imagenet(query))
     image = torch.rand(2, 3, 96, 96) * 2 - 1
     gray_image = image.mean(dim=1, keepdim=True)
     with torch.no_grad():
@@ -108,9 +109,9 @@ def test_bad_weights_are_one_line_errors():
     model = EfficientNetLite("efficientnet_lite0", 3, 128)
     state = imagenet_state_dict("efficientnet_lite1")  # more blocks, other shapes
     with pytest.raises(IbsrError, match=r"do not fit efficientnet_lite0: .* has shape .*\(\+\d+ more\)$"):
-        load_imagenet_efficientnet(model, state)
+        LITE0.load_imagenet(model, state)
     del state["_bn0.bias"]
     with pytest.raises(IbsrError, match="missing _bn0.bias"):
-        load_imagenet_efficientnet(model, state)
+        LITE0.load_imagenet(model, state)
     with pytest.raises(IbsrError, match="unknown EfficientNet-Lite"):
         EfficientNetLite("efficientnet_lite9")

@@ -12,24 +12,17 @@ from ibsr.model.checkpoint import (
 )
 from ibsr.model.cmic import CMIC
 from ibsr.model.color_transfer import color_transfer, lab_to_rgb, rgb_to_lab
-from ibsr.model.config import ARCHS, LITE, PAPER, SMALL, ModelConfig
+from ibsr.model.config import LITE, PAPER, SMALL, ModelConfig
 from ibsr.model.inputs import scale_pixels
 from ibsr.model.jittor import import_jittor, infer_config, read_jittor_state
 from ibsr.model.losses import CMICLoss, category_loss, cmic_loss, instance_loss
-from ibsr.model.backbones.efficientnet_lite import EfficientNetLite, efficientnet_lite, load_imagenet_efficientnet
-from ibsr.model.backbones.resnet import ResNet, load_imagenet_backbone, resnet
 
 __all__ = [
-    "ARCHS",
     "CMIC",
     "CMICLoss",
     "ModelConfig",
     "LITE",
     "PAPER",
-    "EfficientNetLite",
-    "efficientnet_lite",
-    "load_imagenet_efficientnet",
-    "ResNet",
     "SMALL",
     "category_loss",
     "checkpoint_id",
@@ -44,10 +37,8 @@ __all__ = [
     "load_checkpoint",
     "load_checkpoint_with_info",
     "load_default_model",
-    "load_imagenet_backbone",
     "read_jittor_state",
     "rendering_id",
-    "resnet",
     "rgb_to_lab",
     "save_checkpoint",
     "scale_pixels",

@@ -20,27 +20,26 @@ import torch.nn.functional as F
 from torch import nn
 
 from ibsr.model.config import ModelConfig
-from ibsr.model.backbones.efficientnet_lite import efficientnet_lite
-from ibsr.model.backbones.resnet import resnet
+from ibsr.model.backbones import get_backbone
 
 
 class Encoder(nn.Module):
     """Backbone + CMIC head -> L2-normalized embedding. The backbone sits under its family's
-    name (`resnet` or `efficientnet`), the prefix of its weight files' parameter names."""
+    `module_name` (`resnet` or `efficientnet`), the prefix of its weight files' parameter names."""
 
     def __init__(self, arch: str, in_channels: int, width: int, embed_dim: int):
         super().__init__()
-        if arch.startswith("resnet"):
-            self.backbone_name = "resnet"
-            net = resnet(arch, in_channels=in_channels, width=width, embed_dim=embed_dim)
-        else:
-            self.backbone_name = "efficientnet"
-            net = efficientnet_lite(arch, in_channels=in_channels, embed_dim=embed_dim)
-        self.add_module(self.backbone_name, net)
+        self.spec = get_backbone(arch)
+        self.add_module(self.spec.module_name, self.spec.build(in_channels, width, embed_dim))
 
     @property
     def backbone(self) -> nn.Module:
-        return getattr(self, self.backbone_name)
+        return getattr(self, self.spec.module_name)
+
+    def load_imagenet(self, state_dict: dict | None = None) -> list[str]:
+        """ImageNet weights into the backbone (`state_dict`, or the packaged ones when None);
+        the head keeps its initialization. Returns the names loaded."""
+        return self.spec.load_imagenet(self.backbone, state_dict)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.backbone(x), dim=-1)

@@ -1,4 +1,4 @@
-"""The shape of a CMIC model: which ResNets, how wide, which input sizes.
+"""The shape of a CMIC model: which backbones, how wide, which input sizes.
 
 A `ModelConfig` travels inside every checkpoint (`to_dict()`), so a checkpoint alone is enough
 to rebuild its network. Two presets:
@@ -20,15 +20,14 @@ import dataclasses
 from dataclasses import dataclass
 
 from ibsr.errors import IbsrError
-
-ARCHS = ("resnet18", "resnet34", "resnet50", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+from ibsr.model.backbones import backbone_names
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to build a `CMIC` network (weights aside)."""
 
-    query_arch: str = "resnet50"  # query (photo + mask) encoder backbone, one of ARCHS
+    query_arch: str = "resnet50"  # query (photo + mask) encoder backbone, a registered name (ibsr.model.backbones)
     render_arch: str = "resnet18"  # rendering (grayscale view) encoder backbone
     width: int = 64  # base width of both ResNets; 64 is torchvision's (EfficientNet-Lite ignores it)
     embed_dim: int = 128  # D: size of query and view embeddings
@@ -39,8 +38,8 @@ class ModelConfig:
     def __post_init__(self):
         for name in ("query_arch", "render_arch"):
             arch = getattr(self, name)
-            if arch not in ARCHS:
-                raise IbsrError(f"model config: {name}={arch!r} is not one of {', '.join(ARCHS)}")
+            if arch not in backbone_names():
+                raise IbsrError(f"model config: {name}={arch!r} is not one of {', '.join(backbone_names())}")
         for name in ("width", "embed_dim", "query_size", "render_size", "views"):
             value = getattr(self, name)
             # bool is an int subclass; a True width is certainly a mistake.

@@ -11,8 +11,10 @@ What is on disk (see the project notes on Jittor checkpoints):
 - newer jittor writes a PyTorch zip archive (`PK\\x03\\x04`) when the name ends in `.pt`.
 
 Names are the authors' (torchvision's ResNet names under `query_encoder.resnet.` and
-`rendering_encoder.resnet.`, plus `attention.linear_in/linear_out.weight`); there is no
-`num_batches_tracked` (filled with zeros here; it has no effect with momentum BatchNorm).
+`rendering_encoder.resnet.`, plus `attention.linear_in/linear_out.weight`): the names of
+ibsr's own networks, so a backbone that registers `jittor_width` (ibsr.model.backbones) loads
+by name. There is no `num_batches_tracked` (filled with zeros here; it has no effect with
+momentum BatchNorm).
 """
 
 from __future__ import annotations
@@ -22,12 +24,12 @@ import hashlib
 import io
 import pathlib
 import pickle
-import re
 
 import numpy as np
 import torch
 
 from ibsr.errors import IbsrError
+from ibsr.model.backbones import backbone_names, get_backbone
 from ibsr.model.checkpoint import key_mismatches
 from ibsr.model.cmic import CMIC
 from ibsr.model.config import ModelConfig
@@ -35,7 +37,7 @@ from ibsr.model.config import ModelConfig
 MAGIC = b"HCAJSLHD"
 DIGEST_BYTES = 20  # SHA-1
 ZIP_MAGIC = b"PK\x03\x04"
-ENCODERS = ("query_encoder.resnet.", "rendering_encoder.resnet.")
+ENCODERS = ("query_encoder", "rendering_encoder")
 
 
 def _var_from_array(array):
@@ -174,44 +176,33 @@ def infer_config(state: dict[str, np.ndarray], path=None) -> ModelConfig:
     Input sizes are not stored in weights (the networks are fully convolutional): they take the
     paper's 224 px, and views the paper's 12.
     """
-    archs, widths = [], []
-    for prefix in ENCODERS:
-        archs.append(_infer_arch(state, prefix, path))
-        widths.append(_array(state, prefix + "conv1.weight", path).shape[0])
-    if widths[0] != widths[1]:
+    (query_arch, query_width), (render_arch, render_width) = (_infer_backbone(state, e, path) for e in ENCODERS)
+    if query_width != render_width:
         raise IbsrError(
-            f"the two encoders have different base widths ({widths[0]} and {widths[1]}); "
+            f"the two encoders have different base widths ({query_width} and {render_width}); "
             f"ibsr models share one width",
             path,
         )
     embed_dim = _array(state, "attention.linear_in.weight", path).shape[0]
-    return ModelConfig(query_arch=archs[0], render_arch=archs[1], width=widths[0], embed_dim=embed_dim)
+    return ModelConfig(query_arch=query_arch, render_arch=render_arch, width=query_width, embed_dim=embed_dim)
 
 
-def _infer_arch(state, prefix: str, path) -> str:
-    """resnet18/34 vs 50 from the presence of conv3 (bottleneck); depth from blocks per stage."""
-    blocks = {}
-    pattern = re.compile(re.escape(prefix) + r"layer([1-4])\.(\d+)\.")
-    for name in state:
-        m = pattern.match(name)
-        if m:
-            stage, block = int(m.group(1)), int(m.group(2))
-            blocks[stage] = max(blocks.get(stage, 0), block + 1)
-    layers = tuple(blocks.get(stage, 0) for stage in (1, 2, 3, 4))
-    bottleneck = f"{prefix}layer1.0.conv3.weight" in state
-    known = {
-        ((2, 2, 2, 2), False): "resnet18",
-        ((3, 4, 6, 3), False): "resnet34",
-        ((3, 4, 6, 3), True): "resnet50",
-    }
-    if (layers, bottleneck) not in known:
-        kind = "bottleneck" if bottleneck else "basic"
-        raise IbsrError(
-            f"cannot tell the ResNet under {prefix!r}: {kind} blocks per stage {layers} are not "
-            f"resnet18, resnet34 or resnet50",
-            path,
-        )
-    return known[(layers, bottleneck)]
+def _infer_backbone(state, encoder: str, path) -> tuple[str, int]:
+    """The registered architecture, and its width, whose arrays sit under `encoder`."""
+    tried = []  # backbones with arrays under their prefix that are not theirs
+    for backbone in map(get_backbone, backbone_names()):
+        prefix = f"{encoder}.{backbone.module_name}."
+        arrays = {name[len(prefix):]: array for name, array in state.items() if name.startswith(prefix)}
+        if not arrays:
+            continue
+        width = backbone.jittor_width(arrays)
+        if width is not None:
+            return backbone.name, width
+        tried.append(backbone)
+    if not tried:
+        raise IbsrError(f"Jittor checkpoint holds no {encoder} backbone; is it a CMIC retrieval_net state dict?", path)
+    raise IbsrError(f"cannot tell the {tried[0].family} under '{encoder}.{tried[0].module_name}.': its arrays "
+                    f"fit none of {', '.join(b.name for b in tried)}", path)
 
 
 def _array(state, name, path) -> np.ndarray:

@@ -34,8 +34,8 @@ from torch import nn
 from ibsr.errors import IbsrError
 from ibsr.files import atomic_path
 from ibsr.model.checkpoint import half_precision, key_mismatches
-from ibsr.model.backbones.efficientnet_lite import (PACKAGES, EfficientNetLite, imagenet_state_dict,
-                                          load_imagenet_efficientnet)
+from ibsr.model.backbones import get_backbone
+from ibsr.model.backbones.efficientnet_lite import PACKAGES, EfficientNetLite, imagenet_state_dict
 
 FORMAT = "ibsr-mask"
 VERSION = 1
@@ -88,7 +88,7 @@ class MaskNet(nn.Module):
     def load_imagenet(self) -> None:
         """The encoder's ImageNet weights (from the installed package); the decoder keeps its init."""
         state = {k: v for k, v in imagenet_state_dict(self.config.arch).items() if not k.startswith(HEAD_MODULES)}
-        load_imagenet_efficientnet(self.encoder, state)
+        get_backbone(self.config.arch).load_imagenet(self.encoder, state)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """B x 3 x H x W in [-1, 1] -> B x 1 x H x W logits."""

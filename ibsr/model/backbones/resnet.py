@@ -10,11 +10,14 @@ C = 8 * width * block.expansion.
 
 from __future__ import annotations
 
+import re
+
 import torch
 from torch import nn
 
 from ibsr.errors import IbsrError
-from ibsr.model.backbones.pretrained import copy_by_name, first_problems
+from ibsr.model.backbones.pretrained import copy_by_name, first_problems, fit_stem
+from ibsr.model.backbones.registry import Backbone, register
 
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
@@ -127,43 +130,54 @@ class ResNet(nn.Module):
         return self.fc(self.forward_features(x))
 
 
-def resnet(arch: str, in_channels: int = 3, width: int = 64, embed_dim: int = 128) -> ResNet:
-    """Build `arch` ("resnet18" | "resnet34" | "resnet50") with CMIC's head."""
-    if arch not in ARCH_SPECS:
-        raise IbsrError(f"unknown ResNet {arch!r}; choose one of {', '.join(ARCH_SPECS)}")
-    block, layers = ARCH_SPECS[arch]
-    return ResNet(block, layers, in_channels=in_channels, width=width, embed_dim=embed_dim)
+def _blocks_per_stage(names) -> tuple[int, ...]:
+    """How many blocks each of the four stages holds, read from parameter names."""
+    blocks = {}
+    for name in names:
+        m = re.match(r"layer([1-4])\.(\d+)\.", name)
+        if m:
+            stage, block = int(m.group(1)), int(m.group(2))
+            blocks[stage] = max(blocks.get(stage, 0), block + 1)
+    return tuple(blocks.get(stage, 0) for stage in (1, 2, 3, 4))
 
 
-def _adapt_conv1(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
-    """Fit ImageNet's RGB conv1 (O x 3 x 7 x 7) to `in_channels` inputs.
-
-    1 channel (grayscale renderings): the sum over RGB, so a gray image g = r = g = b gives the
-    same response as the RGB network. 4 channels (RGB + mask): RGB unchanged, the mask channel
-    initialized as the mean of the RGB filters.
-    """
-    if in_channels == 3:
-        return weight
-    if in_channels == 1:
-        return weight.sum(dim=1, keepdim=True)
-    if in_channels == 4:
-        return torch.cat([weight, weight.mean(dim=1, keepdim=True)], dim=1)
-    raise IbsrError(f"cannot adapt ImageNet conv1 to {in_channels} input channels (only 1, 3 or 4)")
+def _mean_filter(rgb: torch.Tensor) -> torch.Tensor:
+    """The mask channel's first filters on a ResNet: the mean of the RGB ones."""
+    return rgb.mean(dim=1, keepdim=True)
 
 
-@torch.no_grad()
-def load_imagenet_backbone(model: ResNet, state_dict: dict) -> list[str]:
-    """Copy a torchvision ImageNet ResNet state dict (width 64) into `model`'s backbone by name.
+@register(*ARCH_SPECS)
+class ResNetBackbone(Backbone):
+    family = "ResNet"
+    module_name = "resnet"  # the authors' name: their checkpoints hold `query_encoder.resnet.*`
 
-    Every backbone tensor of `model` must be found with the same shape (conv1 excepted: it is
-    adapted to the model's input channels); torchvision's classifier `fc.*` is ignored and the
-    CMIC head keeps its own initialization. `num_batches_tracked` may be absent (older
-    torchvision files). Returns the names that were loaded.
-    """
-    loaded, problems = copy_by_name(model, state_dict, "conv1.weight",
-                                    lambda weight: _adapt_conv1(weight, model.in_channels),
-                                    may_be_absent=lambda name: name.endswith("num_batches_tracked"))
-    if problems:
-        raise IbsrError(f"ImageNet weights do not fit this ResNet (width {model.width}; ImageNet needs "
-                        f"width 64): {first_problems(problems)}")
-    return loaded
+    def build(self, in_channels: int, width: int, embed_dim: int) -> ResNet:
+        block, layers = ARCH_SPECS[self.name]
+        return ResNet(block, layers, in_channels=in_channels, width=width, embed_dim=embed_dim)
+
+    @torch.no_grad()
+    def load_imagenet(self, net: ResNet, state_dict: dict | None = None) -> list[str]:
+        """Copy a torchvision ImageNet ResNet state dict (width 64) into `net` by name.
+
+        No package carries these weights: the file is the user's. Every backbone tensor must be
+        found with the same shape; torchvision's classifier `fc.*` is ignored, and
+        `num_batches_tracked` may be absent (older torchvision files).
+        """
+        if state_dict is None:
+            raise IbsrError(f"{self.name} has no packaged ImageNet weights; give a torchvision .pth state dict")
+        loaded, problems = copy_by_name(net, state_dict, "conv1.weight",
+                                        lambda weight: fit_stem(weight, net.in_channels, _mean_filter),
+                                        may_be_absent=lambda name: name.endswith("num_batches_tracked"))
+        if problems:
+            raise IbsrError(f"ImageNet weights do not fit this ResNet (width {net.width}; ImageNet needs "
+                            f"width 64): {first_problems(problems)}")
+        return loaded
+
+    def jittor_width(self, arrays: dict) -> int | None:
+        """The authors' ResNets are stored under torchvision's names, this network's: the blocks
+        per stage and whether they are bottlenecks tell the depth, conv1's filters the width."""
+        block, layers = ARCH_SPECS[self.name]
+        bottleneck = "layer1.0.conv3.weight" in arrays
+        if "conv1.weight" not in arrays or _blocks_per_stage(arrays) != layers or bottleneck != (block is Bottleneck):
+            return None
+        return arrays["conv1.weight"].shape[0]
