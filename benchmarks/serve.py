@@ -47,10 +47,10 @@ import httpx2 as httpx
 import numpy as np
 
 from ibsr.eval import read_queries
+from ibsr.geometry.render import montage
 from ibsr.indexer import Indexer, ShapeReader
 from ibsr.indexer.faiss_index import rebuild_faiss
 from ibsr.indexer.flat import flat_is_current, rebuild_flat
-from ibsr.indexer.render import montage
 from ibsr.indexer.store import ShapeWriter, make_rows
 from ibsr.schemas import META_FILE
 from ibsr.serve import thread_budget, usable_cpus

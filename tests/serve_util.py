@@ -12,8 +12,8 @@ import numpy as np
 import uvicorn
 from PIL import Image
 
-from ibsr.indexer.mesh import load_mesh
-from ibsr.indexer.render import BACKGROUND, render_views
+from ibsr.geometry.mesh import load_mesh
+from ibsr.geometry.render import BACKGROUND, render_views
 
 
 @contextmanager

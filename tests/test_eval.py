@@ -13,8 +13,8 @@ from ibsr.cli import eval as eval_cli
 from ibsr.errors import IbsrError
 from ibsr.eval import (accuracy_curve, compute_metrics, evaluate, format_report, per_category, pix3d_shape_id,
                        rank_of, read_queries, split_known, summarize)
-from ibsr.indexer.mesh import load_mesh
-from ibsr.indexer.render import render_views
+from ibsr.geometry.mesh import load_mesh
+from ibsr.geometry.render import render_views
 from ibsr.searcher import Searcher
 from ibsr.searcher.query import Box
 

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from ibsr.errors import IbsrError
-from ibsr.indexer.mesh import UP_AXES, load_mesh
+from ibsr.geometry.mesh import UP_AXES, load_mesh
 from ibsr.searcher.query import load_mask, load_query, query_tensor
 
 LONG_RUN = "IBSR_FUZZ_EXAMPLES" in os.environ

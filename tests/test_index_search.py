@@ -9,9 +9,9 @@ import torch
 from PIL import Image
 
 from ibsr.errors import IbsrError
+from ibsr.geometry.mesh import load_mesh
+from ibsr.geometry.render import render_views
 from ibsr.indexer import Indexer, ShapeReader
-from ibsr.indexer.render import render_views
-from ibsr.indexer.mesh import load_mesh
 from ibsr.model import load_checkpoint
 from ibsr.schemas import META_FILE, IndexMeta
 from ibsr.searcher import Searcher, load_query

@@ -31,10 +31,11 @@ LAYERS = [
     # IbsrError, imported by everything; crash-safe writes (atomic_write), used from schemas to train:
     # both standard library only, neither imports the other
     ("errors", "files"),
+    ("geometry",),  # meshes: loading, cleaning, normalizing; the camera rig, the grayscale views, their montage
     ("cpus", "precision", "schemas"),  # CPU budget, bf16 policy, the on-disk formats
     ("kernels", "runtime"),  # the rerank kernels; torch / ONNX Runtime running any module
     ("model",),  # the networks, their checkpoints and inputs, inference on a runtime
-    ("indexer",),  # catalog -> index: meshes, renders, the table, the sidecar, FAISS, bounds
+    ("indexer",),  # catalog -> index: render jobs, the table, the sidecar, FAISS, bounds
     ("searcher", "synth"),  # queries -> ranked shapes; procedural shapes and photos (rendered as the index renders)
     # `ibsr/__init__.py` re-exports Indexer and Searcher on first use, so it sits above them;
     # what lies higher may read it (ibsr-serve reports `ibsr.__version__`).

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import trimesh
 
-from ibsr.indexer.mesh import MeshError, load_mesh
+from ibsr.errors import IbsrError
+from ibsr.geometry.mesh import MeshError, load_mesh, normalize_mesh
 
 
 def write_box(path, extents=(1.0, 2.0, 0.5), offset=(0, 0, 0), scale=1.0):
@@ -66,3 +67,40 @@ def test_binary_garbage(tmp_path):
     path.write_bytes(b"\x00\x01garbage" * 50)
     with pytest.raises(MeshError, match=str(path)):
         load_mesh(path)
+
+
+def test_normalize_mesh_unit_sphere_centred():
+    box = trimesh.creation.box([2.0, 4.0, 1.0])
+    box.apply_translation([10, -3, 5])
+    out = normalize_mesh(box)
+    assert np.isclose(np.linalg.norm(out.vertices, axis=1).max(), 1.0)
+    assert np.allclose(out.bounds.sum(axis=0), 0.0, atol=1e-12)
+    assert np.allclose(box.vertices[0], [10 - 1, -3 - 2, 5 - 0.5])  # input untouched
+
+
+@pytest.mark.parametrize("axis,tall", [("z", 2), ("-z", 2), ("x", 0), ("-x", 0), ("y", 1), ("-y", 1)])
+def test_normalize_mesh_moves_the_up_axis_to_y(axis, tall):
+    extents = [0.2, 0.2, 0.2]
+    extents[tall] = 1.0
+    box = trimesh.creation.box(extents)
+    box.apply_translation(np.eye(3)[tall] * (1.0 if not axis.startswith("-") else -1.0))
+    out = normalize_mesh(box, up_axis=axis)
+    assert np.argmax(out.extents) == 1  # the tall side is now vertical
+
+
+def test_normalize_mesh_z_up_keeps_handedness():
+    # z-up convention: x right, -y front, z up. A marker at right-front-top must land at
+    # right (+x), top (+y), front (+z), and the mesh must not be mirrored (volume stays > 0).
+    body = trimesh.creation.box([0.2, 0.2, 1.0])
+    marker = trimesh.creation.box([0.1, 0.1, 0.1])
+    marker.apply_translation([0.3, -0.3, 0.8])
+    out = normalize_mesh(trimesh.util.concatenate([body, marker]), up_axis="z")
+    assert (out.vertices[-8:].mean(axis=0) > 0.2).all()
+    assert out.volume > 0
+
+
+def test_normalize_mesh_rejects_bad_input():
+    with pytest.raises(IbsrError):
+        normalize_mesh(trimesh.Trimesh(), "y")
+    with pytest.raises(IbsrError):
+        normalize_mesh(trimesh.creation.box(), "w")

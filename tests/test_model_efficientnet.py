@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from ibsr.errors import IbsrError
-from ibsr.indexer.render import normalize_mesh, render_views
+from ibsr.geometry.mesh import normalize_mesh
+from ibsr.geometry.render import render_views
 from ibsr.model import LITE, CMIC, init_model
 from ibsr.model.backbones import get_backbone
 from ibsr.model.backbones.efficientnet_lite import VARIANTS, EfficientNetLite, imagenet_state_dict, round_filters

@@ -11,7 +11,8 @@ import torch
 
 from ibsr import precision
 from ibsr.errors import IbsrError
-from ibsr.indexer.render import normalize_mesh, render_views
+from ibsr.geometry.mesh import normalize_mesh
+from ibsr.geometry.render import render_views
 from ibsr.kernels import attention_scores
 from ibsr.model import inference, load_default_model
 from ibsr.searcher.query import Query, query_tensor

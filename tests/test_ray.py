@@ -197,8 +197,8 @@ def eval_queries_ray(catalog, tmp_path_factory):
 
     from PIL import Image
 
-    from ibsr.indexer.mesh import load_mesh
-    from ibsr.indexer.render import render_views
+    from ibsr.geometry.mesh import load_mesh
+    from ibsr.geometry.render import render_views
 
     root = tmp_path_factory.mktemp("rayq")
     records = []

@@ -21,8 +21,8 @@ from ibsr.eval import EvalReport, accuracy_curve, evaluate, per_category, read_q
 from ibsr.eval.report import (chamfer_distance, confusion, html_report, measure_latency, percentiles,
                               shape_geometry, shape_metrics, svg_category_bars, svg_curve, voxel_iou,
                               write_html_report)
-from ibsr.indexer.mesh import load_mesh
-from ibsr.indexer.render import render_views
+from ibsr.geometry.mesh import load_mesh
+from ibsr.geometry.render import render_views
 from ibsr.searcher import Searcher
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")

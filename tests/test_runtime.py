@@ -54,7 +54,8 @@ def test_onnx_matches_torch_on_the_tiny_model(tiny_weights, cache, float32):
 
 def test_onnx_matches_torch_on_the_shipped_model(float32):
     """Generated photos and their shapes' views; the suite's cache (exports take ~20 s once)."""
-    from ibsr.indexer.render import normalize_mesh, render_views
+    from ibsr.geometry.mesh import normalize_mesh
+    from ibsr.geometry.render import render_views
     from ibsr.searcher.query import Query, query_tensor
     from ibsr.synth import catalog_shape, render_query_photo
 

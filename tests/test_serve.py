@@ -30,10 +30,10 @@ from PIL import Image
 
 from ibsr.cli import search as search_cli
 from ibsr.cli import serve as serve_cli
+from ibsr.geometry.mesh import load_mesh
+from ibsr.geometry.render import DEFAULT_RIG
 from ibsr.indexer import Indexer, ShapeReader, store
 from ibsr.indexer.discover import catalog_relative
-from ibsr.indexer.mesh import load_mesh
-from ibsr.indexer.render import DEFAULT_RIG
 from ibsr.indexer.store import ShapeWriter
 from ibsr.serve import SearchService, ServeConfig, create_app, thread_budget, usable_cpus
 from ibsr.schemas import META_FILE, IndexMeta

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ibsr.indexer.mesh import load_mesh
-from ibsr.indexer.render import BACKGROUND, render_views
+from ibsr.geometry.mesh import load_mesh
+from ibsr.geometry.render import BACKGROUND, render_views
 from ibsr.serve import SearchService, ServeConfig, create_app
 
 from serve_util import mesh_photo, running_server

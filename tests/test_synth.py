@@ -11,7 +11,7 @@ import pytest
 import trimesh
 from click.testing import CliRunner
 
-from ibsr.indexer.render import normalize_mesh
+from ibsr.geometry.mesh import normalize_mesh
 from ibsr.synth import (CATEGORIES, catalog_shape, iter_shapes, make_shape, render_photo,
                         render_query_photo, sample_photo_params, write_catalog, write_queries)
 from ibsr.synth.photo import photo_background

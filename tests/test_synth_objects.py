@@ -10,7 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from ibsr.errors import IbsrError
-from ibsr.indexer.render import DEFAULT_RIG, first_hits, normalize_mesh, rig_rays
+from ibsr.geometry.mesh import normalize_mesh
+from ibsr.geometry.render import DEFAULT_RIG, first_hits, rig_rays
 from ibsr.indexer.render_job import RenderJob, render_shape
 from ibsr.synth import (CATEGORIES, FURNITURE, GROUPS, OBJECTS, catalog_shape, check_categories,
                         make_shape, write_shape)

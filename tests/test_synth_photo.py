@@ -10,7 +10,7 @@ import trimesh
 from click.testing import CliRunner
 
 from ibsr.errors import IbsrError
-from ibsr.indexer.render import normalize_mesh
+from ibsr.geometry.mesh import normalize_mesh
 from ibsr.synth import catalog_shape, render_photo, render_query_photo, sample_photo_params
 from ibsr.synth.photo import STYLES, sample_query_photo, shape_frame
 from ibsr.synth.photo_home import books_mesh, shelf_books

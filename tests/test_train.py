@@ -141,8 +141,8 @@ def test_config_extends_another_file_key_by_key(tmp_path):
 
 
 def test_cached_data_equals_the_index_and_search_preprocessing(dataset_dir, tmp_path):
+    from ibsr.geometry.mesh import file_hash
     from ibsr.indexer.discover import discover
-    from ibsr.indexer.mesh import file_hash
     from ibsr.indexer.render_job import RenderJob, render_shape
     from ibsr.searcher.query import load_query, query_tensor
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from ibsr.errors import IbsrError
-from ibsr.indexer.render import UP_AXES
+from ibsr.geometry.mesh import UP_AXES
 
 PHOTO_STYLES = ("default", "home", "heldout")  # ibsr.synth.photo.STYLES, without importing the renderer
 

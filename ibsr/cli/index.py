@@ -7,8 +7,8 @@ import sys
 import click
 
 from ibsr.cpus import usable_cpus
-from ibsr.indexer.render import UP_AXES
 from ibsr.cli.common import IbsrGroup, device_option, index_option, json_option, print_json, weights_option
+from ibsr.geometry.mesh import UP_AXES
 
 
 faiss_option = click.option(

@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 
 from ibsr.cli.common import IbsrGroup, json_option, print_json
-from ibsr.indexer.render import UP_AXES
+from ibsr.geometry.mesh import UP_AXES
 
 
 @click.group(cls=IbsrGroup)

@@ -118,7 +118,7 @@ def shape_geometry(path, up_axis: str = "y", points: int = POINTS, voxels: int =
     """Surface samples and filled voxel indices of one normalized mesh."""
     import trimesh
 
-    from ibsr.indexer.mesh import load_mesh
+    from ibsr.geometry.mesh import load_mesh
 
     mesh = load_mesh(Path(path), up_axis=up_axis)
     samples, _ = trimesh.sample.sample_surface(mesh, points, seed=SEED)

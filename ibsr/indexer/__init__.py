@@ -1,7 +1,7 @@
 """Catalog in, index out: `Indexer` is the entry point.
 
 Names are imported on first use: render workers and `ibsr-data` import
-`ibsr.indexer.render` without paying for torch and LanceDB.
+`ibsr.indexer.render_job` without paying for torch and LanceDB.
 """
 
 _EXPORTS = {

@@ -25,14 +25,14 @@ from tqdm import tqdm
 
 from ibsr.cpus import process_pool
 from ibsr.errors import IbsrError
+from ibsr.geometry.mesh import UP_AXES, file_hash
+from ibsr.geometry.render import DEFAULT_RIG
 from ibsr.indexer.build_steps import encode_views, record_failure
 from ibsr.indexer.discover import CatalogEntry, catalog_root, discover
 from ibsr.indexer.faiss_index import FAISS_DIR, faiss_is_current, rebuild_faiss
 from ibsr.indexer.flat import flat_is_current, rebuild_flat
 from ibsr.indexer.flat_files import FLAT_DIR
 from ibsr.indexer.lock import LOCK_FILES, IndexWriteLock
-from ibsr.indexer.mesh import UP_AXES, file_hash
-from ibsr.indexer.render import DEFAULT_RIG
 from ibsr.indexer.render_job import RenderJob, render_shape
 from ibsr.indexer.store import ShapeWriter, make_rows
 from ibsr.model import checkpoint_id, load_checkpoint, default_weights_path, rendering_id

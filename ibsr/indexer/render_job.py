@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import cv2
 
 from ibsr.errors import IbsrError
-from ibsr.indexer.mesh import load_mesh
-from ibsr.indexer.render import montage, render_views
+from ibsr.geometry.mesh import load_mesh
+from ibsr.geometry.render import montage, render_views
 
 THUMBNAIL_TILE = 64
 

@@ -28,9 +28,9 @@ import torch
 
 from ibsr.cpus import set_torch_workers, usable_cpus  # affinity and cgroup quota: one place for it
 from ibsr.errors import IbsrError
+from ibsr.geometry.render import CameraRig
 from ibsr.indexer.discover import catalog_relative
 from ibsr.indexer.faiss_index import FAISS_DIR, IDS_FILE
-from ibsr.indexer.render import CameraRig
 from ibsr.schemas import SHAPES_TABLE
 from ibsr.searcher import Query, Searcher
 from ibsr.searcher.search import DEFAULT_CANDIDATES, DEFAULT_NEIGHBORS, MIRROR

@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ibsr.errors import IbsrError
-from ibsr.indexer.mesh import MeshError, load_mesh
-from ibsr.indexer.render import CameraRig
+from ibsr.geometry.mesh import MeshError, load_mesh
+from ibsr.geometry.render import CameraRig
 
 
 class ShapeNotFound(IbsrError):

@@ -1,7 +1,7 @@
 """Synthetic photos of any mesh file (a user's own catalog), for `ibsr-train adapt`.
 
 `write_mesh_photos(job)` loads one catalog mesh exactly as the index build does
-(`ibsr.indexer.mesh.load_mesh`: cleaned, normalized, the catalog's up axis), wraps it as a
+(`ibsr.geometry.mesh.load_mesh`: cleaned, normalized, the catalog's up axis), wraps it as a
 one-part `SynthShape` (`shape_from_mesh`) and writes photos k = 0..count-1 with
 `write_shape_queries`, the same photo machinery (materials, rooms, lights, occluders, camera,
 JPEG) as `ibsr-data synth`. Photo k of a shape is a pure function of (seed, shape, k).
@@ -37,7 +37,7 @@ from tqdm import tqdm
 from ibsr.cpus import process_pool
 from ibsr.errors import IbsrError
 from ibsr.files import atomic_write
-from ibsr.indexer.mesh import file_hash, load_mesh
+from ibsr.geometry.mesh import file_hash, load_mesh
 
 from .catalog import write_jsonl, write_shape_queries
 from .shapes import shape_from_mesh
@@ -51,7 +51,7 @@ class PhotoJob:
     shape_id: str
     category: str
     path: str  # the mesh file
-    mesh_hash: str  # SHA-256 of its bytes (`ibsr.indexer.mesh.file_hash`)
+    mesh_hash: str  # SHA-256 of its bytes (`ibsr.geometry.mesh.file_hash`)
     up_axis: str
     seed: int
     size: int  # photo side, px

@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ibsr.errors import IbsrError
-from ibsr.indexer.render import normalize_mesh, orbit_position, pinhole_rays
+from ibsr.geometry.mesh import normalize_mesh
+from ibsr.geometry.render import orbit_position, pinhole_rays
 
 from .photo_camera import kelvin_rgb
 from .photo_home import SHELF_CATEGORIES, sample_neighbours, shelf_books

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import trimesh
 
-from ibsr.indexer.render import first_hits
+from ibsr.geometry.render import first_hits
 
 from .photo_materials import Lighting, srgb_to_linear
 from .photo_scene import (FLAT_BACKGROUNDS, decor_image, flat_background, floor_albedo, floor_plane, lookup,

@@ -17,7 +17,8 @@ import cv2
 import numpy as np
 import trimesh
 
-from ibsr.indexer.render import first_hits, look_at_basis, normalize_mesh, ray_intersector
+from ibsr.geometry.mesh import normalize_mesh
+from ibsr.geometry.render import first_hits, look_at_basis, ray_intersector
 
 from .photo_camera import draw_outlines, lens_blur, sensor
 from .photo_home import books_mesh

@@ -53,8 +53,8 @@ import torch
 from ibsr.cpus import usable_cpus
 from ibsr.errors import IbsrError
 from ibsr.files import atomic_write
+from ibsr.geometry.mesh import UP_AXES
 from ibsr.indexer.discover import discover
-from ibsr.indexer.mesh import UP_AXES
 from ibsr.model.checkpoint import (checkpoint_id, default_weights_path, load_checkpoint_with_info, rendering_id,
                                    save_checkpoint)
 from ibsr.model.cmic import CMIC

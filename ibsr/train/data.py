@@ -33,9 +33,9 @@ from ibsr.cpus import process_pool, usable_cpus
 from ibsr.errors import IbsrError
 from ibsr.files import atomic_path
 from ibsr.eval.queries import read_queries
+from ibsr.geometry.mesh import file_hash
+from ibsr.geometry.render import DEFAULT_RIG
 from ibsr.indexer.discover import discover
-from ibsr.indexer.mesh import file_hash
-from ibsr.indexer.render import DEFAULT_RIG
 from ibsr.indexer.render_job import RenderJob, render_shape
 from ibsr.searcher.query import CROP_MARGIN, crop_to_mask, load_query
 

@@ -42,7 +42,7 @@ from tqdm import tqdm
 from ibsr.errors import IbsrError
 from ibsr.files import atomic_path
 from ibsr.eval.queries import read_queries
-from ibsr.indexer.mesh import file_hash
+from ibsr.geometry.mesh import file_hash
 from ibsr.model.inputs import scale_pixels
 from ibsr.model.segmenter import MaskConfig, MaskNet, init_mask_net, save_mask_checkpoint
 from ibsr.searcher.query import load_image, load_mask

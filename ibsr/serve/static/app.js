@@ -8,7 +8,7 @@ import { GLTFLoader } from 'three/addons/loaders/GLTFLoader.js';
 
 const $ = (id) => document.getElementById(id);
 const VIEWER_SIZE = 512;
-// The index renderings' key light (ibsr/indexer/render.py KEY_LIGHT_DIR): above-front-left.
+// The index renderings' key light (ibsr/geometry/render.py KEY_LIGHT_DIR): above-front-left.
 const KEY_LIGHT = new THREE.Vector3(-0.35, 0.85, 0.40).normalize();
 
 let rig = null;

@@ -8,7 +8,7 @@ shadows: the paper's grayscale rendering beat a textured pipeline, and a ray cas
 GPU or display.
 
 Conventions (see docs/ARCHITECTURE.md, "Camera rig and renderer"):
-- The mesh is normalized first (`normalize_mesh`): bounding box centred at the origin, farthest
+- The mesh is normalized first (`mesh.normalize_mesh`): bounding box centred at the origin, farthest
   vertex at distance 1 (unit bounding sphere), +y up, the object's front facing +z.
 - Pixels where no ray hits the object have the value `BACKGROUND` (255, white); object pixels
   are at most `OBJECT_MAX` (235), so background and object never share a value.
@@ -35,8 +35,6 @@ AMBIENT = 0.22
 HEADLIGHT = 0.48  # light at the camera: every visible surface gets some light
 KEY_LIGHT = 0.30  # fixed in the world, from above-front-left: tops read brighter than sides
 KEY_LIGHT_DIR = np.array([-0.35, 0.85, 0.40]) / np.linalg.norm([-0.35, 0.85, 0.40])
-
-UP_AXES = ("x", "y", "z", "-x", "-y", "-z")
 
 # Rays per Embree query. All views go through one loop of a few large queries; chunks of 32k
 # keep trimesh's float64 temporaries in cache and measured 1.5-1.7x faster than a single
@@ -207,49 +205,6 @@ def shade_gray(normals: np.ndarray, view_dirs: np.ndarray) -> np.ndarray:
     key = np.abs(normals @ KEY_LIGHT_DIR)
     intensity = np.clip(AMBIENT + HEADLIGHT * headlight + KEY_LIGHT * key, 0.0, 1.0)
     return np.round(intensity * OBJECT_MAX).astype(np.uint8)
-
-
-def up_axis_rotation(up_axis: str) -> np.ndarray:
-    """4x4 rotation taking `up_axis` ("x", "y", "z", "-x", "-y", "-z") to +y.
-
-    Proper rotations only (no mirroring), so a shape's handedness and face winding survive.
-    z-up -> y-up is the usual -90 degrees about x (the former -y, often the front, becomes +z).
-    """
-    axis = up_axis.strip().lower()
-    if axis.startswith("+"):
-        axis = axis[1:]
-    angles = {  # (rotation axis, angle) that takes the named axis onto +y
-        "y": ([1, 0, 0], 0.0),
-        "-y": ([1, 0, 0], math.pi),
-        "z": ([1, 0, 0], -math.pi / 2),
-        "-z": ([1, 0, 0], math.pi / 2),
-        "x": ([0, 0, 1], math.pi / 2),
-        "-x": ([0, 0, 1], -math.pi / 2),
-    }
-    if axis not in angles:
-        raise IbsrError(f"unknown up axis {up_axis!r}: use one of {', '.join(UP_AXES)}")
-    direction, angle = angles[axis]
-    rotation = trimesh.transformations.rotation_matrix(angle, direction)
-    rotation[np.abs(rotation) < 1e-12] = 0.0  # exact zeros: keep vertices bit-stable
-    return rotation
-
-
-def normalize_mesh(mesh: trimesh.Trimesh, up_axis: str = "y") -> trimesh.Trimesh:
-    """Copy of `mesh` rotated so `up_axis` becomes +y, its bounding box centred at the origin,
-    and scaled so that the farthest vertex is at distance 1 (the unit bounding sphere)."""
-    if len(mesh.vertices) == 0 or len(mesh.faces) == 0:
-        raise IbsrError("mesh has no faces to render")
-    vertices = np.asarray(mesh.vertices, dtype=np.float64)
-    if not np.isfinite(vertices).all():
-        raise IbsrError("mesh has non-finite vertex coordinates")
-    rotation = up_axis_rotation(up_axis)[:3, :3]
-    vertices = vertices @ rotation.T
-    vertices = vertices - (vertices.min(axis=0) + vertices.max(axis=0)) / 2.0
-    radius = np.linalg.norm(vertices, axis=1).max()
-    if radius <= 0.0:
-        raise IbsrError("mesh is degenerate (all vertices at one point)")
-    return trimesh.Trimesh(vertices=vertices / radius, faces=np.asarray(mesh.faces).copy(),
-                           process=False)
 
 
 def montage(views: np.ndarray, cols: int = 4, tile: int = 64) -> np.ndarray:

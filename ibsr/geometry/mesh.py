@@ -1,4 +1,5 @@
-"""Load a mesh from the wild and make it safe to render.
+"""Load a mesh from the wild and make it safe to render: cleaned, then normalized (its up axis
+turned to +y, centred, unit bounding sphere), the frame the renderer's camera rig expects.
 
 Real catalogs hold multi-part scenes, NaN vertices, degenerate faces, huge coordinates and
 z-up files. Each problem either gets repaired here or becomes a `MeshError` that names the
@@ -8,13 +9,15 @@ file, so one bad mesh is reported and skipped rather than stopping a build.
 from __future__ import annotations
 
 import hashlib
+import math
 from pathlib import Path
 
 import numpy as np
 import trimesh
 
 from ibsr.errors import IbsrError
-from ibsr.indexer.render import UP_AXES, normalize_mesh  # noqa: F401 (UP_AXES re-exported for the CLI)
+
+UP_AXES = ("x", "y", "z", "-x", "-y", "-z")  # what `--up-axis` accepts: the axis that becomes +y
 
 
 class MeshError(IbsrError):
@@ -88,3 +91,46 @@ def _clean(mesh: trimesh.Trimesh, path: Path) -> trimesh.Trimesh:
     if len(mesh.faces) == 0:
         raise MeshError("mesh has only degenerate faces", path)
     return mesh
+
+
+def up_axis_rotation(up_axis: str) -> np.ndarray:
+    """4x4 rotation taking `up_axis` ("x", "y", "z", "-x", "-y", "-z") to +y.
+
+    Proper rotations only (no mirroring), so a shape's handedness and face winding survive.
+    z-up -> y-up is the usual -90 degrees about x (the former -y, often the front, becomes +z).
+    """
+    axis = up_axis.strip().lower()
+    if axis.startswith("+"):
+        axis = axis[1:]
+    angles = {  # (rotation axis, angle) that takes the named axis onto +y
+        "y": ([1, 0, 0], 0.0),
+        "-y": ([1, 0, 0], math.pi),
+        "z": ([1, 0, 0], -math.pi / 2),
+        "-z": ([1, 0, 0], math.pi / 2),
+        "x": ([0, 0, 1], math.pi / 2),
+        "-x": ([0, 0, 1], -math.pi / 2),
+    }
+    if axis not in angles:
+        raise IbsrError(f"unknown up axis {up_axis!r}: use one of {', '.join(UP_AXES)}")
+    direction, angle = angles[axis]
+    rotation = trimesh.transformations.rotation_matrix(angle, direction)
+    rotation[np.abs(rotation) < 1e-12] = 0.0  # exact zeros: keep vertices bit-stable
+    return rotation
+
+
+def normalize_mesh(mesh: trimesh.Trimesh, up_axis: str = "y") -> trimesh.Trimesh:
+    """Copy of `mesh` rotated so `up_axis` becomes +y, its bounding box centred at the origin,
+    and scaled so that the farthest vertex is at distance 1 (the unit bounding sphere)."""
+    if len(mesh.vertices) == 0 or len(mesh.faces) == 0:
+        raise IbsrError("mesh has no faces to render")
+    vertices = np.asarray(mesh.vertices, dtype=np.float64)
+    if not np.isfinite(vertices).all():
+        raise IbsrError("mesh has non-finite vertex coordinates")
+    rotation = up_axis_rotation(up_axis)[:3, :3]
+    vertices = vertices @ rotation.T
+    vertices = vertices - (vertices.min(axis=0) + vertices.max(axis=0)) / 2.0
+    radius = np.linalg.norm(vertices, axis=1).max()
+    if radius <= 0.0:
+        raise IbsrError("mesh is degenerate (all vertices at one point)")
+    return trimesh.Trimesh(vertices=vertices / radius, faces=np.asarray(mesh.faces).copy(),
+                           process=False)
