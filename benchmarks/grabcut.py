@@ -3,7 +3,7 @@
     python benchmarks/grabcut.py --queries data/synth-test/queries.jsonl --photos 60 --json out.json
 
 For photos that come with a true mask (`ibsr-data synth` writes them), runs
-`ibsr.searcher.query.grabcut_mask` at full size and shrunk to each `--sides`, and reports the
+`ibsr.photos.mask.grabcut_mask` at full size and shrunk to each `--sides`, and reports the
 mean time per photo and the mean IoU with the true mask. Optionally upsamples the photos first
 (`--upscale 4`) to see what a phone-sized photo costs.
 """
@@ -20,7 +20,8 @@ import cv2
 import numpy as np
 
 from ibsr.eval import read_queries
-from ibsr.searcher.query import GRABCUT_SIDE, grabcut_mask, load_image, load_mask
+from ibsr.photos.image import load_image, load_mask
+from ibsr.photos.mask import GRABCUT_SIDE, grabcut_mask
 
 
 def measure(photos: list[tuple[np.ndarray, np.ndarray]], side: int | None) -> dict:

@@ -28,8 +28,9 @@ import torch
 from scipy import ndimage
 
 from ibsr.eval import read_queries
-from ibsr.searcher.mask_model import load_mask_model, predict_mask
-from ibsr.searcher.query import automatic_mask, grabcut_mask, load_image, load_mask
+from ibsr.photos.image import load_image, load_mask
+from ibsr.photos.mask import automatic_mask, grabcut_mask
+from ibsr.photos.mask_model import load_mask_model, predict_mask
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:

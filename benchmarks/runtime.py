@@ -37,8 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ibsr import cpus  # noqa: E402
 from ibsr.kernels import attention_scores  # noqa: E402
 from ibsr.model import load_default_model  # noqa: E402
+from ibsr.photos.mask_model import load_mask_model  # noqa: E402
 from ibsr.runtime import onnx_backend  # noqa: E402
-from ibsr.searcher.mask_model import load_mask_model  # noqa: E402
 from encoders import generated_inputs, top_overlap  # noqa: E402
 from threads import competing_process, cpu_model, timings_ms  # noqa: E402
 
@@ -138,7 +138,7 @@ def workloads(model, mask, batch: int, shapes: int):
     photos = torch.rand(batch, 4, c.query_size, c.query_size, generator=g) * 2 - 1
     views = torch.rand(shapes * c.views, 1, c.render_size, c.render_size, generator=g) * 2 - 1
     rgb = (torch.rand(1, 3, mask.config.size, mask.config.size, generator=g) * 2 - 1).contiguous(
-        memory_format=torch.channels_last)  # as ibsr.searcher.mask_model feeds torch
+        memory_format=torch.channels_last)  # as ibsr.photos.mask_model feeds torch
     single = [("call", 1), ("call", 2)]
     many = [("call", 1), ("items", 1), ("call", 2), ("items", 2)]
     return [

@@ -12,7 +12,7 @@ drops are mostly the object's own. Kept here so a better design is measured the 
 The index and queries are the ones `benchmarks/generalization.py` makes for its real rows
 (real_dev's photos; or `real-rendered`'s, whose masks are then ignored). Each photo's automatic
 mask is computed once; the photo is searched with every region the mask found and with the
-main object only (`ibsr.searcher.query.main_object`), exhaustive ranking over the index.
+main object only (`main_object` below), exhaustive ranking over the index.
 Prints top-1, top-10, right category and family top-1 for both, how many photos the selection
 changed, and the photos only one of the two puts first with a two-sided sign test.
 """
@@ -32,8 +32,8 @@ from generalization import cpu_name, sign_test  # noqa: E402
 
 from ibsr.eval.queries import read_queries  # noqa: E402
 from ibsr.eval.real_sets import family  # noqa: E402
+from ibsr.photos.query import Query, load_query  # noqa: E402
 from ibsr.searcher import Searcher  # noqa: E402
-from ibsr.searcher.query import Query, load_query  # noqa: E402
 
 KEEP = 0.25  # fixed before the run, not tuned
 REACH = 0.1

@@ -108,8 +108,8 @@ def two_object_photo(tmp_path, name="two.png"):
 
 
 def test_search_with_a_box(built_index, tiny_weights, tmp_path):
+    from ibsr.photos.box import Box
     from ibsr.searcher import Searcher
-    from ibsr.searcher.query import Box
 
     q = two_object_photo(tmp_path)
     args = [q, "--index", built_index, "--weights", tiny_weights, "--topk", 9, "--mask-method", "grabcut"]

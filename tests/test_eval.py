@@ -15,8 +15,8 @@ from ibsr.eval import (accuracy_curve, compute_metrics, evaluate, format_report,
                        rank_of, read_queries, split_known, summarize)
 from ibsr.geometry.mesh import load_mesh
 from ibsr.geometry.render import render_views
+from ibsr.photos.box import Box
 from ibsr.searcher import Searcher
-from ibsr.searcher.query import Box
 
 # --------------------------------------------------------------------------- metrics
 

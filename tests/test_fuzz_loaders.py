@@ -26,7 +26,8 @@ from PIL import Image
 
 from ibsr.errors import IbsrError
 from ibsr.geometry.mesh import UP_AXES, load_mesh
-from ibsr.searcher.query import load_mask, load_query, query_tensor
+from ibsr.photos.image import load_mask
+from ibsr.photos.query import load_query, query_tensor
 
 LONG_RUN = "IBSR_FUZZ_EXAMPLES" in os.environ
 FUZZ_EXAMPLES = int(os.environ.get("IBSR_FUZZ_EXAMPLES", "100"))

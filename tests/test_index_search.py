@@ -13,9 +13,9 @@ from ibsr.geometry.mesh import load_mesh
 from ibsr.geometry.render import render_views
 from ibsr.indexer import Indexer, ShapeReader
 from ibsr.model import load_checkpoint
+from ibsr.photos.query import load_query, query_tensor
 from ibsr.schemas import META_FILE, IndexMeta
-from ibsr.searcher import Searcher, load_query
-from ibsr.searcher.query import query_tensor
+from ibsr.searcher import Searcher
 
 from conftest import CATEGORIES, SHAPES_PER_CATEGORY
 

@@ -19,8 +19,9 @@ from ibsr.cli import train as train_cli
 from ibsr.errors import IbsrError
 from ibsr.model import segmenter
 from ibsr.model.segmenter import MaskConfig, MaskNet, init_mask_net, load_mask_checkpoint, save_mask_checkpoint
-from ibsr.searcher import mask_model
-from ibsr.searcher.query import grabcut_mask, load_query
+from ibsr.photos import mask_model
+from ibsr.photos.mask import grabcut_mask
+from ibsr.photos.query import load_query
 from ibsr.train.mask import MaskTrainer, load_mask_photos, mask_loss
 
 SIZE = 64  # network input side in these tests (the shipped one uses 224)

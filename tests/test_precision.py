@@ -15,7 +15,7 @@ from ibsr.geometry.mesh import normalize_mesh
 from ibsr.geometry.render import render_views
 from ibsr.kernels import attention_scores
 from ibsr.model import inference, load_default_model
-from ibsr.searcher.query import Query, query_tensor
+from ibsr.photos.query import Query, query_tensor
 from ibsr.synth import FURNITURE, catalog_shape, render_query_photo
 
 # The documented tolerance of the bf16 query encoder against float32 (ibsr/precision.py). Measured

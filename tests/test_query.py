@@ -3,7 +3,10 @@ import pytest
 from PIL import Image
 
 from ibsr.errors import IbsrError
-from ibsr.searcher import query as q
+from ibsr.photos import image as photo_image
+from ibsr.photos import mask as photo_mask
+from ibsr.photos import query as q
+from ibsr.photos.box import Box
 
 
 def scene(h=120, w=160):
@@ -21,7 +24,7 @@ def test_exif_orientation_is_applied(tmp_path):
     exif = image.getexif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise to display
     image.save(tmp_path / "rot.jpg", exif=exif)
-    loaded, alpha = q.load_image(tmp_path / "rot.jpg")
+    loaded, alpha = photo_image.load_image(tmp_path / "rot.jpg")
     assert loaded.shape == (160, 120, 3) and alpha is None
 
 
@@ -58,7 +61,7 @@ def test_grabcut_on_a_large_photo_runs_shrunk_and_returns_a_full_size_mask():
     small_rgb, small_mask = scene()
     rgb, mask = (np.repeat(np.repeat(a, 10, axis=0), 10, axis=1) for a in (small_rgb, small_mask))  # 1200 x 1600
     rgb[::7, ::5] = (120, 120, 120)  # texture, so the shrinking is not trivial
-    found = q.grabcut_mask(rgb)
+    found = photo_mask.grabcut_mask(rgb)
     assert found.shape == (1200, 1600) and found.dtype == bool
     assert (found & mask).sum() / (found | mask).sum() > 0.9
 
@@ -67,7 +70,7 @@ def test_grabcut_is_deterministic():
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 255, (80, 100, 3), dtype=np.uint8)
     rgb[20:60, 30:70] = (30, 200, 40)
-    masks = [q.grabcut_mask(rgb) for _ in range(3)]
+    masks = [photo_mask.grabcut_mask(rgb) for _ in range(3)]
     assert all((m == masks[0]).all() for m in masks)
 
 
@@ -102,7 +105,7 @@ def test_bad_images(tmp_path, monkeypatch):
         q.load_query(tmp_path / "cut.jpg")
     with pytest.raises(IbsrError, match="not found"):
         q.load_query(tmp_path / "missing.jpg")
-    monkeypatch.setattr(q, "MAX_PIXELS", 100 * 100)
+    monkeypatch.setattr(photo_image, "MAX_PIXELS", 100 * 100)
     with pytest.raises(IbsrError, match="pixel limit") as info:
         q.load_query(tmp_path / "full.jpg")
     assert "full.jpg" in str(info.value)
@@ -142,12 +145,12 @@ def two_objects(h=120, w=200):
 
 
 def test_box_parse_and_check():
-    box = q.Box.parse("10, 20.5,110,90")
-    assert box == q.Box(10, 20.5, 110, 90) and str(box) == "10,20.5,110,90"
-    assert box.check(200, 120) == q.Box(10, 20, 110, 90)  # widened to whole pixels
-    assert q.Box.parse("-30,-5,250,100").check(200, 120) == q.Box(0, 0, 200, 100)  # clipped to the photo
-    assert q.Box.parse("0,0,200,120").check(200, 120).to_list() == [0, 0, 200, 120]
-    assert q.Box.from_value([1, 2, 3.5, 4]) == q.Box.from_value("1,2,3.5,4") == q.Box(1, 2, 3.5, 4)
+    box = Box.parse("10, 20.5,110,90")
+    assert box == Box(10, 20.5, 110, 90) and str(box) == "10,20.5,110,90"
+    assert box.check(200, 120) == Box(10, 20, 110, 90)  # widened to whole pixels
+    assert Box.parse("-30,-5,250,100").check(200, 120) == Box(0, 0, 200, 100)  # clipped to the photo
+    assert Box.parse("0,0,200,120").check(200, 120).to_list() == [0, 0, 200, 120]
+    assert Box.from_value([1, 2, 3.5, 4]) == Box.from_value("1,2,3.5,4") == Box(1, 2, 3.5, 4)
 
 
 @pytest.mark.parametrize("text, message", [
@@ -163,21 +166,21 @@ def test_box_parse_and_check():
 ])
 def test_bad_box_text_is_a_one_line_error(text, message):
     with pytest.raises(IbsrError, match=message) as info:
-        q.Box.parse(text)
+        Box.parse(text)
     assert "\n" not in str(info.value) and "X0,Y0,X1,Y1" in str(info.value)
 
 
 @pytest.mark.parametrize("value", [[1, 2, 3], [True, 0, 5, 5], "1,2", 7, {"x0": 1}])
 def test_bad_box_values(value):
     with pytest.raises(IbsrError, match="not four numbers"):
-        q.Box.from_value(value)
+        Box.from_value(value)
 
 
 @pytest.mark.parametrize("box", ["200,0,300,50", "-50,0,0,50", "0,120,10,130", "-20,-20,-1,-1"])
 def test_box_outside_the_image_names_box_and_image_size(tmp_path, box):
     Image.fromarray(two_objects()).save(tmp_path / "x.png")
     with pytest.raises(IbsrError) as info:
-        q.load_query(tmp_path / "x.png", box=q.Box.parse(box))
+        q.load_query(tmp_path / "x.png", box=Box.parse(box))
     message = str(info.value)
     assert message.startswith(str(tmp_path / "x.png")) and f"box {box} lies outside the 200x120 image" in message
     assert "within 0,0,200,120" in message and "\n" not in message
@@ -186,7 +189,7 @@ def test_box_outside_the_image_names_box_and_image_size(tmp_path, box):
 @pytest.mark.parametrize("method", ["grabcut", "auto"])
 def test_automatic_mask_is_made_inside_the_box(tmp_path, method):
     Image.fromarray(two_objects()).save(tmp_path / "x.png")
-    box = q.Box(100, 15, 200, 110)  # the blue object only
+    box = Box(100, 15, 200, 110)  # the blue object only
     query = q.load_query(tmp_path / "x.png", mask_method=method, box=box)
     assert query.box == box
     outside = np.ones(query.mask.shape, bool)
@@ -206,7 +209,7 @@ def test_a_tight_box_keeps_the_object_edges():
     disk = (yy - 80) ** 2 + (xx - 160) ** 2 < 40 ** 2
     rgb[disk] = (rng.normal(0, 10, (disk.sum(), 3)) + (40, 60, 170)).clip(0, 255).astype(np.uint8)
     rgb[45:115, 25:85] = (200, 40, 30)  # another object, left
-    mask, source = q.mask_in_box(rgb, q.Box(120, 40, 200, 120), method="grabcut")  # the disk's own bounding box
+    mask, source = photo_mask.mask_in_box(rgb, Box(120, 40, 200, 120), method="grabcut")  # the disk's own bounding box
     assert source == "grabcut" and (mask & disk).sum() / (mask | disk).sum() > 0.95
     assert not mask[:, :120].any() and not mask[:40].any()
 
@@ -221,8 +224,8 @@ def test_automatic_mask_sees_only_the_box(monkeypatch):
         seen.append(crop.copy())
         return np.ones(crop.shape[:2], bool), "grabcut"
 
-    monkeypatch.setattr(q, "automatic_mask", fake)
-    mask, source = q.mask_in_box(rgb, q.Box(100.4, 15, 199.5, 110))  # a detector's float box
+    monkeypatch.setattr(photo_mask, "automatic_mask", fake)
+    mask, source = photo_mask.mask_in_box(rgb, Box(100.4, 15, 199.5, 110))  # a detector's float box
     # the box (whole pixels: 100,15,200,110) and a band of 10% of its size around it, within the photo
     assert source == "grabcut" and (seen[0] == rgb[5:120, 90:200]).all()
     assert mask.sum() == 95 * 100 and mask[15:110, 100:200].all()  # kept: what lies in the box
@@ -234,12 +237,12 @@ def test_given_masks_are_cut_to_the_box(tmp_path):
     Image.fromarray(rgb).save(tmp_path / "x.png")
     Image.fromarray(both.astype(np.uint8) * 255).save(tmp_path / "m.png")
     Image.fromarray(np.dstack([rgb, both.astype(np.uint8) * 255])).save(tmp_path / "a.png")
-    box = q.Box.parse("0,0,100,120")  # the red object
+    box = Box.parse("0,0,100,120")  # the red object
     for query in (q.load_query(tmp_path / "x.png", tmp_path / "m.png", box=box), q.load_query(tmp_path / "a.png", box=box)):
         assert (query.mask == both & (np.arange(200) < 100)[None, :]).all()
     assert query.mask_source == "alpha"
     with pytest.raises(IbsrError, match=r"the mask file marks no pixel inside box 0,0,15,120 of the 200x120 image"):
-        q.load_query(tmp_path / "x.png", tmp_path / "m.png", box=q.Box(0, 0, 15, 120))
+        q.load_query(tmp_path / "x.png", tmp_path / "m.png", box=Box(0, 0, 15, 120))
 
 
 def test_query_crop_lies_within_the_box():
@@ -249,7 +252,7 @@ def test_query_crop_lies_within_the_box():
     rgb[30:100, 120:190] = (30, 30, 200)
     mask = np.zeros(rgb.shape[:2], bool)
     mask[30:100, 120:190] = True
-    box = q.Box(110, 30, 190, 100)
+    box = Box(110, 30, 190, 100)
 
     def green(x):
         pixels = (x[:3].transpose(1, 2, 0) + 1) * 127.5

@@ -56,7 +56,7 @@ def test_onnx_matches_torch_on_the_shipped_model(float32):
     """Generated photos and their shapes' views; the suite's cache (exports take ~20 s once)."""
     from ibsr.geometry.mesh import normalize_mesh
     from ibsr.geometry.render import render_views
-    from ibsr.searcher.query import Query, query_tensor
+    from ibsr.photos.query import Query, query_tensor
     from ibsr.synth import catalog_shape, render_query_photo
 
     model = load_default_model()
@@ -72,7 +72,7 @@ def test_onnx_matches_torch_on_the_shipped_model(float32):
 
 def test_the_mask_network_runs_in_onnx(cache):
     from ibsr.model.segmenter import MaskConfig, init_mask_net
-    from ibsr.searcher.mask_model import mask_probability
+    from ibsr.photos.mask_model import mask_probability
 
     net = init_mask_net(MaskConfig(size=64), imagenet=False).eval()
     rgb = np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8)

@@ -35,9 +35,9 @@ from ibsr.geometry.render import DEFAULT_RIG
 from ibsr.indexer import Indexer, ShapeReader, store
 from ibsr.indexer.discover import catalog_relative
 from ibsr.indexer.store import ShapeWriter
+from ibsr.photos.image import MAX_PIXELS
 from ibsr.serve import SearchService, ServeConfig, create_app, thread_budget, usable_cpus
 from ibsr.schemas import META_FILE, IndexMeta
-from ibsr.searcher.query import MAX_PIXELS
 from ibsr.synth import write_catalog
 
 from conftest import CATEGORIES, SHAPES_PER_CATEGORY

@@ -144,7 +144,7 @@ def test_cached_data_equals_the_index_and_search_preprocessing(dataset_dir, tmp_
     from ibsr.geometry.mesh import file_hash
     from ibsr.indexer.discover import discover
     from ibsr.indexer.render_job import RenderJob, render_shape
-    from ibsr.searcher.query import load_query, query_tensor
+    from ibsr.photos.query import load_query, query_tensor
 
     data = load_dataset(dataset_dir, 32, 32, tmp_path / "cache", progress=False)
     assert data.num_shapes == 9 and data.num_queries == 18 and data.categories == ["chair", "lamp", "table"]

@@ -51,8 +51,8 @@ def main(images, index, weights, topk, masks, boxes, mask_method, mask_weights, 
          html_path, device, as_json):
     """Rank the shapes of an index for each query photo (JPEG, PNG, WebP, ...), best first."""
     from ibsr.indexer import resolve_index_dir
+    from ibsr.photos.box import Box
     from ibsr.searcher import Searcher
-    from ibsr.searcher.query import Box
     from ibsr.searcher.results import format_table, html_page
 
     if masks and len(masks) != len(images):

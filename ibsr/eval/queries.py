@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from ibsr.errors import IbsrError
-from ibsr.searcher.query import Box
+from ibsr.photos.box import Box
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 

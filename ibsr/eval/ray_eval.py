@@ -31,7 +31,7 @@ from ibsr.eval.queries import EvalQuery, split_known
 from ibsr.eval.run import evaluate
 from ibsr.indexer.ray_backend import (LOCAL, TASK_MEMORY, cluster_cpus, encoder_pool, from_items, load_model,
                                       model_payload, ordered_pipeline, ray_session)
-from ibsr.searcher.query import Box
+from ibsr.photos.box import Box
 
 ENCODE_BATCH = 32  # queries per encoder call (as Searcher.encode)
 
@@ -107,7 +107,7 @@ class RayQueries:
 
 def query_row(row: dict, size: int, mask_method: str = "auto", mask_weights: str | None = None) -> dict:
     """Decode, mask and crop one query photo (a Ray Data row); failures come back as data."""
-    from ibsr.searcher.query import load_query, query_tensor
+    from ibsr.photos.query import load_query, query_tensor
 
     try:  # boxes travel as text: Ray Data columns take no None mixed with lists
         query = load_query(row["image"], row["mask"] or None, mask_method, mask_weights,

@@ -70,7 +70,7 @@ def measure_latency(searcher, report, sample: int = LATENCY_SAMPLE, prefilter: s
     load (decode + mask), encode, prefilter, rerank and total.
     """
     from ibsr.errors import IbsrError
-    from ibsr.searcher.query import Box
+    from ibsr.photos.box import Box
 
     records = report.records
     if not records:

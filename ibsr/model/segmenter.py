@@ -8,7 +8,7 @@ dropped: the decoder reads the stages) and a light FPN decoder:
         -> 3x3 conv + 1x1 conv at stride 4 -> bilinear upsample -> B x 1 x H x W logits
 
 Trained on the synthetic photos' exact masks (`ibsr-train mask`, ibsr/train/mask.py); used by
-the searcher through `ibsr.searcher.mask_model`. Any input size works (TF "SAME" padding gives
+the searcher through `ibsr.photos.mask_model`. Any input size works (TF "SAME" padding gives
 ceil(H / stride) features; the decoder upsamples to each tap's own size); the predictor feeds
 a fixed `MaskConfig.size` square.
 

@@ -1,7 +1,7 @@
 """Which runtime runs the networks on a CPU: torch (the reference) or ONNX Runtime.
 
 One place decides (`choose(component)`), from `$IBSR_RUNTIME` or a `runtime=` argument
-(`ibsr.model.inference.embed_queries / embed_views`, `ibsr.searcher.mask_model`):
+(`ibsr.model.inference.embed_queries / embed_views`, `ibsr.photos.mask_model`):
 
 - `auto` (default): ONNX Runtime where it measured faster (`auto_prefers_onnx`: x86-64 CPUs,
   2-6x faster than torch there), torch elsewhere, and torch with a one-line warning when

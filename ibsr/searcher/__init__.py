@@ -1,14 +1,14 @@
-"""Query photos in, ranked catalog shapes out: `Searcher` is the entry point."""
+"""Query photos in, ranked catalog shapes out: `Searcher` is the entry point (the photos
+themselves, from file to query tensor, are `ibsr.photos`)."""
 
-from ibsr.searcher.query import Query, load_query
 from ibsr.searcher.results import Hit, SearchResult
 
-__all__ = ["Hit", "Query", "SearchResult", "Searcher", "load_query"]
+__all__ = ["Hit", "SearchResult", "Searcher"]
 
 
 def __getattr__(name):
-    # Imported on first use: the searcher pulls in LanceDB and FAISS, which training (that
-    # only needs the query loader) does without, e.g. on a GPU machine that lacks them.
+    # Imported on first use: the searcher pulls in LanceDB, FAISS and torch, which a reader of
+    # results alone (`results.py`: the table, the HTML page) does without.
     if name == "Searcher":
         from ibsr.searcher.search import Searcher
         return Searcher

@@ -22,10 +22,11 @@ from ibsr.errors import IbsrError
 from ibsr.indexer.store import ShapeReader
 from ibsr.model import checkpoint_id, default_weights_path, load_checkpoint_with_info, rendering_id
 from ibsr.model.inference import embed_queries
+from ibsr.photos.mask import check_mask_method
+from ibsr.photos.mask_model import load_mask_model
+from ibsr.photos.query import Query, load_query, query_tensor
 from ibsr.searcher.prefilter import CandidateGroup, Prefilter
 from ibsr.searcher.pruned import pruned_rerank
-from ibsr.searcher.mask_model import load_mask_model
-from ibsr.searcher.query import Query, check_mask_method, load_query, query_tensor
 from ibsr.searcher.results import Hit, SearchResult, html_section
 
 ENCODE_BATCH = 32
@@ -54,7 +55,7 @@ class Searcher:
     def __init__(self, index_dir: Path, weights: Path | None = None, device: str | None = None,
                  mask_method: str = "auto", mask_weights: Path | None = None, mirror: bool = MIRROR):
         """mask_method / mask_weights: the automatic mask of photos without mask or alpha
-        (`ibsr.searcher.query.automatic_mask`): "auto" (the mask network if installed, else
+        (`ibsr.photos.mask.automatic_mask`): "auto" (the mask network if installed, else
         GrabCut), "model" or "grabcut"; mask_weights replaces the shipped mask network.
         mirror: embed each photo and its mirror image and average the two (twice the encoding;
         off by default: it did not help the default model consistently)."""

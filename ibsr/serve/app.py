@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException
 
 import ibsr
 from ibsr.errors import IbsrError
-from ibsr.searcher.query import Box
+from ibsr.photos.box import Box
 from ibsr.searcher.results import image_data_uri
 from ibsr.serve.security import secure
 from ibsr.serve.service import Overloaded, SearchParams, SearchService

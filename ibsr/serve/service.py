@@ -31,8 +31,9 @@ from ibsr.errors import IbsrError
 from ibsr.geometry.render import CameraRig
 from ibsr.indexer.discover import catalog_relative
 from ibsr.indexer.faiss_index import FAISS_DIR, IDS_FILE
+from ibsr.photos.query import Query
 from ibsr.schemas import SHAPES_TABLE
-from ibsr.searcher import Query, Searcher
+from ibsr.searcher import Searcher
 from ibsr.searcher.search import DEFAULT_CANDIDATES, DEFAULT_NEIGHBORS, MIRROR
 
 log = logging.getLogger("ibsr.serve")

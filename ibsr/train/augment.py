@@ -9,7 +9,7 @@ Query photos (B x 4 x Q x Q uint8: the cached, already cropped search-time input
    `crop_scale`, aspect ratio in `crop_ratio`, log-uniform), a translation of up to
    `translate` x side in each direction, and a horizontal flip with probability `flip`. The
    mask channel moves with the RGB; pixels shifted in from outside are black with mask 0, as
-   `ibsr.searcher.query.crop_to_mask` fills the outside of a photo.
+   `ibsr.photos.query.crop_to_mask` fills the outside of a photo.
 
 Renderings (N x V x S x S uint8): a random resized crop (`render_crop_scale`, square) and a
 horizontal flip (`render_flip`), drawn **once per shape and applied to all its V views**. A

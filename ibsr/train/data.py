@@ -8,7 +8,7 @@ A dataset folder holds
 
 This is what `ibsr-data synth` writes. Renderings come from `ibsr.indexer.render_job.render_shape`
 (the index build's own load + normalize + render), so a training view is byte-identical to the
-view the index encodes. Queries go through `ibsr.searcher.query` (`load_query`, then the same
+view the index encodes. Queries go through `ibsr.photos.query` (`load_query`, then the same
 crop + resize as `query_tensor`), so an un-augmented training input *is* the search-time input.
 
 Caches (`<cache>/renders-<key>.npz`, `<cache>/queries-<key>.npz`) are keyed by the SHA-256 of
@@ -37,7 +37,7 @@ from ibsr.geometry.mesh import file_hash
 from ibsr.geometry.render import DEFAULT_RIG
 from ibsr.indexer.discover import discover
 from ibsr.indexer.render_job import RenderJob, render_shape
-from ibsr.searcher.query import CROP_MARGIN, crop_to_mask, load_query
+from ibsr.photos.query import CROP_MARGIN, crop_to_mask, load_query
 
 CACHE_VERSION = 1
 POOL_MIN_JOBS = 256  # below this many shapes or photos, render/decode in this process
@@ -146,7 +146,7 @@ def _cached_renders(entries, size: int, cache_dir: Path, up_axis: str, progress:
 
 
 def query_input(rgb: np.ndarray, mask: np.ndarray, size: int) -> np.ndarray:
-    """4 x size x size uint8 (RGB, mask 0/255): `ibsr.searcher.query.query_tensor` before its
+    """4 x size x size uint8 (RGB, mask 0/255): `ibsr.photos.query.query_tensor` before its
     final `ibsr.model.inputs.scale_pixels` (kept uint8 to cache 4x smaller; the batch is
     scaled by it, exactly)."""
     rgb, mask = crop_to_mask(rgb, mask)

@@ -45,7 +45,7 @@ from ibsr.eval.queries import read_queries
 from ibsr.geometry.mesh import file_hash
 from ibsr.model.inputs import scale_pixels
 from ibsr.model.segmenter import MaskConfig, MaskNet, init_mask_net, save_mask_checkpoint
-from ibsr.searcher.query import load_image, load_mask
+from ibsr.photos.image import load_image, load_mask
 from ibsr.train.augment import _affines, _resample
 from ibsr.train.data import _key, _pool, _save_npz
 from ibsr.train.device import torch_device
