@@ -35,7 +35,9 @@ LAYERS = [
     ("cpus", "precision", "schemas"),  # CPU budget, bf16 policy, the on-disk formats
     ("kernels", "runtime"),  # the rerank kernels; torch / ONNX Runtime running any module
     ("model",),  # the networks, their checkpoints and inputs, inference on a runtime
-    ("photos",),  # query photos: decoding, the box, the object mask (GrabCut, the mask network), the query tensor
+    # query photos: decoding, the box, the object mask (GrabCut, the mask network), the query tensor;
+    # what the Ray build and the Ray evaluation share to start, size and talk to Ray
+    ("photos", "ray_cluster"),
     ("indexer",),  # catalog -> index: render jobs, the table, the sidecar, FAISS, bounds
     ("searcher", "synth"),  # queries -> ranked shapes; procedural shapes and photos (rendered as the index renders)
     # `ibsr/__init__.py` re-exports Indexer and Searcher on first use, so it sits above them;

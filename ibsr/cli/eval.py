@@ -79,7 +79,7 @@ def main(index, queries_path, weights, ignore_masks, mask_method, mask_weights, 
     from ibsr.searcher import Searcher
 
     if ray_address is not None:
-        from ibsr.indexer.ray_backend import import_ray
+        from ibsr.ray_cluster import import_ray
         import_ray()  # not installed: say how to install it first
     queries = read_queries(queries_path)  # before opening the index: a bad file fails fast
     if ignore_masks:

@@ -69,7 +69,7 @@ def build(catalog, index, weights, up_axis, batch_size, workers, strict, prune, 
     from ibsr.indexer import Indexer, resolve_index_dir
 
     if ray_address is not None:
-        from ibsr.indexer.ray_backend import import_ray
+        from ibsr.ray_cluster import import_ray
         import_ray()  # not installed: say how to install it before touching the index
     indexer = Indexer(resolve_index_dir(index), weights=weights, up_axis=up_axis, batch_size=batch_size,
                       workers=workers, device=device)

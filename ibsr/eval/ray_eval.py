@@ -29,9 +29,9 @@ import numpy as np
 from ibsr.errors import IbsrError
 from ibsr.eval.queries import EvalQuery, split_known
 from ibsr.eval.run import evaluate
-from ibsr.indexer.ray_backend import (LOCAL, TASK_MEMORY, cluster_cpus, encoder_pool, from_items, load_model,
-                                      model_payload, ordered_pipeline, ray_session)
 from ibsr.photos.box import Box
+from ibsr.ray_cluster import (LOCAL, TASK_MEMORY, cluster_cpus, encoder_pool, from_items, load_model, model_payload,
+                              ordered_pipeline, ray_session)
 
 ENCODE_BATCH = 32  # queries per encoder call (as Searcher.encode)
 
