@@ -26,7 +26,7 @@ import torch
 from ibsr.geometry.mesh import normalize_mesh
 from ibsr.geometry.render import render_views
 from ibsr.kernels import attention_scores
-from ibsr.model import inference, load_default_model
+from ibsr.model import inference, load_default_model, scale_pixels
 from ibsr.photos.query import Query, query_tensor
 from ibsr.synth import FURNITURE, catalog_shape, render_query_photo
 from ibsr.precision import cpu_has_bf16
@@ -50,7 +50,7 @@ def generated_inputs(model, per_category: int, seed: int = 77):
     queries = [Query(f"p{i}", *render_query_photo(s, rng), "file") for i, s in enumerate(shapes)]
     photos = torch.from_numpy(np.stack([query_tensor(q, c.query_size) for q in queries]))
     views = np.stack([render_views(normalize_mesh(s.mesh), c.render_size) for s in shapes])
-    return photos, torch.from_numpy(views).float().div_(127.5).sub_(1.0).unsqueeze(2)
+    return photos, scale_pixels(torch.from_numpy(views)).unsqueeze(2)
 
 
 def top_overlap(scores, ref, k: int) -> float:

@@ -17,7 +17,7 @@ from ibsr.cli import eval as eval_cli
 from ibsr.cli import search as search_cli
 from ibsr.cli import train as train_cli
 from ibsr.errors import IbsrError
-from ibsr.model import segmenter
+from ibsr.model import scale_pixels, segmenter
 from ibsr.model.segmenter import MaskConfig, MaskNet, init_mask_net, load_mask_checkpoint, save_mask_checkpoint
 from ibsr.photos import mask_model
 from ibsr.photos.mask import grabcut_mask
@@ -131,7 +131,7 @@ def batch_stat_loss(model, photos) -> float:
     state = {k: v.clone() for k, v in model.state_dict().items()}
     model.train()
     with torch.no_grad():
-        x = torch.from_numpy(photos.images).float() / 127.5 - 1
+        x = scale_pixels(torch.from_numpy(photos.images))
         loss = mask_loss(model(x), torch.from_numpy(photos.masks).float() / 255)[0].item()
     model.load_state_dict(state)
     return loss

@@ -8,7 +8,7 @@ import torch
 from ibsr.errors import IbsrError
 from ibsr.geometry.mesh import normalize_mesh
 from ibsr.geometry.render import render_views
-from ibsr.model import LITE, CMIC, init_model
+from ibsr.model import LITE, CMIC, init_model, scale_pixels
 from ibsr.model.backbones import get_backbone
 from ibsr.model.backbones.efficientnet_lite import VARIANTS, EfficientNetLite, imagenet_state_dict, round_filters
 from ibsr.synth import catalog_shape
@@ -43,7 +43,7 @@ def furniture_renderings() -> torch.Tensor:
         for index in range(2):
             views = render_views(normalize_mesh(catalog_shape(category, index, 5).mesh), 224)
             images += [views[0], views[2], views[9]]
-    x = torch.from_numpy(np.stack(images)).float()[:, None] / 127.5 - 1.0
+    x = scale_pixels(torch.from_numpy(np.stack(images)))[:, None]
     return x.repeat(1, 3, 1, 1)
 
 

@@ -14,7 +14,7 @@ from ibsr.errors import IbsrError
 from ibsr.geometry.mesh import normalize_mesh
 from ibsr.geometry.render import render_views
 from ibsr.kernels import attention_scores
-from ibsr.model import inference, load_default_model
+from ibsr.model import inference, load_default_model, scale_pixels
 from ibsr.photos.query import Query, query_tensor
 from ibsr.synth import FURNITURE, catalog_shape, render_query_photo
 
@@ -59,7 +59,7 @@ def photos_and_views():
     queries = [Query(f"p{i}", *render_query_photo(s, rng), "file") for i, s in enumerate(shapes[::2])]
     photos = torch.from_numpy(np.stack([query_tensor(q, c.query_size) for q in queries]))
     views = np.stack([render_views(normalize_mesh(s.mesh), c.render_size) for s in shapes])
-    views = torch.from_numpy(views).float().div_(127.5).sub_(1.0).unsqueeze(2)
+    views = scale_pixels(torch.from_numpy(views)).unsqueeze(2)
     return model, photos, views
 
 

@@ -11,7 +11,7 @@ import torch
 
 from ibsr import runtime
 from ibsr.errors import IbsrError
-from ibsr.model import inference, init_model, load_checkpoint, load_default_model
+from ibsr.model import inference, init_model, load_checkpoint, load_default_model, scale_pixels
 from ibsr.runtime import onnx_backend
 
 pytest.importorskip("onnxruntime")
@@ -66,7 +66,7 @@ def test_onnx_matches_torch_on_the_shipped_model(float32):
     photos = np.stack([query_tensor(Query(f"p{i}", *render_query_photo(s, rng), "file"), c.query_size)
                        for i, s in enumerate(shapes)])
     views = np.stack([render_views(normalize_mesh(s.mesh), c.render_size) for s in shapes])
-    views = torch.from_numpy(views).float().div_(127.5).sub_(1.0).unsqueeze(2)
+    views = scale_pixels(torch.from_numpy(views)).unsqueeze(2)
     assert_agree(model, torch.from_numpy(photos), views)
 
 
