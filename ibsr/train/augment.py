@@ -45,18 +45,18 @@ def augment_queries(x: torch.Tensor, cfg: AugmentConfig, rng: np.random.Generato
             recoloured = color_transfer(rgb, rgb[style], mask > 0.5, mask[style] > 0.5)
             rgb = torch.where(chosen.view(b, 1, 1, 1), recoloured, rgb)
     out = torch.cat([rgb, mask], dim=1) * 2.0 - 1.0
-    theta = _affines(rng, b, cfg.crop_scale, cfg.crop_ratio, cfg.translate, cfg.flip)
-    return _resample(out, theta, fill=-1.0)
+    theta = affines(rng, b, cfg.crop_scale, cfg.crop_ratio, cfg.translate, cfg.flip)
+    return resample(out, theta, fill=-1.0)
 
 
 def augment_views(views: torch.Tensor, cfg: AugmentConfig, rng: np.random.Generator) -> torch.Tensor:
     """N x V x S x S uint8 -> N x V x 1 x S x S float32 in [-1, 1], one crop/flip per shape."""
     n, v, s, _ = views.shape
     x = scale_pixels(views)
-    theta = _affines(rng, n, cfg.render_crop_scale, (1.0, 1.0), 0.0, cfg.render_flip)
+    theta = affines(rng, n, cfg.render_crop_scale, (1.0, 1.0), 0.0, cfg.render_flip)
     theta = theta.repeat_interleave(v, dim=0)
     # Crops stay inside the frame, so the fill value is never used; white (the background) anyway.
-    out = _resample(x.reshape(n * v, 1, s, s), theta, fill=1.0)
+    out = resample(x.reshape(n * v, 1, s, s), theta, fill=1.0)
     return out.reshape(n, v, 1, s, s)
 
 
@@ -82,8 +82,10 @@ def apply_mask_mode(x: torch.Tensor, mode: str) -> torch.Tensor:
     return torch.cat([rgb, torch.ones_like(mask)], dim=1)
 
 
-def _affines(rng, n: int, scale, ratio, translate: float, flip: float) -> torch.Tensor:
-    """n x 2 x 3 `affine_grid` matrices (output -> input normalized coordinates)."""
+def affines(rng, n: int, scale, ratio, translate: float, flip: float) -> torch.Tensor:
+    """n x 2 x 3 `affine_grid` matrices (output -> input normalized coordinates): a random resized
+    crop (area fraction in `scale`, aspect ratio in `ratio`, log-uniform), a shift of up to
+    `translate` x side each way, a horizontal flip with probability `flip`; drawn from `rng`."""
     area = rng.uniform(scale[0], scale[1], n)
     log_ratio = rng.uniform(np.log(ratio[0]), np.log(ratio[1]), n)
     w = np.minimum(np.sqrt(area * np.exp(log_ratio)), 1.0)
@@ -101,7 +103,8 @@ def _affines(rng, n: int, scale, ratio, translate: float, flip: float) -> torch.
     return torch.from_numpy(theta)
 
 
-def _resample(x: torch.Tensor, theta: torch.Tensor, fill: float) -> torch.Tensor:
+def resample(x: torch.Tensor, theta: torch.Tensor, fill: float) -> torch.Tensor:
+    """`x` (B x C x H x W) resampled through `affines`' matrices, bilinear; outside pixels `fill`."""
     grid = F.affine_grid(theta.to(device=x.device, dtype=x.dtype), list(x.shape), align_corners=False)
     # grid_sample pads with 0: shift so that the padding lands on `fill`.
     return F.grid_sample(x - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + fill

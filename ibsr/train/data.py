@@ -55,6 +55,7 @@ class Dataset:
     query_shape: np.ndarray  # M int64 index into shape_ids
     query_category: np.ndarray  # M int64 category index
     categories: list[str]  # category index -> name (shared by train and val)
+    key: str = ""  # of the files' contents, sizes and rig (the caches'): equal keys, equal data
 
     @property
     def num_shapes(self) -> int:
@@ -103,8 +104,9 @@ def load_dataset(folder, render_size: int, query_size: int, cache_dir, up_axis: 
         if name not in categories:
             categories.append(name)
     cat_index = {c: i for i, c in enumerate(categories)}
-    views = _cached_renders(entries, render_size, Path(cache_dir), up_axis, progress)
-    photos = _cached_queries([(r.image, r.mask) for r in records], query_size, Path(cache_dir), progress)
+    views, views_key = _cached_renders(entries, render_size, Path(cache_dir), up_axis, progress)
+    photos, photos_key = _cached_queries([(r.image, r.mask) for r in records], query_size, Path(cache_dir),
+                                         progress)
     return Dataset(
         name=str(folder),
         shape_ids=[e.shape_id for e in entries],
@@ -114,22 +116,24 @@ def load_dataset(folder, render_size: int, query_size: int, cache_dir, up_axis: 
         query_shape=np.array([shape_index[r.shape_id] for r in records], np.int64),
         query_category=np.array([cat_index[c] for c in query_categories], np.int64),
         categories=categories,
+        key=cache_key([views_key, photos_key]),
     )
 
 
 # --------------------------------------------------------------------------- renderings
 
 
-def _cached_renders(entries, size: int, cache_dir: Path, up_axis: str, progress: bool) -> np.ndarray:
+def _cached_renders(entries, size: int, cache_dir: Path, up_axis: str, progress: bool) -> tuple[np.ndarray, str]:
+    """(N x V x S x S uint8 views, their cache key)."""
     hashes = [file_hash(e.path) for e in entries]
-    key = _key({"v": CACHE_VERSION, "kind": "renders", "size": size, "rig": DEFAULT_RIG.to_dict(), "up_axis": up_axis,
+    key = cache_key({"v": CACHE_VERSION, "kind": "renders", "size": size, "rig": DEFAULT_RIG.to_dict(), "up_axis": up_axis,
                 "shapes": [[e.shape_id, h] for e, h in zip(entries, hashes)]})
     path = cache_dir / f"renders-{key}.npz"
     if path.is_file():
-        return np.load(path)["views"]
+        return np.load(path)["views"], key
     views = []
     jobs = [RenderJob(e.shape_id, e.category, str(e.path), h, up_axis, size) for e, h in zip(entries, hashes)]
-    with _pool(len(jobs)) as pool:
+    with worker_pool(len(jobs)) as pool:
         results = pool.map(render_shape, jobs, chunksize=8) if pool else map(render_shape, jobs)
         for result in tqdm(results, total=len(jobs), desc=f"rendering {len(jobs)} shapes (once)", unit="shape",
                            disable=not progress, file=sys.stderr):
@@ -138,8 +142,8 @@ def _cached_renders(entries, size: int, cache_dir: Path, up_axis: str, progress:
                                 result["path"])
             views.append(result["views"])
     views = np.stack(views)
-    _save_npz(path, views=views)
-    return views
+    save_npz(path, views=views)
+    return views, key
 
 
 # --------------------------------------------------------------------------- queries
@@ -155,22 +159,23 @@ def query_input(rgb: np.ndarray, mask: np.ndarray, size: int) -> np.ndarray:
     return np.concatenate([rgb.transpose(2, 0, 1), mask[None]], axis=0)
 
 
-def _cached_queries(files: list[tuple[Path, Path | None]], size: int, cache_dir: Path, progress: bool) -> np.ndarray:
-    """(image, mask) files -> M x 4 x size x size uint8, keyed by the files' contents."""
-    key = _key({"v": CACHE_VERSION, "kind": "queries", "size": size, "margin": CROP_MARGIN,
+def _cached_queries(files: list[tuple[Path, Path | None]], size: int, cache_dir: Path,
+                    progress: bool) -> tuple[np.ndarray, str]:
+    """(image, mask) files -> (M x 4 x size x size uint8, the cache key: the files' contents)."""
+    key = cache_key({"v": CACHE_VERSION, "kind": "queries", "size": size, "margin": CROP_MARGIN,
                 "files": [[file_hash(i), file_hash(m) if m else None] for i, m in files]})
     path = cache_dir / f"queries-{key}.npz"
     if path.is_file():
-        return np.load(path)["queries"]
+        return np.load(path)["queries"], key
     out = np.empty((len(files), 4, size, size), np.uint8)
     decode = partial(_decode_query, size=size)
-    with _pool(len(files)) as pool:
+    with worker_pool(len(files)) as pool:
         inputs = pool.map(decode, files, chunksize=32) if pool else map(decode, files)
         for i, query in enumerate(tqdm(inputs, total=len(files), desc=f"decoding {len(files)} query photos (once)",
                                        unit="photo", disable=not progress, file=sys.stderr)):
             out[i] = query
-    _save_npz(path, queries=out)
-    return out
+    save_npz(path, queries=out)
+    return out, key
 
 
 def _decode_query(files: tuple[Path, Path | None], size: int) -> np.ndarray:
@@ -178,7 +183,7 @@ def _decode_query(files: tuple[Path, Path | None], size: int) -> np.ndarray:
     return query_input(query.rgb, query.mask, size)
 
 
-def _pool(jobs: int) -> process_pool:
+def worker_pool(jobs: int) -> process_pool:
     """Worker processes for a large one-off job (one per CPU this process may use, at most 16);
     none (serial) for small jobs, where starting processes costs more than it saves."""
     workers = min(usable_cpus(), 16)
@@ -188,11 +193,12 @@ def _pool(jobs: int) -> process_pool:
 # --------------------------------------------------------------------------- helpers
 
 
-def _key(obj) -> str:
+def cache_key(obj) -> str:
+    """16 hex digits of a SHA-256 over `obj` as JSON: a cache file's name from what it depends on."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _save_npz(path: Path, **arrays) -> None:
+def save_npz(path: Path, **arrays) -> None:
     """Atomic write: a crash never leaves a half cache that a later run would trust."""
     with atomic_path(path, mode=0o600) as tmp, open(tmp, "wb") as f:  # 0o600: mkstemp's, as before
         np.savez(f, **arrays)  # an open file: savez adds ".npz" to a name that lacks it

@@ -1,10 +1,11 @@
-"""The torch device a training command runs on, from its option value."""
+"""The torch device a training command runs on, from its option value, and its precision."""
 
 from __future__ import annotations
 
 import torch
 
 from ibsr.errors import IbsrError
+from ibsr.precision import cpu_has_bf16
 
 
 def torch_device(name: str, option: str = "--device") -> torch.device:
@@ -19,3 +20,9 @@ def torch_device(name: str, option: str = "--device") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise IbsrError(f"{option} = {name!r} but torch sees no CUDA GPU; use auto or cpu")
     return device
+
+
+def autocast(device: torch.device, mode: str):
+    """bf16 autocast for `train.amp`: "auto" = on CUDA, or on a CPU with native bf16."""
+    enabled = mode == "bf16" or (mode == "auto" and (device.type == "cuda" or cpu_has_bf16()))
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)

@@ -19,7 +19,7 @@ from ibsr.model.checkpoint import rendering_id
 from ibsr.model.cmic import CMIC
 from ibsr.train.augment import apply_mask_mode, plain_queries, plain_views
 from ibsr.train.config import views_index
-from ibsr.train.data import _save_npz
+from ibsr.train.data import save_npz
 
 
 def batch_scores(model: CMIC, q: torch.Tensor, views: torch.Tensor, attention: bool = True) -> torch.Tensor:
@@ -68,7 +68,7 @@ def cached_view_embeddings(model: CMIC, views: np.ndarray, cache_dir) -> torch.T
     if path.is_file():
         return torch.from_numpy(np.load(path)["embeddings"]).to(device)
     embeddings = embed_views(model, views)
-    _save_npz(path, embeddings=embeddings.float().cpu().numpy())
+    save_npz(path, embeddings=embeddings.float().cpu().numpy())
     return embeddings
 
 

@@ -33,12 +33,11 @@ from ibsr.files import atomic_path
 from ibsr.model.checkpoint import default_weights_path, init_model, load_checkpoint, save_checkpoint
 from ibsr.model.cmic import CMIC
 from ibsr.model.losses import CMICLoss, cmic_loss
-from ibsr.precision import cpu_has_bf16
 from ibsr.train.augment import apply_mask_mode, augment_queries, augment_views, plain_queries, plain_views
 from ibsr.train.batch import AUGMENT_STREAM, Batch, sample_batch, step_rng, steps_per_epoch
 from ibsr.train.config import TrainConfig, views_index
 from ibsr.train.data import Dataset, load_dataset
-from ibsr.train.device import torch_device
+from ibsr.train.device import autocast, torch_device
 from ibsr.train.evaluate import batch_scores, cached_view_embeddings, evaluate
 
 STATE_FORMAT = "ibsr-train-state"
@@ -49,12 +48,6 @@ STATE_VERSION = 1
 RESUMABLE_CHANGES = {("train", "steps"), ("train", "epochs"), ("train", "lr_decay_steps"), ("train", "threads"),
                      ("train", "channels_last"), ("train", "device"), ("train", "checkpoint_every"),
                      ("train", "log_every"), ("val", "every")}
-
-
-def autocast(device: torch.device, mode: str):
-    """bf16 autocast for `train.amp`: "auto" = on CUDA, or on a CPU with native bf16."""
-    enabled = mode == "bf16" or (mode == "auto" and (device.type == "cuda" or cpu_has_bf16()))
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
 def batch_loss(model: CMIC, data: Dataset, views: np.ndarray, batch: Batch, config: TrainConfig,

@@ -46,10 +46,10 @@ from ibsr.geometry.mesh import file_hash
 from ibsr.model.inputs import scale_pixels
 from ibsr.model.segmenter import MaskConfig, MaskNet, init_mask_net, save_mask_checkpoint
 from ibsr.photos.image import load_image, load_mask
-from ibsr.train.augment import _affines, _resample
-from ibsr.train.data import _key, _pool, _save_npz
-from ibsr.train.device import torch_device
-from ibsr.train.loop import _TerminateAsInterrupt, autocast
+from ibsr.train.augment import affines, resample
+from ibsr.train.data import cache_key, save_npz, worker_pool
+from ibsr.train.device import autocast, torch_device
+from ibsr.train.loop import _TerminateAsInterrupt
 
 STATE_FORMAT = "ibsr-mask-train-state"
 STATE_VERSION = 1
@@ -123,7 +123,7 @@ def load_mask_photos(folders: list, size: int, cache_dir, progress: bool = True)
                                 "exact mask (as `ibsr-data synth` writes)", queries_file)
             files.append((q.image, q.mask))
         sources.append(str(queries_file))
-    key = _key({"v": CACHE_VERSION, "kind": "masks", "size": size,
+    key = cache_key({"v": CACHE_VERSION, "kind": "masks", "size": size,
                 "files": [[file_hash(i), file_hash(m)] for i, m in files]})
     path = Path(cache_dir) / f"masks-{key}.npz"
     if path.is_file():
@@ -132,13 +132,13 @@ def load_mask_photos(folders: list, size: int, cache_dir, progress: bool = True)
     images = np.empty((len(files), 3, size, size), np.uint8)
     masks = np.empty((len(files), 1, size, size), np.uint8)
     decode = partial(_decode_photo, size=size)
-    with _pool(len(files)) as pool:
+    with worker_pool(len(files)) as pool:
         decoded = pool.map(decode, files, chunksize=32) if pool else map(decode, files)
         for i, (image, mask) in enumerate(tqdm(decoded, total=len(files), unit="photo", disable=not progress,
                                                desc=f"decoding {len(files)} photos and masks (once)",
                                                file=sys.stderr)):
             images[i], masks[i, 0] = image, mask
-    _save_npz(path, images=images, masks=masks)
+    save_npz(path, images=images, masks=masks)
     return MaskPhotos(images, masks, sources)
 
 
@@ -170,8 +170,8 @@ def augment(images: torch.Tensor, masks: torch.Tensor, rng: np.random.Generator)
     x = (x - mean) * draw(rng.uniform(0.6, 1.4, (b, 1, 1, 1))) + mean  # contrast
     brightness, gains = draw(rng.uniform(0.6, 1.4, (b, 1, 1, 1))), draw(rng.uniform(0.85, 1.15, (b, 3, 1, 1)))
     x = (x * brightness * gains).clamp_(0.0, 1.0)  # brightness, white balance
-    theta = _affines(rng, b, CROP_AREA, CROP_RATIO, 0.0, 0.5)
-    both = _resample(torch.cat([x, target], dim=1), theta, fill=0.0)  # crops stay inside the frame
+    theta = affines(rng, b, CROP_AREA, CROP_RATIO, 0.0, 0.5)
+    both = resample(torch.cat([x, target], dim=1), theta, fill=0.0)  # crops stay inside the frame
     return both[:, :3] * 2.0 - 1.0, both[:, 3:].clamp(0.0, 1.0)
 
 
