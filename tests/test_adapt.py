@@ -24,7 +24,8 @@ from ibsr.errors import IbsrError
 from ibsr.model import checkpoint_id, load_checkpoint, load_checkpoint_with_info, rendering_id, save_checkpoint
 from ibsr.searcher import Searcher
 from ibsr.train import adapt as adapt_module
-from ibsr.train.adapt import CALIBRATION_STEPS, AdaptOptions, adapt, read_record
+from ibsr.train.adapt import CALIBRATION_STEPS, adapt, read_record
+from ibsr.train.config import AdaptOptions
 
 SHAPES = 10  # 9 procedural + the box
 TEST_OPTIONS = dict(photos_per_shape=3, photo_size=64, batch_size=6, threads=1, workers=0)

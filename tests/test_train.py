@@ -137,6 +137,40 @@ def test_config_extends_another_file_key_by_key(tmp_path):
     assert info.value.path.endswith("missing.toml")
 
 
+def test_one_file_holds_the_tables_of_every_command_and_flags_override_it(tmp_path):
+    from ibsr.train.config import (AdaptOptions, MaskTrainConfig, command_config, load_config, override,
+                                   read_config_file)
+
+    path = tmp_path / "all.toml"
+    path.write_text('seed = 7\n[data]\ntrain = "x"\n[train]\nsteps = 5\n'
+                    '[mask]\ndata = ["m1", "m2"]\nsteps = 40\nlr = 1\n[adapt]\nminutes = 2\nside = "both"\n')
+    assert load_config(path).train.steps == 5 and load_config(path).seed == 7  # run reads its own tables
+    tables = read_config_file(path)
+    mask = command_config(MaskTrainConfig, tables, str(path))
+    assert (mask.data, mask.steps, mask.lr, mask.seed, mask.batch_size) == (("m1", "m2"), 40, 1.0, 7, 64)
+    flags = override(tables, "mask", steps=9, lr=None, seed=1, data=["m3"])  # None: a flag not given
+    mask = command_config(MaskTrainConfig, flags, str(path))
+    assert (mask.data, mask.steps, mask.lr, mask.seed) == (("m3",), 9, 1.0, 1)
+    assert mask.to_dict()["val"] is None and mask.to_dict()["data"] == ["m3"]  # the record as it always was
+    adapt = command_config(AdaptOptions, tables, str(path), base=AdaptOptions(photo_size=64))
+    assert (adapt.minutes, adapt.side, adapt.seed, adapt.photo_size) == (2.0, "both", 7, 64)
+    for text, message in [('[mask]\nstep = 3\n', "unknown keys in [mask]"),
+                          ('[mask]\nseed = 3\n', "unknown keys in [mask]"),  # one seed, at the top
+                          ('[adapt]\nminutes = "ten"\n', "adapt.minutes"),
+                          ('[data]\ntrain = "x"\n[mask]\ndata = "m1"\n', "mask.data"),
+                          ('[masks]\n', "unknown top-level keys")]:
+        path.write_text(text)
+        with pytest.raises(IbsrError, match=message.replace("[", r"\[").replace("]", r"\]")):
+            command_config(AdaptOptions, read_config_file(path), str(path))
+        if "[data]" in text:  # ibsr-train run checks the other commands' tables too
+            with pytest.raises(IbsrError, match=message):
+                load_config(path)
+    with pytest.raises(IbsrError, match="--side"):
+        command_config(AdaptOptions, override({}, "adapt", side="left"))
+    with pytest.raises(IbsrError, match="--data"):
+        command_config(MaskTrainConfig, {})
+
+
 # --------------------------------------------------------------------------- data
 
 

@@ -184,7 +184,8 @@ def mask_cmd(data_dirs, out_dir, val_dir, steps, batch_size, lr, size, seed, dev
              checkpoint_every, resume, as_json):
     """Train the automatic-mask network (EfficientNet-Lite0 encoder from ImageNet + FPN decoder) on
     the exact masks of synthetic photos; the searcher uses it for photos without mask or alpha."""
-    from ibsr.train.mask import MaskTrainConfig, train_mask
+    from ibsr.train.config import MaskTrainConfig
+    from ibsr.train.mask import train_mask
 
     config = MaskTrainConfig(data=[str(d) for d in data_dirs], val=str(val_dir) if val_dir else None, steps=steps,
                              batch_size=batch_size, lr=lr, size=size, seed=seed, device=device,
@@ -252,7 +253,8 @@ def adapt_cmd(catalog, out_path, weights, minutes, max_steps, photos_per_shape, 
     continue with --resume."""
     from dataclasses import replace
 
-    from ibsr.train.adapt import AdaptOptions, adapt, recorded_options, work_dir
+    from ibsr.train.adapt import adapt, recorded_options, work_dir
+    from ibsr.train.config import AdaptOptions
 
     given = dict(minutes=minutes, max_steps=max_steps, photos_per_shape=photos_per_shape, photo_size=photo_size,
                  side=side, lr=lr, batch_size=batch_size, seed=seed, up_axis=up_axis, workers=workers,

@@ -4,7 +4,8 @@ unique shapes, augmentation, the loop with validation and resumable checkpoints.
     from ibsr.train import load_config, train
     summary = train(load_config("configs/small.toml"), "runs/small")
 
-    from ibsr.train.adapt import AdaptOptions, adapt   # `ibsr-train adapt`
+    from ibsr.train.adapt import adapt   # `ibsr-train adapt`
+    from ibsr.train.config import AdaptOptions
     report = adapt("my_catalog/", "adapted.pt", AdaptOptions(minutes=10))
 """
 

@@ -44,7 +44,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +59,7 @@ from ibsr.model.checkpoint import (checkpoint_id, default_weights_path, load_che
                                    save_checkpoint)
 from ibsr.model.cmic import CMIC
 from ibsr.synth.mesh_photos import photograph_catalog, write_dataset
-from ibsr.train.config import TrainConfig, views_index
+from ibsr.train.config import AdaptOptions, TrainConfig, views_index
 from ibsr.train.data import Dataset, load_dataset
 from ibsr.train.device import torch_device
 from ibsr.train.evaluate import batch_scores, cached_view_embeddings, embed_queries, retrieval_metrics
@@ -73,40 +73,8 @@ LR_FRACTION = 0.2  # default rate: a fifth of the rate the base was trained at (
 FALLBACK_LR = 2e-5  # ... for a base whose info does not say (imported or hand-made checkpoints)
 SAVE_EVERY_SECONDS = 60  # resumable state written about this often
 TOPK = 10
-SIDES = ("query", "both")
 # What makes a run: `--resume` refuses to continue with any of these changed.
 RUN_KEYS = ("photos_per_shape", "photo_size", "seed", "side", "lr", "batch_size", "up_axis")
-
-
-@dataclass(frozen=True)
-class AdaptOptions:
-    photos_per_shape: int = 6  # K photos of each shape: K-1 to train on, the last one held out
-    photo_size: int = 256  # photo side, px (photos are cropped to the object, then resized)
-    seed: int = 0
-    side: str = "query"  # "query" (index stays valid) or "both" (needs a rebuild)
-    lr: float = 0.0  # Adam; 0 = a fifth of the base's own training rate (its info), else FALLBACK_LR
-    batch_size: int = 30
-    up_axis: str = "y"
-    minutes: float = 10.0  # wall-clock budget of the whole command
-    max_steps: int = 0  # > 0: at most this many training steps, whatever the budget
-    threads: int = 0  # torch CPU threads (0 = every CPU this process may use)
-    workers: int = 2  # photo worker processes (0 = in this process)
-    device: str = "auto"
-
-    def run_settings(self) -> dict:
-        return {k: getattr(self, k) for k in RUN_KEYS}
-
-    def check(self) -> None:
-        if self.side not in SIDES:
-            raise IbsrError(f"--side must be one of {', '.join(SIDES)}, not {self.side!r}")
-        if self.photos_per_shape < 2:
-            raise IbsrError("--photos-per-shape must be at least 2 (one of them is held out)")
-        if self.photo_size < 32:
-            raise IbsrError("--photo-size must be at least 32 px")
-        if self.up_axis not in UP_AXES:
-            raise IbsrError(f"--up-axis must be one of {', '.join(UP_AXES)}, not {self.up_axis!r}")
-        if not (self.lr >= 0 and self.minutes > 0 and self.batch_size >= 2 and self.max_steps >= 0):
-            raise IbsrError("--minutes must be > 0, --lr >= 0, --batch-size >= 2, --max-steps >= 0")
 
 
 def work_dir(out, work=None) -> Path:
@@ -246,8 +214,8 @@ class Adaptation:
             raise IbsrError(f"the run here started from weights {record['base']['encoder_id']} "
                             f"({record['base']['path']}), now {self.base_ids['encoder_id']}; pass the same "
                             "--weights, or drop --resume to start over", self.work)
-        changed = {k: (v, record["options"].get(k)) for k, v in self.options.run_settings().items()
-                   if record["options"].get(k) != v}
+        changed = {k: (getattr(self.options, k), record["options"].get(k)) for k in RUN_KEYS
+                   if record["options"].get(k) != getattr(self.options, k)}
         if changed:
             names = ", ".join(f"{k} {old!r} -> {new!r}" for k, (new, old) in changed.items())
             raise IbsrError(f"--resume continues the run with its own settings ({names}); drop those "

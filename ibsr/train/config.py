@@ -1,4 +1,8 @@
-"""One training experiment = one TOML file, read with `tomllib` into a `TrainConfig`.
+"""The one TOML schema of `ibsr-train`: `run` (CMIC) reads `seed` and the tables [data] to [val]
+into a `TrainConfig`, `mask` reads `seed` and [mask] into a `MaskTrainConfig`, `adapt` reads
+`seed` and [adapt] into an `AdaptOptions`. A file may hold any of the tables; every table in it is
+checked, whichever command reads it. The `mask` and `adapt` commands take the file with `--config`
+and their flags override its values (`override`).
 
     seed = 0
 
@@ -63,6 +67,31 @@
     every = 250                  # steps between validations (0 = only at the end)
     topk = 10
 
+    [mask]                       # `ibsr-train mask` (ibsr/train/mask.py), seeded by `seed` too
+    data = ["data/mtrain"]       # training dataset folders: every photo with its exact mask
+    val = ""                     # validation dataset folder: mask IoU at the end ("" = none)
+    steps = 3000
+    batch_size = 64
+    lr = 1e-3                    # after a short warm-up; a cosine to 0 over the last 30% of the steps
+    size = 224                   # network input side
+    device = "auto"
+    cache = "data/cache"         # decoded, resized photos and masks
+    checkpoint_every = 500
+    threads = 0                  # torch CPU threads (0 = torch's default)
+
+    [adapt]                      # `ibsr-train adapt` (ibsr/train/adapt.py), seeded by `seed` too
+    photos_per_shape = 6         # K photos of each catalog shape: K-1 to train on, the last held out
+    photo_size = 256
+    side = "query"               # "query" (indexes built with the base stay valid) or "both"
+    lr = 0.0                     # 0 = a fifth of the base's own training rate
+    batch_size = 30
+    up_axis = "y"
+    minutes = 10.0               # wall-clock budget of the whole command
+    max_steps = 0                # > 0: at most this many training steps
+    threads = 0                  # torch CPU threads (0 = every CPU this process may use)
+    workers = 2                  # photo worker processes
+    device = "auto"
+
 A file may start with `extends = "small.toml"` (a path relative to the file): it then holds only
 the keys it changes, e.g. one ablation switch (configs/ablation/). Relative data paths are
 resolved against the current working directory (run from the repository root). Unknown keys
@@ -80,14 +109,18 @@ from pathlib import Path
 import numpy as np
 
 from ibsr.errors import IbsrError
+from ibsr.indexer.mesh import UP_AXES
 from ibsr.model.backbones import get_backbone
 from ibsr.model.config import LITE, PAPER, SMALL, ModelConfig
+from ibsr.model.segmenter import MaskConfig
 
 PRESETS = {"paper": PAPER, "small": SMALL, "lite": LITE}
 MASK_MODES = ("concat", "none", "multiply")
 AMP_MODES = ("auto", "bf16", "off")
 FREEZABLE = ("query_encoder", "rendering_encoder", "attention")
 RIG_VIEWS = 12  # the index's camera rig renders 12 views; ablations take an evenly spaced subset
+SIDES = ("query", "both")  # what `ibsr-train adapt` fine-tunes
+STRING_LISTS = ("train.freeze", "mask.data")  # tuples of names, not numbers
 
 
 def views_index(views: int) -> np.ndarray:
@@ -180,6 +213,71 @@ class ValConfig:
 
 
 @dataclass(frozen=True)
+class MaskTrainConfig:
+    """`ibsr-train mask`: the top-level seed and the [mask] table."""
+
+    data: tuple = ()  # training dataset folders
+    val: str = ""  # validation dataset folder (IoU at the end; "" = none)
+    steps: int = 3000
+    batch_size: int = 64
+    lr: float = 1e-3
+    size: int = 224  # network input side (MaskConfig.size)
+    seed: int = 0
+    device: str = "auto"
+    cache: str = "data/cache"
+    checkpoint_every: int = 500
+    threads: int = 0  # torch CPU threads; 0 = torch's default
+
+    TABLE = "mask"
+
+    def to_dict(self) -> dict:
+        """The run folder's record (config.json, state.pt, last.pt's info): flat, as it always was."""
+        return _lists({**dataclasses.asdict(self), "val": self.val or None})
+
+    def check(self) -> None:
+        if not self.data:
+            raise IbsrError("mask training needs its photos: --data DIR (or [mask] data in --config)")
+        for name in ("steps", "batch_size", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise IbsrError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
+        if not self.lr > 0:
+            raise IbsrError(f"--lr must be positive (got {self.lr})")
+        MaskConfig.from_dict({"size": self.size})  # the same bounds as the checkpoint's
+
+
+@dataclass(frozen=True)
+class AdaptOptions:
+    """`ibsr-train adapt`: the top-level seed and the [adapt] table."""
+
+    photos_per_shape: int = 6  # K photos of each shape: K-1 to train on, the last one held out
+    photo_size: int = 256  # photo side, px (photos are cropped to the object, then resized)
+    seed: int = 0
+    side: str = "query"  # "query" (index stays valid) or "both" (needs a rebuild)
+    lr: float = 0.0  # Adam; 0 = a fifth of the base's own training rate (its info), else a fallback
+    batch_size: int = 30
+    up_axis: str = "y"
+    minutes: float = 10.0  # wall-clock budget of the whole command
+    max_steps: int = 0  # > 0: at most this many training steps, whatever the budget
+    threads: int = 0  # torch CPU threads (0 = every CPU this process may use)
+    workers: int = 2  # photo worker processes (0 = in this process)
+    device: str = "auto"
+
+    TABLE = "adapt"
+
+    def check(self) -> None:
+        if self.side not in SIDES:
+            raise IbsrError(f"--side must be one of {', '.join(SIDES)}, not {self.side!r}")
+        if self.photos_per_shape < 2:
+            raise IbsrError("--photos-per-shape must be at least 2 (one of them is held out)")
+        if self.photo_size < 32:
+            raise IbsrError("--photo-size must be at least 32 px")
+        if self.up_axis not in UP_AXES:
+            raise IbsrError(f"--up-axis must be one of {', '.join(UP_AXES)}, not {self.up_axis!r}")
+        if not (self.lr >= 0 and self.minutes > 0 and self.batch_size >= 2 and self.max_steps >= 0):
+            raise IbsrError("--minutes must be > 0, --lr >= 0, --batch-size >= 2, --max-steps >= 0")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     seed: int = 0
     data: DataConfig = DataConfig()
@@ -204,18 +302,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "config") -> "TrainConfig":
-        d = dict(d)
-        seed = d.pop("seed", 0)
-        sections = {}
-        for name, klass in (("data", DataConfig), ("train", TrainSection), ("augment", AugmentConfig),
-                            ("method", MethodConfig), ("val", ValConfig)):
-            sections[name] = _section(klass, d.pop(name, {}), name, source)
-        sections["model"] = _model_section(d.pop("model", {}), source)
-        if d:
-            raise IbsrError(f"unknown top-level keys {sorted(d)} (known: seed, data, model, train, "
-                            f"augment, method, val)", source)
-        if not isinstance(seed, int) or isinstance(seed, bool):
-            raise IbsrError(f"seed must be an integer, not {seed!r}", source)
+        seed, tables = read_tables(d, source)
+        sections = {name: tables.get(name) or TABLES[name]() for name in CMIC_TABLES}
         config = cls(seed=seed, **sections)
         config.validate(source)
         return config
@@ -278,14 +366,66 @@ class TrainConfig:
         self.model_config  # raises on a bad model field
 
 
+# Every table of the schema; [model] has a reader of its own (`_model_section`).
+TABLES = {"data": DataConfig, "model": ModelSection, "train": TrainSection, "augment": AugmentConfig,
+          "method": MethodConfig, "val": ValConfig, "mask": MaskTrainConfig, "adapt": AdaptOptions}
+CMIC_TABLES = ("data", "model", "train", "augment", "method", "val")
+
+
 def load_config(path) -> TrainConfig:
+    """`ibsr-train run`'s config file."""
     path = Path(path)
-    return TrainConfig.from_dict(_read_toml(path), str(path))
+    return TrainConfig.from_dict(read_config_file(path), str(path))
 
 
-def _read_toml(path: Path, seen: tuple = ()) -> dict:
+def command_config(klass, tables: dict, source: str = "config", base=None):
+    """A `MaskTrainConfig` or `AdaptOptions` (`klass`): `base` (default: the defaults) with the
+    top-level seed and the command's table of `tables` (a config file's, `override`n) on top."""
+    seed, typed = read_tables(tables, source)
+    values = dict(typed.get(klass.TABLE, {}))
+    if "seed" in tables:
+        values["seed"] = seed
+    config = dataclasses.replace(base or klass(), **values)
+    config.check()
+    return config
+
+
+def override(tables: dict, table: str, **values) -> dict:
+    """`tables` with the given `values` (None = not given) set in `table`, `seed` at the top
+    level: command-line flags over a config file."""
+    given = {k: v for k, v in values.items() if v is not None}
+    seed = given.pop("seed", None)
+    merged = _merge(tables, {table: given})
+    return merged if seed is None else {**merged, "seed": seed}
+
+
+def read_tables(d: dict, source: str) -> tuple[int, dict]:
+    """(seed, {table name: what it holds}) of a config's dict; every table is type-checked and
+    unknown tables or keys are refused. [model] becomes a `ModelSection`, [mask] and [adapt]
+    the dict of the keys they set (their command puts them over its defaults), the others
+    their dataclass."""
+    d = dict(d)
+    seed = d.pop("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise IbsrError(f"seed must be an integer, not {seed!r}", source)
+    unknown = sorted(set(d) - set(TABLES))
+    if unknown:
+        raise IbsrError(f"unknown top-level keys {unknown} (known: seed, {', '.join(TABLES)})", source)
+    tables = {}
+    for name, raw in d.items():
+        if name == "model":
+            tables[name] = _model_section(raw, source)
+        elif name in CMIC_TABLES:
+            tables[name] = TABLES[name](**_table(TABLES[name], raw, name, source))
+        else:
+            tables[name] = _table(TABLES[name], raw, name, source)
+    return seed, tables
+
+
+def read_config_file(path, seen: tuple = ()) -> dict:
     """A config file's table, with `extends = "other.toml"` (relative to the file) resolved:
     the other file's keys, overridden key by key by this file's."""
+    path = Path(path)
     if not path.is_file():
         raise IbsrError("training config not found; see configs/small.toml for an example", path)
     if path.resolve() in seen:
@@ -300,7 +440,7 @@ def _read_toml(path: Path, seen: tuple = ()) -> dict:
         return raw
     if not isinstance(base, str):
         raise IbsrError("`extends` must be the path of another config file", path)
-    return _merge(_read_toml(path.parent / base, seen + (path.resolve(),)), raw)
+    return _merge(read_config_file(path.parent / base, seen + (path.resolve(),)), raw)
 
 
 def _merge(base: dict, override: dict) -> dict:
@@ -310,18 +450,16 @@ def _merge(base: dict, override: dict) -> dict:
     return merged
 
 
-def _section(klass, raw, name: str, source: str):
+def _table(klass, raw, name: str, source: str) -> dict:
+    """The keys a table sets, each checked against the type of its field's default. `seed` is
+    top-level, one for every command, so no table holds it."""
     if not isinstance(raw, dict):
         raise IbsrError(f"[{name}] must be a table", source)
-    fields = {f.name: f for f in dataclasses.fields(klass)}
-    unknown = sorted(set(raw) - set(fields))
+    fields = {f.name for f in dataclasses.fields(klass)} - {"seed"}
+    unknown = sorted(set(raw) - fields)
     if unknown:
         raise IbsrError(f"unknown keys in [{name}]: {unknown} (known: {sorted(fields)})", source)
-    values = {}
-    for key, value in raw.items():
-        default = getattr(klass(), key)
-        values[key] = _coerce(value, default, f"{name}.{key}", source)
-    return klass(**values)
+    return {key: _coerce(value, getattr(klass(), key), f"{name}.{key}", source) for key, value in raw.items()}
 
 
 def _model_section(raw, source: str) -> ModelSection:
@@ -352,7 +490,7 @@ def _coerce(value, default, name: str, source: str):
     elif isinstance(default, float):
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         value = float(value) if ok else value
-    elif isinstance(default, tuple) and name.endswith("freeze"):  # a list of names
+    elif isinstance(default, tuple) and name in STRING_LISTS:
         ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
         value = tuple(value) if ok else value
     elif isinstance(default, tuple):

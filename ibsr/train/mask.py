@@ -29,7 +29,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -47,6 +47,7 @@ from ibsr.model.inputs import scale_pixels
 from ibsr.model.segmenter import MaskConfig, MaskNet, init_mask_net, save_mask_checkpoint
 from ibsr.photos.image import load_image, load_mask
 from ibsr.train.augment import affines, resample
+from ibsr.train.config import MaskTrainConfig
 from ibsr.train.data import cache_key, save_npz, worker_pool
 from ibsr.train.device import autocast, torch_device
 from ibsr.train.loop import _TerminateAsInterrupt
@@ -61,32 +62,6 @@ CROP_RATIO = (0.5, 2.0)
 # Keys a resumed run may change: its length (if the steps taken keep their rates), where it
 # runs, and its checkpoint cadence.
 RESUMABLE = {"steps", "device", "threads", "checkpoint_every", "cache"}
-
-
-@dataclass
-class MaskTrainConfig:
-    data: list[str]  # training dataset folders
-    val: str | None = None  # validation dataset folder (IoU at the end)
-    steps: int = 3000
-    batch_size: int = 64
-    lr: float = 1e-3
-    size: int = 224  # network input side (MaskConfig.size)
-    seed: int = 0
-    device: str = "auto"
-    cache: str = "data/cache"
-    checkpoint_every: int = 500
-    threads: int = 0  # torch CPU threads; 0 = torch's default
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def check(self) -> None:
-        for name in ("steps", "batch_size", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise IbsrError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
-        if not self.lr > 0:
-            raise IbsrError(f"--lr must be positive (got {self.lr})")
-        MaskConfig.from_dict({"size": self.size})  # the same bounds as the checkpoint's
 
 
 def lr_at(step: int, steps: int, lr: float) -> float:
