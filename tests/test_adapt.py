@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -24,7 +26,9 @@ from ibsr.errors import IbsrError
 from ibsr.model import checkpoint_id, load_checkpoint, load_checkpoint_with_info, rendering_id, save_checkpoint
 from ibsr.searcher import Searcher
 from ibsr.train import adapt as adapt_module
+from ibsr.train import loop as loop_module
 from ibsr.train.adapt import CALIBRATION_STEPS, adapt, read_record
+from ibsr.train.cmic import CMICTask
 from ibsr.train.config import AdaptOptions
 
 SHAPES = 10  # 9 procedural + the box
@@ -178,13 +182,14 @@ def test_minutes_bound_the_steps(adapted, user_catalog, tiny_weights, tmp_path, 
     work = adapted["work"]  # photos already made: the budget goes to training
     clock = SteadyClock()
     monkeypatch.setattr(adapt_module, "time", clock)
-    step = adapt_module.Trainer.train_step
+    monkeypatch.setattr(loop_module, "time", clock)  # the loop times the steps
+    step = CMICTask.train_step
 
-    def steady_step(trainer):
+    def steady_step(task):
         clock.now += SteadyClock.STEP_S
-        return step(trainer)
+        return step(task)
 
-    monkeypatch.setattr(adapt_module.Trainer, "train_step", steady_step)
+    monkeypatch.setattr(CMICTask, "train_step", steady_step)
     tiny = adapt(user_catalog, tmp_path / "a.pt", AdaptOptions(**TEST_OPTIONS, minutes=0.001), tiny_weights,
                  work=work, progress=False)
     assert tiny["steps"] == CALIBRATION_STEPS  # nothing left after the calibration steps
@@ -204,17 +209,17 @@ def test_minutes_bound_the_steps(adapted, user_catalog, tiny_weights, tmp_path, 
 def test_interrupted_run_resumes_to_the_uninterrupted_weights(adapted, user_catalog, tiny_weights, tmp_path,
                                                               monkeypatch):
     out, work = tmp_path / "resumed.pt", tmp_path / "work"
-    original = adapt_module._TimedTrainer.train_step
+    original = CMICTask.train_step
 
     stops = [7, 10]  # one in the constant-rate stage (steps 4-8), one in the final one (8-12)
 
-    def interrupted(self):
-        if stops and self.step == stops[0]:
+    def interrupted(self):  # SIGTERM during the step before: it is finished, then the run stops
+        if stops and self.step == stops[0] - 1:
             stops.pop(0)
-            raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGTERM)
         return original(self)
 
-    monkeypatch.setattr(adapt_module._TimedTrainer, "train_step", interrupted)
+    monkeypatch.setattr(CMICTask, "train_step", interrupted)
     options = AdaptOptions(**TEST_OPTIONS, max_steps=12)
     with pytest.raises(IbsrError, match="interrupted at step 7/8"):
         adapt(user_catalog, out, options, tiny_weights, work=work, progress=False)
@@ -236,7 +241,7 @@ def test_interrupted_run_resumes_to_the_uninterrupted_weights(adapted, user_cata
 
 
 def test_frozen_view_embeddings_give_the_loss_of_embedding_every_batch(adapted, tiny_weights, user_catalog):
-    from ibsr.train import Trainer, batch_loss, sample_batch
+    from ibsr.train import RunDir, batch_loss, sample_batch
     from ibsr.train.batch import step_rng
 
     adaptation = adapt_module.Adaptation(user_catalog, adapted["out"], AdaptOptions(**TEST_OPTIONS),
@@ -244,11 +249,11 @@ def test_frozen_view_embeddings_give_the_loss_of_embedding_every_batch(adapted, 
     config = adaptation.config(1, 0, 1)
     # float32 throughout (bf16 autocast, where the CPU has it, would round the embedded views)
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, amp="off"))
-    trainer = Trainer(config, adapted["work"] + "/check-run", progress=False)
-    assert trainer.view_embeddings is not None
-    batch = sample_batch(trainer.train_data.query_shape, trainer.train_data.num_shapes, 6, 0, 0)
-    args = (trainer.model, trainer.train_data, trainer.train_views, batch, trainer.config)
-    cached = batch_loss(*args, step_rng(0, 1, 0), trainer.view_embeddings)
+    task = CMICTask(config, RunDir(adapted["work"] + "/check-run"), progress=False)
+    assert task.view_embeddings is not None
+    batch = sample_batch(task.train_data.query_shape, task.train_data.num_shapes, 6, 0, 0)
+    args = (task.model, task.train_data, task.train_views, batch, task.config)
+    cached = batch_loss(*args, step_rng(0, 1, 0), task.view_embeddings)
     embedded = batch_loss(*args, step_rng(0, 1, 0), None)
     assert cached.total.item() == pytest.approx(embedded.total.item(), rel=1e-6)
     shutil.rmtree(adapted["work"] + "/check-run")

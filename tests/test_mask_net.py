@@ -4,6 +4,8 @@ searcher (model when installed, GrabCut when absent, when told, or when the netw
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +24,7 @@ from ibsr.model.segmenter import MaskConfig, MaskNet, init_mask_net, load_mask_c
 from ibsr.photos import mask_model
 from ibsr.photos.mask import grabcut_mask
 from ibsr.photos.query import load_query
-from ibsr.train.mask import MaskTrainer, load_mask_photos, mask_loss
+from ibsr.train.mask import MaskTask, load_mask_photos, mask_loss
 
 SIZE = 64  # network input side in these tests (the shipped one uses 224)
 
@@ -155,18 +157,18 @@ def test_tiny_training_lowers_the_loss_and_resumes_exactly(tiny_set, tmp_path, m
     start = batch_stat_loss(init_mask_net(MaskConfig(size=SIZE), seed=0), photos)
     assert batch_stat_loss(trained, photos) < 0.8 * start
 
-    # The same run, stopped at step 8 (as Ctrl-C / SIGTERM stop it: state saved), then resumed.
-    original = MaskTrainer.train_step
+    # The same run, stopped by Ctrl-C during step 8 (it finishes the step, saves the state), then resumed.
+    original = MaskTask.train_step
 
     def stop_at_8(self):
-        if self.step == 8:
-            raise KeyboardInterrupt
+        if self.step == 7:
+            os.kill(os.getpid(), signal.SIGINT)
         return original(self)
 
-    monkeypatch.setattr(MaskTrainer, "train_step", stop_at_8)
+    monkeypatch.setattr(MaskTask, "train_step", stop_at_8)
     stopped = invoke(train_cli, train_args(tiny_set, tmp_path / "split"))
     assert_one_line_error(stopped, "interrupted at step 8/20", "--resume")
-    monkeypatch.setattr(MaskTrainer, "train_step", original)
+    monkeypatch.setattr(MaskTask, "train_step", original)
     assert_one_line_error(invoke(train_cli, train_args(tiny_set, tmp_path / "split")), "already holds a run")
     assert_one_line_error(invoke(train_cli, [*train_args(tiny_set, tmp_path / "split"), "--resume", "--lr", "0.01"]),
                           "differ from the run's in lr")

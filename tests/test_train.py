@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import pickle
+import shutil
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +21,7 @@ from click.testing import CliRunner
 
 from conftest import TINY
 from ibsr.errors import IbsrError
-from ibsr.train import TrainConfig, Trainer, batch_loss, load_dataset, make_batch, sample_batch
+from ibsr.train import CMICTask, Loop, RunDir, TrainConfig, batch_loss, load_dataset, make_batch, sample_batch
 from ibsr.train.augment import apply_mask_mode, augment_queries, augment_views, plain_queries, plain_views
 from ibsr.train.batch import steps_per_epoch
 from ibsr.train.config import AugmentConfig
@@ -50,6 +53,15 @@ def tiny_config(dataset_dir, cache, **sections) -> TrainConfig:
     for name, values in sections.items():
         raw.setdefault(name, {}).update(values)
     return TrainConfig.from_dict(raw)
+
+
+def cmic_task(config: TrainConfig, out, resume: bool = False, command: str = "") -> CMICTask:
+    """The CMIC task of a run folder (new, or resumed), without progress bars."""
+    return CMICTask(config, RunDir(out, resume), command=command, progress=False)
+
+
+def run_to_end(task: CMICTask):
+    return Loop(task, progress=False).run()
 
 
 # --------------------------------------------------------------------------- batches
@@ -236,44 +248,44 @@ def test_mask_modes():
 def test_a_few_steps_reduce_the_loss_on_a_fixed_batch(dataset_dir, tmp_path):
     config = tiny_config(dataset_dir, tmp_path / "cache", data={"val": ""}, train={"steps": 8},
                          augment={"enabled": False})
-    trainer = Trainer(config, tmp_path / "run", progress=False)
-    batch = sample_batch(trainer.train_data.query_shape, trainer.train_data.num_shapes, 6, config.seed, 0)
+    task = cmic_task(config, tmp_path / "run")
+    batch = sample_batch(task.train_data.query_shape, task.train_data.num_shapes, 6, config.seed, 0)
 
     def fixed_loss():
         with torch.no_grad():
-            return batch_loss(trainer.model, trainer.train_data, trainer.train_views, batch, config, None).total.item()
+            return batch_loss(task.model, task.train_data, task.train_views, batch, config, None).total.item()
 
     before = fixed_loss()
     for _ in range(8):
-        loss = trainer.train_step()
+        loss = task.train_step()
         assert torch.isfinite(loss.total)
-    assert trainer.step == 8
+    assert task.step == 8
     assert fixed_loss() < before - 0.05
 
 
 @pytest.mark.parametrize("method", [{"attention": False, "category_loss": False, "mask": "multiply", "views": 3}])
 def test_ablation_switches_train(dataset_dir, tmp_path, method):
     config = tiny_config(dataset_dir, tmp_path / "cache", method=method, train={"steps": 1}, val={"every": 0})
-    summary = Trainer(config, tmp_path / "run", progress=False).run()
+    summary = run_to_end(cmic_task(config, tmp_path / "run"))
     assert summary.step == 1 and summary.history[-1]["shapes"] == 9
     assert np.isfinite(summary.history[-1]["top1"])
 
 
 def test_resume_continues_at_the_same_step_with_the_same_state(dataset_dir, tmp_path):
     cache = tmp_path / "cache"
-    straight = Trainer(tiny_config(dataset_dir, cache), tmp_path / "a", progress=False)
-    summary = straight.run()
+    straight = cmic_task(tiny_config(dataset_dir, cache), tmp_path / "a")
+    summary = run_to_end(straight)
     assert summary.step == 4 and [h["step"] for h in summary.history] == [0, 2, 4]
 
-    first = Trainer(tiny_config(dataset_dir, cache, train={"steps": 2}), tmp_path / "b", progress=False)
-    first.run()
+    first = cmic_task(tiny_config(dataset_dir, cache, train={"steps": 2}), tmp_path / "b")
+    run_to_end(first)
     with pytest.raises(IbsrError, match="--resume"):
-        Trainer(tiny_config(dataset_dir, cache), tmp_path / "b", progress=False)
+        cmic_task(tiny_config(dataset_dir, cache), tmp_path / "b")
     with pytest.raises(IbsrError, match="method.tau"):
-        Trainer(tiny_config(dataset_dir, cache, method={"tau": 0.2}), tmp_path / "b", resume=True, progress=False)
-    resumed = Trainer(tiny_config(dataset_dir, cache), tmp_path / "b", resume=True, progress=False)
+        cmic_task(tiny_config(dataset_dir, cache, method={"tau": 0.2}), tmp_path / "b", resume=True)
+    resumed = cmic_task(tiny_config(dataset_dir, cache), tmp_path / "b", resume=True)
     assert resumed.step == 2
-    resumed_summary = resumed.run()
+    resumed_summary = run_to_end(resumed)
     assert resumed_summary.step == 4
     a, b = straight.model.state_dict(), resumed.model.state_dict()
     for name in a:
@@ -295,14 +307,14 @@ def test_lr_schedule_is_constant_then_a_cosine_to_zero():
 
 def test_a_constant_run_resumes_into_a_decay_phase_and_applies_it(dataset_dir, tmp_path):
     cache = tmp_path / "cache"
-    Trainer(tiny_config(dataset_dir, cache, train={"steps": 2}), tmp_path / "run", progress=False).run()
+    run_to_end(cmic_task(tiny_config(dataset_dir, cache, train={"steps": 2}), tmp_path / "run"))
     with pytest.raises(IbsrError, match="changes the rate of step 1"):
-        Trainer(tiny_config(dataset_dir, cache, train={"steps": 4, "lr_decay_steps": 4}), tmp_path / "run",
-                resume=True, progress=False)
+        cmic_task(tiny_config(dataset_dir, cache, train={"steps": 4, "lr_decay_steps": 4}), tmp_path / "run",
+                  resume=True)
     with pytest.raises(IbsrError, match="lr_decay_steps"):
         tiny_config(dataset_dir, cache, train={"steps": 4, "lr_decay_steps": 5})
-    resumed = Trainer(tiny_config(dataset_dir, cache, train={"steps": 4, "lr_decay_steps": 2}), tmp_path / "run",
-                      resume=True, progress=False)
+    resumed = cmic_task(tiny_config(dataset_dir, cache, train={"steps": 4, "lr_decay_steps": 2}), tmp_path / "run",
+                        resume=True)
     rates = []
     for _ in range(2):
         resumed.train_step()
@@ -313,9 +325,8 @@ def test_a_constant_run_resumes_into_a_decay_phase_and_applies_it(dataset_dir, t
 def test_best_checkpoint_is_an_ibsr_checkpoint_with_info(dataset_dir, tmp_path):
     from ibsr.model import load_checkpoint
 
-    trainer = Trainer(tiny_config(dataset_dir, tmp_path / "cache"), tmp_path / "run", command="ibsr-train run x",
-                      progress=False)
-    summary = trainer.run()
+    task = cmic_task(tiny_config(dataset_dir, tmp_path / "cache"), tmp_path / "run", command="ibsr-train run x")
+    summary = run_to_end(task)
     model = load_checkpoint(summary.best_checkpoint)
     assert model.config.width == 8 and model.config.query_size == 32
     payload = torch.load(summary.best_checkpoint, weights_only=True)
@@ -326,6 +337,64 @@ def test_best_checkpoint_is_an_ibsr_checkpoint_with_info(dataset_dir, tmp_path):
     assert last["step"] == 4 and last["val"]["step"] == 4 and last["val"]["top1"] == summary.history[-1]["top1"]
     lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert sum("val" in line for line in lines) == 3 and sum("loss" in line for line in lines) == 4
+
+
+def test_stop_signals_finish_the_step_save_and_resume_into_the_same_run(dataset_dir, tmp_path, monkeypatch):
+    """SIGTERM (or Ctrl-C) during a step: the step, its metrics line and validation are finished,
+    the state is saved, the run stops with a one-line message; resumed, it ends where the
+    uninterrupted run does. A second signal is the old handler's (KeyboardInterrupt at once)."""
+    cache = tmp_path / "cache"
+    straight = run_to_end(cmic_task(tiny_config(dataset_dir, cache), tmp_path / "straight"))
+    original = CMICTask.train_step
+
+    def signalled(task, signals=(signal.SIGTERM,)):
+        if task.step == 1:
+            for sig in signals:
+                os.kill(os.getpid(), sig)
+        return original(task)
+
+    monkeypatch.setattr(CMICTask, "train_step", signalled)
+    with pytest.raises(IbsrError, match="interrupted at step 2/4; state saved in .*--resume"):
+        run_to_end(cmic_task(tiny_config(dataset_dir, cache), tmp_path / "run"))
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handlers are back
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert torch.load(tmp_path / "run" / "state.pt", weights_only=True)["step"] == 2
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [(line["step"], "val" in line) for line in lines] == [(0, True), (1, False), (2, False), (2, True)]
+    monkeypatch.setattr(CMICTask, "train_step", original)
+    resumed = run_to_end(cmic_task(tiny_config(dataset_dir, cache), tmp_path / "run", resume=True))
+    a = torch.load(straight.last_checkpoint, weights_only=True)["state_dict"]
+    b = torch.load(resumed.last_checkpoint, weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.history == [{**h, "seconds": r["seconds"]} for h, r in zip(straight.history, resumed.history)]
+
+    monkeypatch.setattr(CMICTask, "train_step",
+                        lambda task: signalled(task, (signal.SIGINT, signal.SIGINT)))
+    with pytest.raises(KeyboardInterrupt):
+        run_to_end(cmic_task(tiny_config(dataset_dir, cache), tmp_path / "twice"))
+    assert not (tmp_path / "twice" / "state.pt").exists()  # not the state of a step cut short
+
+
+def test_a_run_folder_without_a_data_record_resumes_and_changed_data_is_refused(dataset_dir, tmp_path):
+    """Run folders written before state.pt recorded the training data resume as before; a run
+    whose training photos or meshes changed since it started is refused."""
+    cache = tmp_path / "cache"
+    data = tmp_path / "data"
+    shutil.copytree(dataset_dir, data)
+    config = tiny_config(data, cache, data={"val": ""}, train={"steps": 2})
+    run_to_end(cmic_task(config, tmp_path / "old"))
+    state = tmp_path / "old" / "state.pt"
+    payload = torch.load(state, weights_only=True)
+    assert payload["data"] == load_dataset(data, 32, 32, cache, progress=False).key
+    del payload["data"]  # as the code before the run folder recorded it wrote it
+    torch.save(payload, state)
+    assert run_to_end(cmic_task(tiny_config(data, cache, data={"val": ""}), tmp_path / "old", resume=True)).step == 4
+
+    run_to_end(cmic_task(config, tmp_path / "new"))
+    photo = data / json.loads((data / "queries.jsonl").read_text().splitlines()[0])["image"]
+    photo.write_bytes(photo.read_bytes() + b"\0")  # one photo's file changes
+    with pytest.raises(IbsrError, match="training data changed"):
+        cmic_task(tiny_config(data, cache, data={"val": ""}), tmp_path / "new", resume=True)
 
 
 def test_attention_spread_on_hand_computable_cases():
@@ -355,9 +424,9 @@ def test_cli_eval_scores_each_checkpoint_as_it_was_trained(dataset_dir, tmp_path
     from ibsr.cli.train import main
 
     cache = tmp_path / "cache"
-    full = Trainer(tiny_config(dataset_dir, cache), tmp_path / "full", progress=False).run()
-    ablated = Trainer(tiny_config(dataset_dir, cache, method={"attention": False, "mask": "none", "views": 3}),
-                      tmp_path / "ablated", progress=False).run()
+    full = run_to_end(cmic_task(tiny_config(dataset_dir, cache), tmp_path / "full"))
+    ablated = run_to_end(cmic_task(tiny_config(dataset_dir, cache, method={"attention": False, "mask": "none",
+                                                                           "views": 3}), tmp_path / "ablated"))
     result = CliRunner().invoke(main, ["eval", full.last_checkpoint, ablated.last_checkpoint, "--data",
                                        str(dataset_dir), "--cache", str(cache), "--json"])
     assert result.exit_code == 0, result.output
@@ -439,12 +508,12 @@ def test_import_jittor_cli_round_trips_a_checkpoint(tmp_path):
 def _first_step(dataset_dir, tmp_path, option: str, scale: float) -> tuple[list, dict]:
     """One training step with train.<option> = scale: the groups' rates (sorted), and how far
     each parameter moved (max abs)."""
-    trainer = Trainer(tiny_config(dataset_dir, tmp_path / "cache", train={option: scale}, val={"every": 0}),
-                      tmp_path / f"{option}{scale}", progress=False)
-    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
-    trainer.train_step()
-    rates = sorted(g["lr"] for g in trainer.optimizer.param_groups)
-    return rates, {n: (p.detach() - before[n]).abs().max().item() for n, p in trainer.model.named_parameters()}
+    task = cmic_task(tiny_config(dataset_dir, tmp_path / "cache", train={option: scale}, val={"every": 0}),
+                     tmp_path / f"{option}{scale}")
+    before = {n: p.detach().clone() for n, p in task.model.named_parameters()}
+    task.train_step()
+    rates = sorted(g["lr"] for g in task.optimizer.param_groups)
+    return rates, {n: (p.detach() - before[n]).abs().max().item() for n, p in task.model.named_parameters()}
 
 
 def test_attention_lr_scale_gives_the_attention_its_own_rate(dataset_dir, tmp_path):
@@ -469,16 +538,16 @@ def test_attention_lr_scale_gives_the_attention_its_own_rate(dataset_dir, tmp_pa
 
 def test_a_run_saved_before_attention_lr_scale_existed_resumes(dataset_dir, tmp_path):
     cache = tmp_path / "cache"
-    Trainer(tiny_config(dataset_dir, cache, train={"steps": 2}), tmp_path / "run", progress=False).run()
+    run_to_end(cmic_task(tiny_config(dataset_dir, cache, train={"steps": 2}), tmp_path / "run"))
     state = tmp_path / "run" / "state.pt"
     payload = torch.load(state, weights_only=True)
     del payload["config"]["train"]["attention_lr_scale"]  # as such a run wrote it
     for group in payload["optimizer"]["param_groups"]:
         del group["lr_scale"]
     torch.save(payload, state)
-    resumed = Trainer(tiny_config(dataset_dir, cache), tmp_path / "run", resume=True, progress=False)
+    resumed = cmic_task(tiny_config(dataset_dir, cache), tmp_path / "run", resume=True)
     assert resumed.step == 2
-    assert resumed.run().step == 4
+    assert run_to_end(resumed).step == 4
     assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)
 
 
@@ -486,15 +555,15 @@ def test_freeze_takes_modules_inside_an_encoder(dataset_dir, tmp_path):
     """A dotted name freezes one part (weights and BatchNorm statistics); the rest still learns."""
     frozen = "query_encoder.resnet.layer1"
     config = tiny_config(dataset_dir, tmp_path / "cache", data={"val": ""}, train={"freeze": [frozen], "steps": 2})
-    trainer = Trainer(config, tmp_path / "run", progress=False)
-    part = trainer.model.get_submodule(frozen)
+    task = cmic_task(config, tmp_path / "run")
+    part = task.model.get_submodule(frozen)
     before = {k: v.clone() for k, v in part.state_dict().items()}
-    head_before = trainer.model.query_encoder.resnet.layer4.state_dict()["0.conv1.weight"].clone()
+    head_before = task.model.query_encoder.resnet.layer4.state_dict()["0.conv1.weight"].clone()
     for _ in range(2):
-        trainer.train_step()
+        task.train_step()
     for name, value in part.state_dict().items():
         assert torch.equal(value, before[name]), name  # running means included: eval mode
-    assert not torch.equal(trainer.model.query_encoder.resnet.layer4.state_dict()["0.conv1.weight"], head_before)
+    assert not torch.equal(task.model.query_encoder.resnet.layer4.state_dict()["0.conv1.weight"], head_before)
 
 
 def test_freeze_names_are_checked(dataset_dir, tmp_path):
@@ -503,7 +572,7 @@ def test_freeze_names_are_checked(dataset_dir, tmp_path):
     config = tiny_config(dataset_dir, tmp_path / "cache", data={"val": ""},
                          train={"freeze": ["query_encoder.no_such_part"]})
     with pytest.raises(IbsrError, match="no_such_part"):
-        Trainer(config, tmp_path / "run", progress=False)
+        cmic_task(config, tmp_path / "run")
 
 
 def test_backbone_lr_scale_slows_the_backbones_not_their_heads(dataset_dir, tmp_path):
@@ -534,24 +603,24 @@ def test_imagenet_anchor_pulls_the_query_backbone_toward_imagenet(dataset_dir, t
         tiny_config(dataset_dir, cache, train={"imagenet_anchor": 1.0})
     lite = {"query_arch": "efficientnet_lite0", "render_arch": "efficientnet_lite0", "pretrained": True}
     config = tiny_config(dataset_dir, cache, model=lite, train={"imagenet_anchor": 10.0}, val={"every": 0})
-    trainer = Trainer(config, tmp_path / "run", progress=False)
-    assert trainer.anchor and float(trainer.anchor_penalty().detach()) == 0.0  # starts at its ImageNet values
-    param, reference = trainer.anchor[0]
+    task = cmic_task(config, tmp_path / "run")
+    assert task.anchor and float(task.anchor_penalty().detach()) == 0.0  # starts at its ImageNet values
+    param, reference = task.anchor[0]
     with torch.no_grad():
         param.add_(0.01)
     expected = 10.0 * 0.01 ** 2 * param.numel()
-    assert float(trainer.anchor_penalty().detach()) == pytest.approx(expected, rel=1e-3)
-    trainer.anchor_penalty().backward()
+    assert float(task.anchor_penalty().detach()) == pytest.approx(expected, rel=1e-3)
+    task.anchor_penalty().backward()
     assert torch.allclose(param.grad, torch.full_like(param, 2 * 10.0 * 0.01), rtol=1e-3)
     param.grad = None
     # the same run with and without a strong anchor: the anchored backbone stays nearer ImageNet
     distances = {}
     for name, strength in (("plain", 0.0), ("anchored", 1000.0)):
-        run = Trainer(tiny_config(dataset_dir, cache, model=lite, train={"imagenet_anchor": strength}, val={"every": 0}),
-                      tmp_path / name, progress=False)
+        run = cmic_task(tiny_config(dataset_dir, cache, model=lite, train={"imagenet_anchor": strength},
+                                    val={"every": 0}), tmp_path / name)
         assert bool(run.anchor) == (strength > 0)
         for _ in range(3):
             run.train_step()
         backbone = [p for n, p in run.model.query_encoder.backbone.named_parameters() if not n.startswith("fc.")]
-        distances[name] = sum(float(((p.detach() - ref) ** 2).sum()) for p, (_, ref) in zip(backbone, trainer.anchor))
+        distances[name] = sum(float(((p.detach() - ref) ** 2).sum()) for p, (_, ref) in zip(backbone, task.anchor))
     assert distances["anchored"] < 0.5 * distances["plain"]

@@ -2,16 +2,17 @@
 
 The catalog's meshes are photographed synthetically (`ibsr.synth.mesh_photos`, the photo
 machinery of `ibsr-data synth`), the last photo of every shape is held out, and the base model
-(the shipped one, or `--weights`) is fine-tuned on the others by the CMIC trainer (`Trainer`,
-`model.init` = the base checkpoint, a small learning rate). The held-out photos are scored
-before and after, with the model's own attention score against every catalog shape.
+(the shipped one, or `--weights`) is fine-tuned on the others: CMIC training (`CMICTask`, run by
+the loop) with a config derived from the base (`Adaptation.config`: `model.init` = the base
+checkpoint, a small learning rate). The held-out photos are scored before and after, with the
+model's own attention score against every catalog shape.
 
 Sides:
 - `query` (default): the rendering encoder is frozen (weights and BatchNorm statistics), so
   every view embedding an index holds stays valid. The result has the base's `rendering_id`
   and search accepts it on an index built with the base weights, no rebuild
-  (`ibsr.searcher.search.same_rendering_side`). Renderings are not augmented, so the trainer
-  embeds the catalog's views once (`Trainer._fixed_view_embeddings`) and a step costs only the
+  (`ibsr.searcher.search.same_rendering_side`). Renderings are not augmented, so the task
+  embeds the catalog's views once (`CMICTask._fixed_view_embeddings`) and a step costs only the
   photos' forward and backward.
 - `both`: everything trains; the views change, so an index must be rebuilt with the result.
 
@@ -22,7 +23,7 @@ Work folder (`--work`, default `<folder of --out>/.adapt-<name of --out>`):
     train/       catalog.jsonl (the usable shapes) + queries.jsonl (photos 0..K-2 of each)
     heldout/     catalog.jsonl + queries.jsonl (photo K-1 of each)
     cache/       renderings, decoded photos, view embeddings (the ibsr.train caches)
-    run/         the trainer's run folder (state.pt, metrics.jsonl, last.pt)
+    run/         the training's run folder (state.pt, metrics.jsonl, last.pt)
 
 Time (`--minutes`): photos, the "before" measurement and `CALIBRATION_STEPS` training steps
 come first. Their seconds per step (warm-up step excluded) estimate how many steps fit in what
@@ -30,7 +31,7 @@ is left, keeping room for the "after" measurement; half of those run at a consta
 their own timing re-plans the rest, whose last `DECAY_FRACTION` decays the rate to 0 (a few
 calibration steps on a shared machine misjudged the rate by 2x). Plans are stored in
 adapt.json and `--resume` keeps them: a resumed run takes exactly the steps of an
-uninterrupted one (`Trainer` resume). A plan still to be made when a run resumes gets the
+uninterrupted one (the run folder's resume). A plan still to be made when a run resumes gets the
 `--minutes` budget afresh, counted from the resume.
 """
 
@@ -59,11 +60,13 @@ from ibsr.model.checkpoint import (checkpoint_id, default_weights_path, load_che
                                    save_checkpoint)
 from ibsr.model.cmic import CMIC
 from ibsr.synth.mesh_photos import photograph_catalog, write_dataset
+from ibsr.train.cmic import CMICTask
 from ibsr.train.config import AdaptOptions, TrainConfig, views_index
 from ibsr.train.data import Dataset, load_dataset
 from ibsr.train.device import torch_device
 from ibsr.train.evaluate import batch_scores, cached_view_embeddings, embed_queries, retrieval_metrics
-from ibsr.train.loop import Trainer
+from ibsr.train.loop import Loop
+from ibsr.train.run_dir import RunDir
 
 RECORD_FILE = "adapt.json"
 RECORD_VERSION = 1
@@ -113,24 +116,6 @@ def adapt(catalog, out, options: AdaptOptions = AdaptOptions(), weights=None, wo
     return Adaptation(catalog, out, options, weights, work, resume, command, progress).run()
 
 
-class _TimedTrainer(Trainer):
-    """A `Trainer` that records how long each of its steps takes (the plan needs s/step)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.step_seconds: list[float] = []
-
-    def train_step(self):
-        started = time.perf_counter()
-        loss = super().train_step()
-        self.step_seconds.append(time.perf_counter() - started)
-        return loss
-
-    def seconds_per_step(self) -> float:
-        timed = self.step_seconds[1:] or self.step_seconds  # the first step warms up
-        return statistics.median(timed) if timed else 0.0
-
-
 class Adaptation:
     """One `ibsr-train adapt` run (see the module docstring); `run()` does every phase that
     is not done yet."""
@@ -163,7 +148,7 @@ class Adaptation:
         self._open_record()
         try:
             return self._run(entries)
-        except KeyboardInterrupt:  # training saves its own state and says so; this is for the rest
+        except KeyboardInterrupt:  # a stop request during training saves its state and says so; this is the rest
             raise IbsrError("interrupted; what is done (photos, measurements, training state) is kept: "
                             "continue with --resume", self.work) from None
 
@@ -172,12 +157,12 @@ class Adaptation:
         heldout = load_dataset(self.work / "heldout", self.base.config.render_size, self.base.config.query_size,
                                self.work / "cache", self.options.up_axis, progress=self.progress)
         before = self._before(heldout)
-        trainer = self._train()
-        after = self.measure(trainer.model, heldout)
+        task = self._train()
+        after = self.measure(task.model, heldout)
         self._say(f"held-out photos: top-1 {before['top1']:.1%} -> {after['top1']:.1%}, top-{TOPK} "
                   f"{before[f'top{TOPK}']:.1%} -> {after[f'top{TOPK}']:.1%}, category "
                   f"{before['category']:.1%} -> {after['category']:.1%}")
-        return self._write(trainer, before, after)
+        return self._write(task, before, after)
 
     def _open_record(self) -> None:
         """Continue the recorded run (--resume) or start a new one (photos and caches kept)."""
@@ -259,31 +244,34 @@ class Adaptation:
                   f"category {metrics['category']:.1%}")
         return metrics
 
-    def _train(self) -> _TimedTrainer:
+    def _train(self) -> CMICTask:
         """Calibration steps, then half of the steps they say fit at a constant rate, then the
         rest, re-planned from those steps' own timing, ending with the rate's decay. Each
-        stage is a `Trainer` run over the same run folder, resumed with a longer schedule
+        stage is a run of the loop over the same run folder, resumed with a longer schedule
         (the steps already taken keep their rate, so the stages are one run)."""
         plan = self.record.get("plan")
         if plan is None:
             shutil.rmtree(self.work / "run", ignore_errors=True)  # an interrupted calibration is cheaper to redo
             calibration = min(CALIBRATION_STEPS, self.options.max_steps or CALIBRATION_STEPS)
-            trainer = self._trainer(calibration, 0, calibration, resume=False)
-            trainer.run()
-            plan = self._plan_constant(calibration, trainer.seconds_per_step())
+            _, seconds = self._stage(calibration, 0, calibration, resume=False)
+            plan = self._plan_constant(calibration, seconds)
         if plan["stage"] == "constant":
-            trainer = self._trainer(plan["constant_steps"], 0, plan["checkpoint_every"])
-            trainer.run()
-            plan = self._plan_final(plan, trainer.seconds_per_step() or plan["calibration_seconds_per_step"])
-        trainer = self._trainer(plan["steps"], plan["lr_decay_steps"], plan["checkpoint_every"])
-        trainer.run()
-        if trainer.step_seconds:
-            self.record["seconds_per_step"] = round(trainer.seconds_per_step(), 4)
-        return trainer
+            _, seconds = self._stage(plan["constant_steps"], 0, plan["checkpoint_every"])
+            plan = self._plan_final(plan, seconds or plan["calibration_seconds_per_step"])
+        task, seconds = self._stage(plan["steps"], plan["lr_decay_steps"], plan["checkpoint_every"])
+        if seconds:
+            self.record["seconds_per_step"] = round(seconds, 4)
+        return task
 
-    def _trainer(self, steps: int, decay: int, checkpoint_every: int, resume: bool = True) -> _TimedTrainer:
-        return _TimedTrainer(self.config(steps, decay, checkpoint_every), self.work / "run", resume=resume,
-                             command=self.command, progress=self.progress)
+    def _stage(self, steps: int, decay: int, checkpoint_every: int, resume: bool = True) -> tuple[CMICTask, float]:
+        """The training run to `steps`; with the median seconds of the steps it took (0 when
+        none; the first one warms up and is left out)."""
+        task = CMICTask(self.config(steps, decay, checkpoint_every), RunDir(self.work / "run", resume),
+                        command=self.command, progress=self.progress)
+        loop = Loop(task, self.progress)
+        loop.run()
+        timed = loop.step_seconds[1:] or loop.step_seconds
+        return task, statistics.median(timed) if timed else 0.0
 
     def _seconds_left(self) -> float:
         """Of the budget, what is left for training: the "after" measurement takes about as
@@ -326,7 +314,7 @@ class Adaptation:
         self._save_record()
 
     def config(self, steps: int, decay: int, checkpoint_every: int) -> TrainConfig:
-        """The trainer config: the base's model, `init` = the base, the photos of train/."""
+        """The training config: the base's model, `init` = the base, the photos of train/."""
         o = self.options
         model = self.base.config.to_dict()
         views = model.pop("views")
@@ -341,7 +329,7 @@ class Adaptation:
                       "freeze": ["rendering_encoder"] if query_side else [],
                       "checkpoint_every": checkpoint_every, "log_every": 10},
             # query side: the index's views are never augmented, and unaugmented views let the
-            # trainer embed them once
+            # task embed them once
             "augment": {"render_crop_scale": [1.0, 1.0], "render_flip": 0.0} if query_side else {},
             "method": {"views": views},
             "val": {"every": 0},
@@ -359,8 +347,8 @@ class Adaptation:
             scores = torch.cat([batch_scores(model, q[i:i + 256], v) for i in range(0, len(q), 256)])
         return retrieval_metrics(scores, data.query_shape, data.shape_category, data.query_category, TOPK)
 
-    def _write(self, trainer: _TimedTrainer, before: dict, after: dict) -> dict:
-        model, o = trainer.model, self.options
+    def _write(self, task: CMICTask, before: dict, after: dict) -> dict:
+        model, o = task.model, self.options
         rid = rendering_id(model)
         if o.side == "query" and rid != self.base_ids["rendering_id"]:
             raise RuntimeError("bug: query-side adaptation changed the rendering encoder")
@@ -375,11 +363,11 @@ class Adaptation:
             "photos": {"per_shape": o.photos_per_shape, "size": o.photo_size, "seed": o.seed, **self.record["photos"]},
             "before": before,
             "after": after,
-            "step": trainer.step,
+            "step": task.step,
             "lr": self.lr,
             "plan": self.record["plan"],
             "seconds_per_step": self.record.get("seconds_per_step"),
-            "config": trainer.config.to_dict(),
+            "config": task.config.to_dict(),
         }
         try:
             save_checkpoint(model, self.out, info)
@@ -391,7 +379,7 @@ class Adaptation:
         return {"out": str(self.out), "encoder_id": checkpoint_id(self.out), "rendering_id": rid,
                 "base": self.base_ids, "side": o.side, "rebuild_index": o.side != "query",
                 "catalog": str(self.catalog), "shapes": self.record["shapes"], "skipped": self.record["skipped"],
-                "photos": info["photos"], "steps": trainer.step, "lr": self.lr,
+                "photos": info["photos"], "steps": task.step, "lr": self.lr,
                 "seconds_per_step": info["seconds_per_step"],
                 "plan": self.record["plan"], "before": before, "after": after, "work": str(self.work),
                 "seconds": round(time.perf_counter() - self.started, 1)}

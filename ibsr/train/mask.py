@@ -1,5 +1,5 @@
 """`ibsr-train mask`: train the automatic-mask network (`ibsr.model.segmenter.MaskNet`) on the
-exact masks of synthetic photos.
+exact masks of synthetic photos, a task of the loop (`ibsr.train.loop`).
 
     ibsr-train mask --data data/lite-train --val data/lite-val --out data/runs/mask
     cp data/runs/mask/last.pt ibsr/model/weights/mask.pt
@@ -18,17 +18,16 @@ Loss: BCE + Dice (per photo) on the logits at input resolution, in float32. Adam
 warms up over the first steps, stays at --lr, and decays with a cosine to 0 over the last 30%
 of the steps. bf16 autocast on CUDA (and on CPUs with native bf16), cudnn.benchmark,
 channels_last. Every random draw comes from a generator seeded by (seed, step), so `--resume`
-from `state.pt` continues the same run. The run folder holds config.json, state.pt,
-metrics.jsonl and last.pt (the shipped format, float16), whose info carries the validation IoU
-measured at the end on --val (the cached input resolution, threshold 0.5).
+from `state.pt` continues the same run. The run folder holds config.json (`MaskTrainConfig`'s
+record), state.pt (model and optimizer), metrics.jsonl (losses at step 1, every 25 steps and the
+last; the validation) and last.pt (the shipped format, float16), whose info carries the
+validation IoU measured at the end on --val (the cached input resolution, threshold 0.5).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import sys
-import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -40,7 +39,6 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ibsr.errors import IbsrError
-from ibsr.files import atomic_path
 from ibsr.eval.queries import read_queries
 from ibsr.geometry.mesh import file_hash
 from ibsr.model.inputs import scale_pixels
@@ -50,18 +48,19 @@ from ibsr.train.augment import affines, resample
 from ibsr.train.config import MaskTrainConfig
 from ibsr.train.data import cache_key, save_npz, worker_pool
 from ibsr.train.device import autocast, torch_device
-from ibsr.train.loop import _TerminateAsInterrupt
+from ibsr.train.loop import Loop, Task
+from ibsr.train.run_dir import RunDir
 
 STATE_FORMAT = "ibsr-mask-train-state"
-STATE_VERSION = 1
 CACHE_VERSION = 1
 DECAY_FRACTION = 0.3  # the cosine decay's share of the run
 WARMUP_STEPS = 100  # linear warm-up (the decoder starts random on a pretrained encoder)
 CROP_AREA = (0.35, 1.0)
 CROP_RATIO = (0.5, 2.0)
+LOG_EVERY = 25  # steps between metrics lines (and the first and last step's)
 # Keys a resumed run may change: its length (if the steps taken keep their rates), where it
 # runs, and its checkpoint cadence.
-RESUMABLE = {"steps", "device", "threads", "checkpoint_every", "cache"}
+RESUMABLE = frozenset({"steps", "device", "threads", "checkpoint_every", "cache"})
 
 
 def lr_at(step: int, steps: int, lr: float) -> float:
@@ -83,6 +82,7 @@ class MaskPhotos:
     images: np.ndarray  # N x 3 x S x S uint8 RGB
     masks: np.ndarray  # N x 1 x S x S uint8, 0-255 (soft edges from the resize)
     sources: list[str] = field(default_factory=list)  # the queries.jsonl files
+    key: str = ""  # of the files' contents and the size (the cache's): equal keys, equal photos
 
 
 def load_mask_photos(folders: list, size: int, cache_dir, progress: bool = True) -> MaskPhotos:
@@ -103,7 +103,7 @@ def load_mask_photos(folders: list, size: int, cache_dir, progress: bool = True)
     path = Path(cache_dir) / f"masks-{key}.npz"
     if path.is_file():
         cached = np.load(path)
-        return MaskPhotos(cached["images"], cached["masks"], sources)
+        return MaskPhotos(cached["images"], cached["masks"], sources, key)
     images = np.empty((len(files), 3, size, size), np.uint8)
     masks = np.empty((len(files), 1, size, size), np.uint8)
     decode = partial(_decode_photo, size=size)
@@ -114,7 +114,7 @@ def load_mask_photos(folders: list, size: int, cache_dir, progress: bool = True)
                                                file=sys.stderr)):
             images[i], masks[i, 0] = image, mask
     save_npz(path, images=images, masks=masks)
-    return MaskPhotos(images, masks, sources)
+    return MaskPhotos(images, masks, sources, key)
 
 
 def _decode_photo(files: tuple[Path, Path], size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -201,33 +201,36 @@ class MaskRunSummary:
         return dict(self.__dict__)
 
 
-class MaskTrainer:
-    """`MaskTrainer(config, out_dir).run()`; `resume=True` continues from `out_dir/state.pt`."""
+class MaskTask(Task):
+    """Mask network training of `config` in `run_dir` (a new run, or `RunDir(out, resume=True)`'s)."""
 
-    def __init__(self, config: MaskTrainConfig, out_dir, resume: bool = False, command: str = "",
-                 progress: bool = True):
+    label = "training mask"
+    state_format = STATE_FORMAT
+    resumable = RESUMABLE
+    length_keys = "--steps"
+
+    def __init__(self, config: MaskTrainConfig, run_dir: RunDir, command: str = "", progress: bool = True):
         config.check()
-        self.config, self.out, self.command, self.progress = config, Path(out_dir), command, progress
-        self._check_out_dir(resume)
+        self.config, self.run_dir, self.command = config, run_dir, command
+        self.total_steps, self.checkpoint_every = config.steps, config.checkpoint_every
         if config.threads:
             torch.set_num_threads(config.threads)
         self.device = torch_device(config.device)
         self.train_photos = load_mask_photos(config.data, config.size, config.cache, progress)
+        self.data_key = self.train_photos.key
         self.val_photos = load_mask_photos([config.val], config.size, config.cache, progress) if config.val else None
         self.images = _place(self.train_photos.images, self.device)
         self.masks = _place(self.train_photos.masks, self.device)
         torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick its fastest kernels
-        self.model = init_mask_net(MaskConfig(size=config.size), config.seed, imagenet=not resume)
+        self.model = init_mask_net(MaskConfig(size=config.size), config.seed, imagenet=not run_dir.resume)
         self.model.to(self.device, memory_format=torch.channels_last).train()
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
-        self.step = 0
-        if resume:
-            self._load_state()
+        if run_dir.resume:
+            run_dir.restore(self)
         else:
-            self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+            run_dir.start(self.record())
 
-    def train_step(self) -> dict:
+    def train_step(self) -> dict[str, torch.Tensor]:
         c = self.config
         rng = np.random.default_rng([c.seed, self.step])
         n = len(self.images)
@@ -245,93 +248,48 @@ class MaskTrainer:
         self.step += 1
         return {"loss": loss.detach(), **parts}
 
-    def run(self) -> MaskRunSummary:
+    def metrics(self, losses: dict[str, torch.Tensor]) -> dict | None:
+        if self.step % LOG_EVERY and self.step not in (1, self.total_steps):
+            return None
+        return {"step": self.step, **{k: round(v.item(), 5) for k, v in losses.items()}}
+
+    def export(self, seconds_per_step: float) -> MaskRunSummary:
+        """The IoU on --val, then last.pt (the shipped format) with it in its info."""
         c = self.config
-        started, first_step = time.perf_counter(), self.step
-        bar = tqdm(total=c.steps, initial=self.step, unit="step", desc="training mask", disable=not self.progress,
-                   file=sys.stderr, mininterval=5 if not sys.stderr.isatty() else 0.1)
-        try:
-            with _TerminateAsInterrupt():
-                while self.step < c.steps:
-                    values = self.train_step()
-                    bar.update(1)
-                    if self.step % 25 == 0 or self.step in (1, c.steps):  # .item() syncs the GPU: not every step
-                        record = {"step": self.step, **{k: round(v.item(), 5) for k, v in values.items()}}
-                        bar.set_postfix(loss=f"{record['loss']:.3f}", refresh=False)
-                        self._log(record)
-                    if self.step == c.steps or self.step % c.checkpoint_every == 0:
-                        self._save_state()
-        except KeyboardInterrupt:
-            self._save_state()
-            bar.close()
-            raise IbsrError(f"interrupted at step {self.step}/{c.steps}; state saved in {self.out / 'state.pt'}, "
-                            "continue with --resume") from None
-        bar.close()
-        seconds = (time.perf_counter() - started) / max(1, self.step - first_step)
         val = mask_iou(self.model, self.val_photos, self.device) if self.val_photos is not None else None
         if val is not None:
-            self._log({"step": self.step, "val": val})
+            self.run_dir.log({"step": self.step, "val": val})
         info = {"trained_by": "ibsr-train mask", "command": self.command, "config": c.to_dict(), "step": self.step,
                 "train_data": {"queries": self.train_photos.sources, "photos": len(self.train_photos.images)},
-                "val": val, "seconds_per_step": round(seconds, 4), "device": str(self.device)}
-        last = save_mask_checkpoint(self.model, self.out / "last.pt", info)
-        return MaskRunSummary(str(self.out), self.step, c.steps, round(seconds, 4), str(self.device),
-                              len(self.train_photos.images), val, str(last))
+                "val": val, "seconds_per_step": round(seconds_per_step, 4), "device": str(self.device)}
+        last = save_mask_checkpoint(self.model, self.run_dir.path / "last.pt", info)
+        return MaskRunSummary(str(self.run_dir.path), self.step, c.steps, round(seconds_per_step, 4),
+                              str(self.device), len(self.train_photos.images), val, str(last))
 
-    # ------------------------------------------------------------------ files
+    # ------------------------------------------------------------------ the run folder's
 
-    def _log(self, record: dict) -> None:
-        with open(self.out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+    def record(self) -> dict:
+        return self.config.to_dict()
 
-    def _check_out_dir(self, resume: bool) -> None:
-        state = self.out / "state.pt"
-        if resume and not state.is_file():
-            raise IbsrError("nothing to resume: no state.pt in the run folder; drop --resume to start", self.out)
-        if not resume and state.is_file():
-            raise IbsrError("run folder already holds a run (state.pt); pass --resume to continue it, or choose "
-                            "another --out", self.out)
+    def read_record(self, saved: dict) -> dict:
+        return {**MaskTrainConfig().to_dict(), **saved}  # keys added since the run started at their defaults
 
-    def _save_state(self) -> None:
-        payload = {"format": STATE_FORMAT, "version": STATE_VERSION, "config": self.config.to_dict(),
-                   "step": self.step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
-        # An open file: torch.save's archive name does not depend on the temporary name.
-        with atomic_path(self.out / "state.pt", parents=False) as tmp, open(tmp, "wb") as f:
-            torch.save(payload, f)
+    def schedule(self, record: dict):
+        return lambda step: lr_at(step, record["steps"], record["lr"])
 
-    def _load_state(self) -> None:
-        path = self.out / "state.pt"
-        try:
-            payload = torch.load(path, map_location=self.device, weights_only=True)
-        except Exception as e:
-            raise IbsrError(f"unreadable training state ({type(e).__name__}); start a new run", path) from None
-        if not isinstance(payload, dict) or payload.get("format") != STATE_FORMAT \
-                or payload.get("version") != STATE_VERSION:
-            raise IbsrError("not an `ibsr-train mask` state file (or another version); start a new run", path)
-        old = payload["config"]
-        changed = sorted(k for k in set(old) | set(self.config.to_dict())
-                         if old.get(k) != self.config.to_dict().get(k) and k not in RESUMABLE)
-        if changed:
-            raise IbsrError(f"options differ from the run's in {', '.join(changed)}; only --steps, --device and the "
-                            "checkpoint cadence may change on --resume", path)
-        done = int(payload["step"])
-        if done > self.config.steps:
-            raise IbsrError(f"the run is already at step {done}; pass --steps {done} or more to continue", path)
-        moved = next((s for s in range(done) if lr_at(s, old["steps"], old["lr"]) != lr_at(s, self.config.steps,
-                                                                                            self.config.lr)), None)
-        if moved is not None:
-            raise IbsrError(f"--steps {self.config.steps} changes the learning rate of step {moved}, which the run "
-                            f"already took (the decay is the last {DECAY_FRACTION:.0%}); keep --steps {old['steps']}",
-                            path)
+    def state(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def restore(self, payload: dict) -> None:
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
-        self.step = done
 
 
 def train_mask(config: MaskTrainConfig, out_dir, resume: bool = False, command: str = "",
                progress: bool = True) -> MaskRunSummary:
     """Train (or resume) a mask network run; returns its summary."""
-    return MaskTrainer(config, out_dir, resume=resume, command=command, progress=progress).run()
+    task = MaskTask(config, RunDir(out_dir, resume), command=command, progress=progress)
+    return Loop(task, progress).run()
 
 
 def _place(array: np.ndarray, device: torch.device) -> torch.Tensor:
