@@ -289,6 +289,32 @@ def test_bad_input_is_one_line(tiny_weights, tmp_path):
     assert not out.exists()
 
 
+def test_a_config_file_gives_the_options_flags_override_it_and_resume_starts_from_the_record(tmp_path, monkeypatch):
+    seen = {}
+
+    def stop_here(catalog, out, options, weights=None, **kwargs):
+        seen.update(options=options, weights=weights)
+        raise IbsrError("stopped before any work")
+
+    monkeypatch.setattr(adapt_module, "adapt", stop_here)
+    config = tmp_path / "adapt.toml"
+    config.write_text('seed = 4\n[adapt]\nminutes = 3\nside = "both"\nphoto_size = 64\n')
+    result = run_cli(tmp_path, "--out", tmp_path / "a.pt", "--config", config, "--side", "query")
+    assert "stopped before any work" in result.output
+    assert seen["options"] == AdaptOptions(seed=4, minutes=3.0, side="query", photo_size=64)
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "adapt.json").write_text(json.dumps({"version": 1, "base": {"path": "base.pt"}, "options": dataclasses.asdict(
+        AdaptOptions(photo_size=48, seed=9, max_steps=5))}))
+    config.write_text('[adapt]\nminutes = 3\n')
+    run_cli(tmp_path, "--out", tmp_path / "a.pt", "--work", work, "--resume", "--config", config, "--max-steps", 6)
+    assert seen["options"] == AdaptOptions(photo_size=48, seed=9, minutes=3.0, max_steps=6)
+    assert seen["weights"] == "base.pt"
+    config.write_text('[adapt]\nminute = 3\n')
+    result = run_cli(tmp_path, "--out", tmp_path / "a.pt", "--config", config)
+    assert result.exit_code == 1 and "unknown keys in [adapt]" in result.output
+
+
 def test_help_states_the_defaults_that_apply():
     help_text = CliRunner().invoke(train_cli.main, ["adapt", "--help"], terminal_width=200).output
     defaults = AdaptOptions()

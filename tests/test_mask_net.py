@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from ibsr.model.segmenter import MaskConfig, MaskNet, init_mask_net, load_mask_c
 from ibsr.photos import mask_model
 from ibsr.photos.mask import grabcut_mask
 from ibsr.photos.query import load_query
+from ibsr.train.config import MaskTrainConfig
 from ibsr.train.mask import MaskTask, load_mask_photos, mask_loss
 
 SIZE = 64  # network input side in these tests (the shipped one uses 224)
@@ -177,6 +179,31 @@ def test_tiny_training_lowers_the_loss_and_resumes_exactly(tiny_set, tmp_path, m
     a = torch.load(tmp_path / "full" / "last.pt", weights_only=True)["state_dict"]
     b = torch.load(tmp_path / "split" / "last.pt", weights_only=True)["state_dict"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # bit for bit
+
+
+def test_a_config_file_holds_the_options_and_flags_override_it(tiny_set, tmp_path):
+    config = tmp_path / "mask.toml"
+    config.write_text(f'seed = 2\n[mask]\ndata = ["{tiny_set}"]\nsteps = 2\nbatch_size = 4\nsize = {SIZE}\n'
+                      f'threads = 1\ndevice = "cpu"\ncache = "{tmp_path / "cache"}"\n')
+    result = invoke(train_cli, ["mask", "--config", config, "--out", tmp_path / "run", "--steps", 3, "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["step"] == 3 and summary["val"] is None
+    recorded = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (recorded["steps"], recorded["seed"], recorded["data"], recorded["val"]) == (3, 2, [str(tiny_set)], None)
+    assert_one_line_error(invoke(train_cli, ["mask", "--out", tmp_path / "other"]), "--data")
+    config.write_text('[mask]\nsteps = "many"\n')
+    assert_one_line_error(invoke(train_cli, ["mask", "--config", config, "--out", tmp_path / "other"]), "mask.steps")
+
+
+def test_help_states_the_defaults_that_apply():
+    help_text = CliRunner().invoke(train_cli.main, ["mask", "--help"], terminal_width=200).output
+    defaults = MaskTrainConfig()
+    for option, field in [("--steps", "steps"), ("--batch-size", "batch_size"), ("--lr", "lr"), ("--size", "size"),
+                          ("--seed", "seed"), ("--device", "device"), ("--threads", "threads"), ("--cache", "cache"),
+                          ("--checkpoint-every", "checkpoint_every")]:
+        shown = re.search(rf"{option} .*?\[default: ([^\]]+)\]", help_text, re.S).group(1).split()[0]
+        assert str(shown) == str(getattr(defaults, field)) or float(shown) == getattr(defaults, field), option
 
 
 def test_training_refuses_photos_without_masks(tiny_set, tmp_path):

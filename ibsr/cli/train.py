@@ -6,6 +6,10 @@
     ibsr-train export data/runs/lite/last.pt --out ibsr/model/weights/default.pt   (float16)
     ibsr-train mask --data data/lite-train --val data/lite-val --out data/runs/mask
     ibsr-train adapt my_catalog/ --out adapted.pt --minutes 10   (no labelled photo needed)
+
+`mask` and `adapt` also read a config file (`--config`: its seed and [mask] / [adapt] table,
+ibsr/train/config.py); their flags override it. The defaults their help states are the schema's
+(`MaskTrainConfig`, `AdaptOptions`; tests/test_mask_net.py and tests/test_adapt.py check them).
 """
 
 from __future__ import annotations
@@ -152,44 +156,52 @@ def export_cmd(checkpoint, out_path, half, as_json):
 
 
 @main.command("mask")
-@click.option("--data", "data_dirs", required=True, multiple=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--data", "data_dirs", multiple=True, type=click.Path(file_okay=False, path_type=Path),
               help="Training dataset folder (queries.jsonl with image and mask per line, as `ibsr-data synth` "
-                   "writes); repeat to train on several.")
+                   "writes); repeat to train on several. Required, here or in --config.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Run folder: config.json, state.pt (resumable), metrics.jsonl, last.pt (the mask network in "
                    "the shipped format: copy it to ibsr/model/weights/mask.pt).")
 @click.option("--val", "val_dir", default=None, type=click.Path(file_okay=False, path_type=Path),
               help="Validation dataset folder: mask IoU against its exact masks at the end of the run.")
-@click.option("--steps", default=3000, show_default=True, type=click.IntRange(min=1), help="Optimizer steps.")
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1), help="Photos per step.")
-@click.option("--lr", default=1e-3, show_default=True, type=float,
-              help="Adam learning rate (after a short warm-up; cosine decay to 0 over the last 30% of the steps).")
-@click.option("--size", default=224, show_default=True, type=click.IntRange(min=32, max=1024),
-              help="Network input side: photos are resized to this square for training and at search time.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the decoder init, batches and augmentation.")
-@click.option("--device", default="auto", show_default=True,
-              help="torch device: auto (CUDA when present), cpu, cuda, cuda:1.")
-@click.option("--threads", default=0, show_default=True, type=click.IntRange(min=0),
-              help="torch CPU threads (0: torch's default).")
-@click.option("--cache", "cache_dir", default="data/cache", show_default=True,
-              type=click.Path(file_okay=False, path_type=Path),
-              help="Cache of the decoded, resized photos and masks (keyed by the files' contents).")
-@click.option("--checkpoint-every", default=500, show_default=True, type=click.IntRange(min=1),
-              help="Steps between saves of the resumable state.pt (also saved at the end and on Ctrl-C/SIGTERM).")
+@click.option("--steps", default=None, type=click.IntRange(min=1), help="Optimizer steps.  [default: 3000]")
+@click.option("--batch-size", default=None, type=click.IntRange(min=1), help="Photos per step.  [default: 64]")
+@click.option("--lr", default=None, type=float,
+              help="Adam learning rate (after a short warm-up; cosine decay to 0 over the last 30% of the steps).  "
+                   "[default: 0.001]")
+@click.option("--size", default=None, type=click.IntRange(min=32, max=1024),
+              help="Network input side: photos are resized to this square for training and at search time.  "
+                   "[default: 224]")
+@click.option("--seed", default=None, type=int,
+              help="Seed of the decoder init, batches and augmentation.  [default: 0]")
+@click.option("--device", default=None, help="torch device: auto (CUDA when present), cpu, cuda, cuda:1.  "
+                                             "[default: auto]")
+@click.option("--threads", default=None, type=click.IntRange(min=0),
+              help="torch CPU threads (0: torch's default).  [default: 0]")
+@click.option("--cache", "cache_dir", default=None, type=click.Path(file_okay=False, path_type=Path),
+              help="Cache of the decoded, resized photos and masks (keyed by the files' contents).  "
+                   "[default: data/cache]")
+@click.option("--checkpoint-every", default=None, type=click.IntRange(min=1),
+              help="Steps between saves of the resumable state.pt (also saved at the end and on Ctrl-C/SIGTERM).  "
+                   "[default: 500]")
+@click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False, path_type=Path),
+              help="Config file (TOML): its seed and [mask] table; the flags above override it.")
 @click.option("--resume", is_flag=True,
               help="Continue the run in --out from its state.pt; only --steps, --device, --threads and the "
                    "checkpoint cadence may change.")
 @json_option
 def mask_cmd(data_dirs, out_dir, val_dir, steps, batch_size, lr, size, seed, device, threads, cache_dir,
-             checkpoint_every, resume, as_json):
+             checkpoint_every, config_path, resume, as_json):
     """Train the automatic-mask network (EfficientNet-Lite0 encoder from ImageNet + FPN decoder) on
     the exact masks of synthetic photos; the searcher uses it for photos without mask or alpha."""
-    from ibsr.train.config import MaskTrainConfig
+    from ibsr.train.config import MaskTrainConfig, command_config, override, read_config_file
     from ibsr.train.mask import train_mask
 
-    config = MaskTrainConfig(data=[str(d) for d in data_dirs], val=str(val_dir) if val_dir else None, steps=steps,
-                             batch_size=batch_size, lr=lr, size=size, seed=seed, device=device,
-                             cache=str(cache_dir), checkpoint_every=checkpoint_every, threads=threads)
+    tables = override(read_config_file(config_path) if config_path else {}, "mask",
+                      data=[str(d) for d in data_dirs] or None, val=_text(val_dir), steps=steps,
+                      batch_size=batch_size, lr=lr, size=size, seed=seed, device=device, threads=threads,
+                      cache=_text(cache_dir), checkpoint_every=checkpoint_every)
+    config = command_config(MaskTrainConfig, tables, str(config_path or "the command line"))
     command = " ".join(shlex.quote(a) for a in ["ibsr-train", *sys.argv[1:]])
     summary = train_mask(config, out_dir, resume=resume, command=command, progress=not as_json)
     if as_json:
@@ -201,6 +213,10 @@ def mask_cmd(data_dirs, out_dir, val_dir, steps, batch_size, lr, size, seed, dev
         click.echo(f"validation mask IoU: mean {summary.val['iou_mean']:.3f}, median {summary.val['iou_median']:.3f} "
                    f"({summary.val['photos']} photos)")
     click.echo(f"last checkpoint: {summary.last_checkpoint}")
+
+
+def _text(path: Path | None) -> str | None:
+    return None if path is None else str(path)
 
 
 @main.command("adapt")
@@ -243,27 +259,29 @@ def mask_cmd(data_dirs, out_dir, val_dir, steps, batch_size, lr, size, seed, dev
 @click.option("--threads", type=click.IntRange(min=0), default=None,
               help="torch CPU threads (0: every CPU this process may use).  [default: 0]")
 @click.option("--device", default=None, help="torch device: auto, cpu, cuda, cuda:1.  [default: auto]")
+@click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False, path_type=Path),
+              help="Config file (TOML): its seed and [adapt] table; the flags above override it (and with "
+                   "--resume, both override the run's own settings).")
 @json_option
 def adapt_cmd(catalog, out_path, weights, minutes, max_steps, photos_per_shape, photo_size, side, lr, batch_size,
-              seed, up_axis, work_path, resume, workers, threads, device, as_json):
+              seed, up_axis, work_path, resume, workers, threads, device, config_path, as_json):
     """Adapt a model to CATALOG (a folder of meshes or a manifest, as for ibsr-index build) with
     no labelled photo: make synthetic photos of every catalog mesh, fine-tune on them, score the
     held-out photos before and after, and write --out. What is done survives Ctrl-C, SIGTERM
     or a crash (finished photos, measurements, the training state saved every minute):
     continue with --resume."""
-    from dataclasses import replace
-
     from ibsr.train.adapt import adapt, recorded_options, work_dir
-    from ibsr.train.config import AdaptOptions
+    from ibsr.train.config import AdaptOptions, command_config, override, read_config_file
 
-    given = dict(minutes=minutes, max_steps=max_steps, photos_per_shape=photos_per_shape, photo_size=photo_size,
-                 side=side, lr=lr, batch_size=batch_size, seed=seed, up_axis=up_axis, workers=workers,
-                 threads=threads, device=device)
-    options = AdaptOptions()
-    if resume:  # options not given on the command line are the run's own
-        options, recorded_weights = recorded_options(work_dir(out_path, work_path))
+    tables = override(read_config_file(config_path) if config_path else {}, "adapt", minutes=minutes,
+                      max_steps=max_steps, photos_per_shape=photos_per_shape, photo_size=photo_size, side=side,
+                      lr=lr, batch_size=batch_size, seed=seed, up_axis=up_axis, workers=workers, threads=threads,
+                      device=device)
+    base = AdaptOptions()
+    if resume:  # options given neither on the command line nor in --config are the run's own
+        base, recorded_weights = recorded_options(work_dir(out_path, work_path))
         weights = weights or recorded_weights
-    options = replace(options, **{k: v for k, v in given.items() if v is not None})
+    options = command_config(AdaptOptions, tables, str(config_path or "the command line"), base=base)
     command = " ".join(shlex.quote(a) for a in ["ibsr-train", *sys.argv[1:]])
     report = adapt(catalog, out_path, options, weights=weights, work=work_path, resume=resume, command=command,
                    progress=not as_json)
