@@ -126,8 +126,8 @@ def load_dataset(folder, render_size: int, query_size: int, cache_dir, up_axis: 
 def _cached_renders(entries, size: int, cache_dir: Path, up_axis: str, progress: bool) -> tuple[np.ndarray, str]:
     """(N x V x S x S uint8 views, their cache key)."""
     hashes = [file_hash(e.path) for e in entries]
-    key = cache_key({"v": CACHE_VERSION, "kind": "renders", "size": size, "rig": DEFAULT_RIG.to_dict(), "up_axis": up_axis,
-                "shapes": [[e.shape_id, h] for e, h in zip(entries, hashes)]})
+    key = cache_key({"v": CACHE_VERSION, "kind": "renders", "size": size, "rig": DEFAULT_RIG.to_dict(),
+                     "up_axis": up_axis, "shapes": [[e.shape_id, h] for e, h in zip(entries, hashes)]})
     path = cache_dir / f"renders-{key}.npz"
     if path.is_file():
         return np.load(path)["views"], key
@@ -163,7 +163,7 @@ def _cached_queries(files: list[tuple[Path, Path | None]], size: int, cache_dir:
                     progress: bool) -> tuple[np.ndarray, str]:
     """(image, mask) files -> (M x 4 x size x size uint8, the cache key: the files' contents)."""
     key = cache_key({"v": CACHE_VERSION, "kind": "queries", "size": size, "margin": CROP_MARGIN,
-                "files": [[file_hash(i), file_hash(m) if m else None] for i, m in files]})
+                     "files": [[file_hash(i), file_hash(m) if m else None] for i, m in files]})
     path = cache_dir / f"queries-{key}.npz"
     if path.is_file():
         return np.load(path)["queries"], key

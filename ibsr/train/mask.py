@@ -99,7 +99,7 @@ def load_mask_photos(folders: list, size: int, cache_dir, progress: bool = True)
             files.append((q.image, q.mask))
         sources.append(str(queries_file))
     key = cache_key({"v": CACHE_VERSION, "kind": "masks", "size": size,
-                "files": [[file_hash(i), file_hash(m)] for i, m in files]})
+                     "files": [[file_hash(i), file_hash(m)] for i, m in files]})
     path = Path(cache_dir) / f"masks-{key}.npz"
     if path.is_file():
         cached = np.load(path)
