@@ -109,7 +109,7 @@ from pathlib import Path
 import numpy as np
 
 from ibsr.errors import IbsrError
-from ibsr.indexer.mesh import UP_AXES
+from ibsr.geometry.mesh import UP_AXES
 from ibsr.model.backbones import get_backbone
 from ibsr.model.config import LITE, PAPER, SMALL, ModelConfig
 from ibsr.model.segmenter import MaskConfig
