@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from ibsr import kernels
-from ibsr.searcher.pruned import ShapeBounds, pruned_rerank
+from ibsr.index.bounds import ShapeBounds
+from ibsr.searcher.pruned import pruned_rerank
 
 D, V, CATEGORIES = 128, 12, 50
 

@@ -6,8 +6,8 @@
     flock /tmp/ibsr-bench.lock .venv/bin/python benchmarks/scale.py --shapes 1000000 \
         --index data/scale/1m --json benchmarks/out/scale_1m.json
 
-The index is written through ibsr's own writer (`ShapeWriter`/`make_rows`, then the FAISS
-prefilter and the flat sidecar as a build's end writes them), in the real on-disk format. Its
+The index is written through ibsr's own writer (`IndexWriter.add`, then the flat sidecar and
+the FAISS prefilter as a build's end writes them: `refresh_derived`), in the real on-disk format. Its
 view embeddings are drawn around those of a real catalog: `--work` holds a generated catalog
 (`ibsr.synth`, all 36 categories, `--base-per-category` shapes each) indexed once with the
 model (`--weights`, default the shipped one) and photos of its shapes. Synthetic shape i takes
@@ -81,10 +81,10 @@ def build_base(work: Path, weights: str | None, per_category: int, categories: l
 
 def small_thumbnails(index: Path, count: int = 4) -> list[bytes]:
     """A few of the real index's thumbnails, shrunk to 1/4 (1M shapes x full-size ones: ~20 GB)."""
-    from ibsr.indexer import ShapeReader
+    from ibsr.index.table import ShapeReader
 
     reader = ShapeReader(index)
-    blobs = list(reader.thumbnails(reader.snapshot().shape_ids[:count]).values())
+    blobs = list(reader.thumbnails(reader.read(["shape_id"]).column("shape_id").to_pylist()[:count]).values())
     small = []
     for png in blobs:
         image = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
@@ -104,13 +104,13 @@ def shift(rng, shape, norm: float) -> np.ndarray:
 
 def write_synthetic(index: Path, base: Path, n: int, seed: int) -> dict:
     """n shapes around the base index's real ones, written like a build writes them."""
-    from ibsr.indexer import IndexWriteLock, ShapeReader
-    from ibsr.indexer.faiss_index import rebuild_faiss
-    from ibsr.indexer.flat import rebuild_flat
-    from ibsr.indexer.store import ShapeWriter, make_rows
+    from ibsr.index.layout import ShapeEntry
+    from ibsr.index.lock import IndexWriteLock
+    from ibsr.index.snapshot import IndexSnapshot
+    from ibsr.index.writer import IndexWriter
 
-    real = ShapeReader(base).snapshot()
-    meta = ShapeReader(base).meta
+    real = IndexSnapshot.open(base)
+    meta = real.meta
     real_views = real.views.astype(np.float32)
     real_categories = np.array(real.categories)
     names_real = sorted(set(real.categories))
@@ -124,7 +124,7 @@ def write_synthetic(index: Path, base: Path, n: int, seed: int) -> dict:
     index.mkdir(parents=True, exist_ok=True)
     with IndexWriteLock(index):
         meta.write(index)
-        writer = ShapeWriter(index, meta)
+        writer = IndexWriter(index, meta)
         for start in range(0, n, WRITE_CHUNK):
             count = min(WRITE_CHUNK, n - start)
             cats = rng.integers(CATEGORY_NAMES, size=count)
@@ -132,23 +132,19 @@ def write_synthetic(index: Path, base: Path, n: int, seed: int) -> dict:
                                                             np.array([len(members[c]) for c in cats]))])
             views = unit(real_views[picks] + name_shift[cats] + shift(rng, (count, 1, meta.embed_dim), SHIFTS["shape"])
                          + shift(rng, (count, meta.views, meta.embed_dim), SHIFTS["view"]))
-            shapes = [{"shape_id": f"{names[c]}/s{start + i:07d}", "category": names[c],
-                       "source_path": real.source_paths[p], "mesh_hash": f"synthetic-{start + i}",
-                       "thumbnail": thumbnails[i % len(thumbnails)], "encoder_id": meta.encoder_id}
+            shapes = [ShapeEntry(f"{names[c]}/s{start + i:07d}", names[c], real.source_paths[p],
+                                 f"synthetic-{start + i}", thumbnails[i % len(thumbnails)])
                       for i, (c, p) in enumerate(zip(cats, picks))]
-            writer.upsert(make_rows(writer.schema, shapes, views))
+            writer.add(shapes, views)
             print(f"  {start + count:,} / {n:,} shapes written ({time.perf_counter() - started:.0f} s)", flush=True)
         timings["rows_s"] = time.perf_counter() - started
         t = time.perf_counter()
         writer.compact()
         timings["compact_s"] = time.perf_counter() - t
         t = time.perf_counter()
-        rebuild_flat(index)  # before the FAISS files, as a build does
-        timings["flat_s"] = time.perf_counter() - t
-        t = time.perf_counter()
-        faiss = rebuild_faiss(index)
-        timings["faiss_s"] = time.perf_counter() - t
-    print(f"  prefilter {faiss}, flat sidecar written; {timings}", flush=True)
+        derived = writer.refresh_derived(rewrite_flat=True, rewrite_faiss=True)
+        timings["derived_s"] = time.perf_counter() - t
+    print(f"  prefilter {derived['faiss']}, flat sidecar written; {timings}", flush=True)
     return timings
 
 
@@ -196,8 +192,8 @@ def probe(index: Path, photo: str, mask: str, weights: str | None, mode: str, ta
     from ibsr.serve.service import SearchParams
     imported, cpu_imported = time.perf_counter(), cpu_seconds()
     if table:
-        import ibsr.indexer.store as store
-        store.read_flat = lambda *args, **kwargs: None
+        import ibsr.index.snapshot as snapshot
+        snapshot.read_flat = lambda *args, **kwargs: None
 
     def answer() -> float:
         t = time.perf_counter()
@@ -278,17 +274,17 @@ def measure(index: Path, work: Path, weights: str | None, repeats: int) -> dict:
 def open_from_table(index: Path, weights: str | None) -> float:
     """Searcher construction without the sidecar (as before it existed), for comparison; after
     the peak RSS above was taken (it holds a copy of every view)."""
-    import ibsr.indexer.store as store
+    import ibsr.index.snapshot as snapshot
     from ibsr.searcher import Searcher
 
-    read_flat, store.read_flat = store.read_flat, lambda *args, **kwargs: None
+    read_flat, snapshot.read_flat = snapshot.read_flat, lambda *args, **kwargs: None
     try:
         t = time.perf_counter()
         searcher = Searcher(index, weights=weights)
         assert searcher.shapes.source == "table"
         return time.perf_counter() - t
     finally:
-        store.read_flat = read_flat
+        snapshot.read_flat = read_flat
 
 
 def measure_in_process(index: Path, work: Path, queries: list[dict], weights: str | None, repeats: int) -> dict:

@@ -23,8 +23,8 @@ turns; the last column divides each cell's requests/s by the first runtime's (th
 (`plain`: the service computes the automatic mask, the mask network); each server gets both,
 taking turns.
 
-The synthetic indexes are written with ibsr's own store writer (`ShapeWriter`, `make_rows`,
-then the flat sidecar and the FAISS prefilter, as a build's end writes them): per-category cluster centres plus noise for the view embeddings (so the
+The synthetic indexes are written with ibsr's own writer (`IndexWriter.add`, then the flat
+sidecar and the FAISS prefilter, as a build's end writes them: `refresh_derived`): per-category cluster centres plus noise for the view embeddings (so the
 category prefilter behaves as on a real catalog: a query's nearest shapes agree on a few
 categories), the shipped model's encoder id, and a real mesh as every shape's source.
 """
@@ -48,11 +48,10 @@ import numpy as np
 
 from ibsr.eval import read_queries
 from ibsr.geometry.render import montage
-from ibsr.indexer import Indexer, ShapeReader
-from ibsr.indexer.faiss_index import rebuild_faiss
-from ibsr.indexer.flat import flat_is_current, rebuild_flat
-from ibsr.indexer.store import ShapeWriter, make_rows
-from ibsr.schemas import META_FILE
+from ibsr.index.layout import META_FILE, ShapeEntry
+from ibsr.index.table import ShapeReader
+from ibsr.index.writer import IndexWriter
+from ibsr.indexer import Indexer
 from ibsr.serve import thread_budget, usable_cpus
 from ibsr.synth import CATEGORIES, iter_shapes, write_catalog, write_queries
 
@@ -75,14 +74,14 @@ def build_real(root: Path, shapes_per_category: int, photos: int, seed: int) -> 
 def build_synthetic(index: Path, n: int, source_path: str, seed: int) -> Path:
     """n shapes of random clustered view embeddings, written like a build writes them."""
     if (index / "faiss").is_dir():
-        if not flat_is_current(index):  # written before this script wrote the sidecar: servers read the table
-            rebuild_flat(index)
+        with IndexWriter.existing(index) as writer:  # one written before this script wrote the sidecar gets one
+            writer.refresh_derived()
         return index
     indexer = Indexer(index)  # the shipped model: its encoder id, views, dims, rig
     meta = indexer.meta
     if not (index / META_FILE).exists():
         meta.write(index)
-    writer = ShapeWriter(index, meta)
+    writer = IndexWriter(index, meta)
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((len(CATEGORIES), meta.embed_dim)).astype(np.float32)
     thumbnail = cv2.imencode(".png", montage(np.full((meta.views, 64, 64), 255, np.uint8)))[1].tobytes()
@@ -94,14 +93,13 @@ def build_synthetic(index: Path, n: int, source_path: str, seed: int) -> Path:
         view_noise = rng.standard_normal((count, meta.views, meta.embed_dim), dtype=np.float32)
         views = centres[cats][:, None, :] + 0.8 * shape_noise + 0.5 * view_noise
         views /= np.linalg.norm(views, axis=2, keepdims=True)
-        shapes = [{"shape_id": f"{CATEGORIES[c]}/synthetic_{start + i:07d}", "category": CATEGORIES[c],
-                   "source_path": source_path, "mesh_hash": f"synthetic-{start + i}", "thumbnail": thumbnail,
-                   "encoder_id": meta.encoder_id} for i, c in enumerate(cats)]
-        writer.upsert(make_rows(writer.schema, shapes, views))
+        shapes = [ShapeEntry(f"{CATEGORIES[c]}/synthetic_{start + i:07d}", CATEGORIES[c], source_path,
+                             f"synthetic-{start + i}", thumbnail) for i, c in enumerate(cats)]
+        writer.add(shapes, views)
         print(f"  synthetic {n}: {start + count} shapes written ({time.perf_counter() - started:.0f} s)", flush=True)
     writer.compact()
-    rebuild_flat(index)  # before the FAISS files, as a build does
-    print(f"  synthetic {n}: prefilter {rebuild_faiss(index)} ({time.perf_counter() - started:.0f} s)", flush=True)
+    derived = writer.refresh_derived(rewrite_flat=True, rewrite_faiss=True)
+    print(f"  synthetic {n}: prefilter {derived['faiss']} ({time.perf_counter() - started:.0f} s)", flush=True)
     return index
 
 

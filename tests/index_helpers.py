@@ -13,9 +13,10 @@ import lancedb
 import numpy as np
 import pyarrow as pa
 
-from ibsr.indexer.faiss_index import read_faiss
-from ibsr.indexer.verify import verify_index
-from ibsr.schemas import IndexMeta, shapes_schema
+from ibsr.index.faiss_index import read_faiss
+from ibsr.index.layout import IndexMeta, shapes_schema
+from ibsr.index.verify import verify_index
+from ibsr.index.writer import IndexWriter
 
 ENV = {**os.environ, "PYTHONPATH": os.getcwd(), "OMP_NUM_THREADS": "1"}
 
@@ -62,6 +63,13 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> s
     for needle in needles:
         assert needle in last, (needle, last)
     return last
+
+
+def rewrite_derived(index: Path, faiss_factory: str | None = None, flat: bool = False, faiss: bool = False) -> dict:
+    """Rewrite an index's flat sidecar and FAISS prefilter where stale or asked for, as a
+    writer does (`IndexWriter.refresh_derived`, under the write lock)."""
+    with IndexWriter.existing(index) as writer:
+        return writer.refresh_derived(faiss_factory, rewrite_flat=flat, rewrite_faiss=faiss)
 
 
 def table(index: Path):

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from ibsr.indexer import ShapeReader
+from ibsr.index.snapshot import IndexSnapshot
 
 
 def start_build(catalog, index, weights):
@@ -66,7 +66,7 @@ def test_killed_builds_resume_to_the_same_index(tmp_path, catalog, built_index, 
     assert final.wait() == 0, final.stderr.read().decode()
     assert kills >= 3
 
-    got, want = ShapeReader(index).snapshot(), ShapeReader(built_index).snapshot()
+    got, want = IndexSnapshot.open(index), IndexSnapshot.open(built_index)
     assert got.shape_ids == want.shape_ids  # none missing, none duplicated
     assert got.categories == want.categories
     order = {s: i for i, s in enumerate(got.shape_ids)}

@@ -23,13 +23,15 @@ from PIL import Image
 
 from ibsr.cli.index import main as index_cli
 from ibsr.errors import IbsrError
-from ibsr.indexer import Indexer, ShapeReader
-from ibsr.indexer.faiss_index import FAISS_DIR, IDS_FILE, read_faiss, rebuild_faiss
-from ibsr.indexer.flat_files import FLAT_DIR
-from ibsr.indexer.verify import verify_index
+from ibsr.index.faiss_index import read_faiss
+from ibsr.index.layout import FAISS_DIR, FAISS_IDS_FILE, FLAT_DIR
+from ibsr.index.snapshot import IndexSnapshot
+from ibsr.index.table import ShapeReader
+from ibsr.index.verify import verify_index
+from ibsr.indexer import Indexer
 from ibsr.searcher import Searcher
 from index_helpers import (ENV, assert_one_line_error, assert_same_as_clean, build_cmd, content, index_cmd, python,
-                           run, table, wait_for_line)
+                           rewrite_derived, run, table, wait_for_line)
 
 N_SHAPES = 9
 KILLS = 5  # SIGKILLs during compaction
@@ -39,12 +41,12 @@ COMPACT = """
 import sys, time
 import pyarrow as pa
 from pathlib import Path
-from ibsr.indexer.lock import IndexWriteLock
-from ibsr.indexer.store import ShapeWriter
-from ibsr.schemas import IndexMeta
+from ibsr.index.layout import IndexMeta
+from ibsr.index.lock import IndexWriteLock
+from ibsr.index.writer import IndexWriter
 index, first, count = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 with IndexWriteLock(index, command="compaction test", quiet=True):
-    writer = ShapeWriter(index, IndexMeta.read(index))
+    writer = IndexWriter(index, IndexMeta.read(index))
     source = writer.table.search().where("shape_id NOT LIKE 'extra/%'").limit(None).to_arrow()
     source = source.sort_by("shape_id")
     for i in range(first, first + count):  # one commit each: many small fragments
@@ -99,7 +101,8 @@ def test_sigkill_during_compaction(index_copy, built_index, catalog, tiny_weight
 FAISS_WRITE = """
 import os, sys, time
 from pathlib import Path
-from ibsr.indexer import faiss_index
+from ibsr.index import faiss_index
+from ibsr.index.writer import IndexWriter
 
 index, pause_at = Path(sys.argv[1]), int(sys.argv[2])
 events = []
@@ -128,7 +131,8 @@ def replace(src, dst):
     event("after replace")
 
 faiss_index._write_synced, faiss_index.os.replace = write_synced, replace
-faiss_index.rebuild_faiss(index, "HNSW8")
+with IndexWriter.existing(index) as writer:
+    writer.refresh_derived("HNSW8")
 print("done", flush=True)
 """
 
@@ -161,9 +165,9 @@ def test_sigkill_during_faiss_writing(index_copy, built_index, tiny_weights, tmp
             [photo], topk=5, prefilter="ann", candidates=5)[0].hits
         assert [h.shape_id for h in hits] == expected, step
     # Leftovers of the killed writes (half files, tmp files) go with the next write.
-    rebuild_faiss(index_copy)
+    rewrite_derived(index_copy, faiss=True)
     files = sorted(p.name for p in (index_copy / FAISS_DIR).iterdir())
-    assert len(files) == 2 and IDS_FILE in files and files[0].startswith("prefilter-")
+    assert len(files) == 2 and FAISS_IDS_FILE in files and files[0].startswith("prefilter-")
 
 
 def _limited(limit):
@@ -281,17 +285,17 @@ def test_reader_of_a_version_that_compaction_removed(monkeypatch, index_copy, ca
     """A search pins the latest version; a build then commits and compacts, deleting versions
     older than KEEP_OLD_VERSIONS by creation time, so a long-unchanged pinned version goes at
     once. The reader re-pins the latest version instead of failing."""
-    import ibsr.indexer.store as store
+    import ibsr.index.writer as writer
 
     reader = ShapeReader(index_copy)
     pinned = reader.version
-    monkeypatch.setattr(store, "KEEP_OLD_VERSIONS", datetime.timedelta(0))  # "older than 5 minutes"
+    monkeypatch.setattr(writer, "KEEP_OLD_VERSIONS", datetime.timedelta(0))  # "older than 5 minutes"
     mesh = sorted((catalog_copy / "chair").iterdir())[0]
     mesh.write_bytes(mesh.read_bytes() + b"\n# edited\n")
     Indexer(index_copy, weights=tiny_weights).build(catalog_copy, progress=False)
     with pytest.raises(ValueError, match="no longer exists"):  # the fault is real: that version is gone
         table(index_copy).checkout(pinned)
-    snapshot = reader.snapshot()
+    snapshot = IndexSnapshot.read(reader)
     assert reader.version > pinned and len(set(snapshot.shape_ids)) == N_SHAPES
     assert set(reader.thumbnails(snapshot.shape_ids[:3])) == set(snapshot.shape_ids[:3])
 
@@ -303,14 +307,14 @@ def test_a_snapshot_never_mixes_in_the_vectors_of_another_version(monkeypatch, i
     prefilter) only when first asked. If a compaction removed its version meanwhile, the reader
     re-pins a newer one, whose vectors it must not hand out: they come from the snapshot's own
     views instead (ibsr-serve's promise: an answer is computed from one version)."""
-    import ibsr.indexer.store as store
+    import ibsr.index.writer as writer
 
     reader = ShapeReader(index_copy)
-    snapshot = reader.snapshot()
+    snapshot = IndexSnapshot.read(reader)
     assert snapshot.source == "flat"
     ids, before = ShapeReader(index_copy).vectors()
     before = before[[ids.index(s) for s in snapshot.shape_ids]]
-    monkeypatch.setattr(store, "KEEP_OLD_VERSIONS", datetime.timedelta(0))
+    monkeypatch.setattr(writer, "KEEP_OLD_VERSIONS", datetime.timedelta(0))
     chair, lamp = (sorted((catalog_copy / c).iterdir())[0] for c in ("chair", "lamp"))
     shutil.copy(lamp, chair)  # another shape: another pooled vector
     Indexer(index_copy, weights=tiny_weights).build(catalog_copy, progress=False)
@@ -324,13 +328,13 @@ def test_a_snapshot_never_mixes_in_the_vectors_of_another_version(monkeypatch, i
 CHURN = """
 import sys, time, datetime
 from pathlib import Path
-from ibsr.indexer.lock import IndexWriteLock
-from ibsr.indexer.store import ShapeWriter
-from ibsr.schemas import IndexMeta
+from ibsr.index.layout import IndexMeta
+from ibsr.index.lock import IndexWriteLock
+from ibsr.index.writer import IndexWriter
 index, seconds = Path(sys.argv[1]), float(sys.argv[2])
 rounds, end = 0, time.monotonic() + seconds
 with IndexWriteLock(index, command="churn", quiet=True):
-    writer = ShapeWriter(index, IndexMeta.read(index))
+    writer = IndexWriter(index, IndexMeta.read(index))
     print("churning", flush=True)
     while time.monotonic() < end:
         rows = writer.table.to_arrow()
@@ -357,7 +361,7 @@ def test_searches_while_compaction_removes_old_versions(index_copy, built_index,
         assert sorted(searcher.shapes.shape_ids) == sorted(content(built_index))
         result = searcher.search([photo], topk=5, prefilter="none")[0]
         assert [h.shape_id for h in result.hits] == expected
-        assert len(searcher.reader.thumbnails([h.shape_id for h in result.hits])) == 5
+        assert len(searcher.shapes.thumbnails([h.shape_id for h in result.hits])) == 5
         searches += 1
     out, err = churn.communicate()
     assert churn.returncode == 0, err
@@ -382,7 +386,7 @@ def test_open_retries_a_version_that_compaction_removed(built_index, monkeypatch
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(lancedb.db.LanceDBConnection, "open_table", racing)
-    assert len(ShapeReader(built_index).snapshot()) == len(content(built_index))
+    assert len(IndexSnapshot.read(ShapeReader(built_index))) == len(content(built_index))
     assert failures["left"] == 0
     failures["left"] = 10**6  # never commits
     with pytest.raises(IbsrError, match="no shapes yet"):

@@ -1,4 +1,4 @@
-"""The flat sidecar (ibsr/indexer/flat.py): written by every writer, memory-mapped by searches
+"""The flat sidecar (ibsr/index/flat.py): written by every writer, memory-mapped by searches
 of its table version, checked by verify, rebuilt by repair; the table answers the same when it
 is missing, stale or damaged."""
 
@@ -13,12 +13,14 @@ from click.testing import CliRunner
 
 from ibsr import kernels
 from ibsr.cli.index import main as index_cli
+from ibsr.index.flat import read_flat
+from ibsr.index.layout import FLAT_DIR, FLAT_META
+from ibsr.index.snapshot import IndexSnapshot
+from ibsr.index.table import ShapeReader
+from ibsr.index.verify import verify_index
 from ibsr.indexer import Indexer
-from ibsr.indexer.flat_files import FLAT_DIR, META, read_flat
-from ibsr.indexer.store import ShapeReader
-from ibsr.indexer.verify import verify_index
 from ibsr.searcher import Searcher
-from index_helpers import assert_same_as_clean, replace_row
+from index_helpers import assert_same_as_clean, replace_row, rewrite_derived
 from test_index_search import view_photo
 
 CHAIR = "chair/chair_0000"
@@ -29,7 +31,7 @@ def flat_problems(index):
 
 
 def views_file(index):
-    meta = json.loads((index / FLAT_DIR / META).read_text())
+    meta = json.loads((index / FLAT_DIR / FLAT_META).read_text())
     return index / FLAT_DIR / meta["files"]["views"]
 
 
@@ -57,11 +59,11 @@ def test_a_build_writes_the_sidecar_of_its_table_version(built_index):
     reader = ShapeReader(built_index)
     flat = read_flat(built_index, reader.version)
     assert flat is not None
-    table = reader.snapshot(flat=False)
+    table = IndexSnapshot.read(reader, flat=False)
     assert flat.rows.equals(table.rows)
     assert np.array_equal(flat.views, table.views)
     assert flat.views.dtype == np.float16 and flat.views.shape == (9, 12, 64)
-    assert reader.snapshot().source == "flat"
+    assert IndexSnapshot.read(reader).source == "flat"
 
 
 def test_opening_and_searching_build_no_per_row_python_lists(built_index, tiny_weights, photos):
@@ -90,8 +92,8 @@ def test_the_rerank_reads_the_sidecars_read_only_map_not_a_copy(built_index, tin
     assert isinstance(views, np.memmap) and Path(views.filename) == views_file(built_index)
     assert not views.flags.writeable
     assert searcher.views.data_ptr() == views.ctypes.data and searcher.views.shape == views.shape
-    centres, radii = searcher.shapes.bounds
-    bounds = searcher.prefilter.shape_bounds()
+    centres, radii = searcher.shapes.flat_bounds
+    bounds = searcher.shapes.bounds
     assert bounds.centres.data_ptr() == centres.ctypes.data and bounds.radii.data_ptr() == radii.ctypes.data
     if Path("/proc/self/maps").exists():  # Linux: the address lies in a read-only map of the file
         path, perms = mapping_of(searcher.views.data_ptr())
@@ -99,7 +101,7 @@ def test_the_rerank_reads_the_sidecars_read_only_map_not_a_copy(built_index, tin
 
 
 def test_without_a_sidecar_the_searcher_keeps_the_tables_views_without_a_copy(index_copy, tiny_weights):
-    (index_copy / FLAT_DIR / META).unlink()
+    (index_copy / FLAT_DIR / FLAT_META).unlink()
     searcher = Searcher(index_copy, weights=tiny_weights)
     assert searcher.shapes.source == "table"
     assert searcher.views.data_ptr() == searcher.shapes.views.ctypes.data
@@ -160,13 +162,13 @@ def test_damaged_or_missing_sidecar_is_found_and_repaired(index_copy, built_inde
     data[-2:] = np.float16(0.5).tobytes()  # last view value of the last shape: still a valid file
     path.write_bytes(bytes(data))
     [problem] = flat_problems(index_copy)
-    last = ShapeReader(index_copy).snapshot(flat=False).row(8)[0]
+    last = IndexSnapshot.open(index_copy, flat=False).row(8)[0]
     assert f"differs from the table (first at shape {last})" in problem.what
     assert problem.where == str(index_copy / FLAT_DIR)
     report = Indexer(index_copy, weights=tiny_weights).build(catalog, progress=False, repair=True)
     assert report.repair["rebuild_flat"] and report.flat is not None and report.indexed == 0
     assert_same_as_clean(index_copy, built_index)
-    (index_copy / FLAT_DIR / META).unlink()
+    (index_copy / FLAT_DIR / FLAT_META).unlink()
     [problem] = flat_problems(index_copy)
     assert "missing" in problem.what
     result = CliRunner().invoke(index_cli, ["verify", "--index", str(index_copy), "--quiet"])
@@ -176,10 +178,8 @@ def test_damaged_or_missing_sidecar_is_found_and_repaired(index_copy, built_inde
 
 
 def test_a_rewrite_removes_the_previous_files(index_copy):
-    from ibsr.indexer.flat import rebuild_flat
-
     before = set((index_copy / FLAT_DIR).iterdir())
-    rebuild_flat(index_copy)
+    rewrite_derived(index_copy, flat=True)
     after = set((index_copy / FLAT_DIR).iterdir())
     assert len(after) == len(before) == 5 and (after - before) and read_flat(index_copy) is not None
 
@@ -187,7 +187,7 @@ def test_a_rewrite_removes_the_previous_files(index_copy):
 def test_a_failed_write_keeps_the_previous_sidecar(index_copy, monkeypatch):
     import errno
 
-    import ibsr.indexer.flat as flat
+    import ibsr.index.flat as flat
     from ibsr.errors import IbsrError
 
     before = sorted((index_copy / FLAT_DIR).iterdir())
@@ -197,6 +197,6 @@ def test_a_failed_write_keeps_the_previous_sidecar(index_copy, monkeypatch):
 
     monkeypatch.setattr(flat, "_write_rows", full)  # after the three arrays are written
     with pytest.raises(IbsrError, match="disk is full"):
-        flat.rebuild_flat(index_copy)
+        rewrite_derived(index_copy, flat=True)
     assert sorted((index_copy / FLAT_DIR).iterdir()) == before  # the new files are gone, the old ones kept
     assert read_flat(index_copy, ShapeReader(index_copy).version) is not None

@@ -11,11 +11,12 @@ import pytest
 from click.testing import CliRunner
 
 from ibsr.cli.index import main as index_cli
-from ibsr.indexer import Indexer, ShapeReader
-from ibsr.indexer.lock import HOLDER_FILE, IndexWriteLock, holds_write_lock, read_holder
-from ibsr.indexer.store import ShapeWriter, has_primary_key
-from ibsr.indexer.verify import verify_index
-from ibsr.schemas import IndexMeta
+from ibsr.index.layout import HOLDER_FILE, IndexMeta
+from ibsr.index.lock import IndexWriteLock, holds_write_lock, read_holder
+from ibsr.index.table import ShapeReader, has_primary_key
+from ibsr.index.verify import verify_index
+from ibsr.index.writer import IndexWriter
+from ibsr.indexer import Indexer
 from index_helpers import (ENV, assert_one_line_error, assert_same_as_clean, build_cmd, content, full_rows,
                            index_cmd, python, run, wait_for_line)
 
@@ -23,7 +24,7 @@ N_SHAPES = 9
 
 HOLD = """
 import sys, time
-from ibsr.indexer.lock import IndexWriteLock
+from ibsr.index.lock import IndexWriteLock
 with IndexWriteLock(sys.argv[1], command="test holder"):
     print("locked", flush=True)
     sys.stdin.readline()  # released when the test writes a line
@@ -154,7 +155,7 @@ def test_lancedb_itself_refuses_a_concurrent_duplicate_insert(index_copy, built_
     primary key, so LanceDB detects two merge-inserts of the same new shapes planned on one
     version and retries the later one as an update."""
     meta = IndexMeta.read(index_copy)
-    first, second = ShapeWriter(index_copy, meta), ShapeWriter(index_copy, meta)
+    first, second = IndexWriter(index_copy, meta), IndexWriter(index_copy, meta)
     assert has_primary_key(first.table)
     rows = full_rows(index_copy)
     first.delete(rows.column("shape_id").to_pylist())

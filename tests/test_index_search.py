@@ -11,10 +11,12 @@ from PIL import Image
 from ibsr.errors import IbsrError
 from ibsr.geometry.mesh import load_mesh
 from ibsr.geometry.render import render_views
-from ibsr.indexer import Indexer, ShapeReader
+from ibsr.index.layout import META_FILE, IndexMeta
+from ibsr.index.snapshot import IndexSnapshot
+from ibsr.index.table import ShapeReader
+from ibsr.indexer import Indexer
 from ibsr.model import load_checkpoint
 from ibsr.photos.query import load_query, query_tensor
-from ibsr.schemas import META_FILE, IndexMeta
 from ibsr.searcher import Searcher
 
 from conftest import CATEGORIES, SHAPES_PER_CATEGORY
@@ -51,7 +53,7 @@ def test_build_writes_every_shape(built_index, tiny_weights):
     assert info["shapes"] == N_SHAPES
     assert info["categories"] == {c: SHAPES_PER_CATEGORY for c in CATEGORIES}
     assert info["format_version"] == 1 and info["views"] == 12
-    snap = reader.snapshot()
+    snap = IndexSnapshot.read(reader)
     assert snap.views.dtype == np.float16 and snap.views.shape == (N_SHAPES, 12, 64)
     norms = np.linalg.norm(snap.views.astype(np.float32), axis=2)
     assert np.allclose(norms, 1, atol=2e-3)
@@ -138,7 +140,7 @@ def test_rerun_skips_unchanged_and_reindexes_changed(index_copy, tiny_weights, c
     shutil.copy(chairs[1], chairs[0])  # chair 0 now has chair 1's geometry
     second = Indexer(index_copy, weights=tiny_weights).build(catalog_copy, progress=False)
     assert (second.indexed, second.unchanged) == (1, N_SHAPES - 1)
-    snap = ShapeReader(index_copy).snapshot()
+    snap = IndexSnapshot.open(index_copy)
     assert len(snap.shape_ids) == len(set(snap.shape_ids)) == N_SHAPES
     row = {s: i for i, s in enumerate(snap.shape_ids)}
     a, b = f"chair/{chairs[0].stem}", f"chair/{chairs[1].stem}"
@@ -146,7 +148,7 @@ def test_rerun_skips_unchanged_and_reindexes_changed(index_copy, tiny_weights, c
 
 
 def test_bad_meshes_are_skipped_then_listed(index_copy, tiny_weights, catalog_copy):
-    before = ShapeReader(index_copy).snapshot()
+    before = IndexSnapshot.open(index_copy)
     (catalog_copy / "chair" / "broken.obj").write_text("this is not a mesh\n")
     (catalog_copy / "chair" / "empty.obj").write_bytes(b"")
     (catalog_copy / "chair" / "nan.obj").write_text("v nan 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")
@@ -155,7 +157,7 @@ def test_bad_meshes_are_skipped_then_listed(index_copy, tiny_weights, catalog_co
     assert report.indexed == 0 and report.unchanged == N_SHAPES
     with pytest.raises(IbsrError, match="empty.obj|broken.obj|nan.obj"):
         Indexer(index_copy, weights=tiny_weights).build(catalog_copy, strict=True, progress=False)
-    after = ShapeReader(index_copy).snapshot()
+    after = IndexSnapshot.open(index_copy)
     assert after.shape_ids == before.shape_ids and np.array_equal(after.views, before.views)
 
 

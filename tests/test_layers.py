@@ -28,17 +28,20 @@ IMPORT_CALLS = ("import_module", "__import__")
 # Lowest first. A name is a top-level package or module of ibsr; packages in one group do not
 # import each other.
 LAYERS = [
-    # IbsrError, imported by everything; crash-safe writes (atomic_write), used from schemas to train:
+    # IbsrError, imported by everything; crash-safe writes (atomic_write), used from index to train:
     # both standard library only, neither imports the other
     ("errors", "files"),
     ("geometry",),  # meshes: loading, cleaning, normalizing; the camera rig, the grayscale views, their montage
-    ("cpus", "precision", "schemas"),  # CPU budget, bf16 policy, the on-disk formats
+    ("cpus", "precision"),  # CPU budget, bf16 policy
     ("kernels", "runtime"),  # the rerank kernels; torch / ONNX Runtime running any module
     ("model",),  # the networks, their checkpoints and inputs, inference on a runtime
     # query photos: decoding, the box, the object mask (GrabCut, the mask network), the query tensor;
     # what the Ray build and the Ray evaluation share to start, size and talk to Ray
     ("photos", "ray_cluster"),
-    ("indexer",),  # catalog -> index: render jobs, the table, the sidecar, FAISS, bounds
+    # the index directory: its layout and formats, the table, the sidecar, FAISS, the score bounds,
+    # the lock, the one writer, snapshots of one version, verify
+    ("index",),
+    ("indexer",),  # catalog -> index: discovery, render jobs, encoding, the Ray backend
     ("searcher", "synth"),  # queries -> ranked shapes; procedural shapes and photos (rendered as the index renders)
     # `ibsr/__init__.py` re-exports Indexer and Searcher on first use, so it sits above them;
     # what lies higher may read it (ibsr-serve reports `ibsr.__version__`).

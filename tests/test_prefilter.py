@@ -9,9 +9,13 @@ from click.testing import CliRunner
 
 from ibsr.cli import index as index_cli
 from ibsr.errors import IbsrError
-from ibsr.indexer import Indexer, ShapeReader
-from ibsr.indexer.faiss_index import FAISS_DIR, IDS_FILE, faiss_is_current, read_faiss
+from ibsr.index.faiss_index import read_faiss
+from ibsr.index.layout import FAISS_DIR, FAISS_IDS_FILE
+from ibsr.index.snapshot import IndexSnapshot
+from ibsr.index.table import ShapeReader
+from ibsr.indexer import Indexer
 from ibsr.searcher import Searcher
+from index_helpers import rewrite_derived
 
 from test_index_search import N_SHAPES, view_photo
 
@@ -26,14 +30,16 @@ def photos(catalog, tmp_path_factory):
 def test_build_writes_a_current_prefilter(built_index):
     index, meta = read_faiss(built_index)
     assert index.ntotal == N_SHAPES and meta["factory"] == "Flat"
-    assert meta["table_version"] == ShapeReader(built_index).version and faiss_is_current(built_index)
-    assert sorted(meta["shape_ids"]) == sorted(ShapeReader(built_index).snapshot().shape_ids)
+    snapshot = IndexSnapshot.open(built_index)
+    assert meta["table_version"] == ShapeReader(built_index).version and snapshot.faiss_source == "stored"
+    assert sorted(meta["shape_ids"]) == sorted(snapshot.shape_ids)
 
 
 def test_missing_prefilter_is_rebuilt_by_the_next_build(index_copy, tiny_weights, catalog):
     shutil.rmtree(index_copy / FAISS_DIR)
     report = Indexer(index_copy, weights=tiny_weights).build(catalog, progress=False)
-    assert report.indexed == 0 and report.faiss["count"] == N_SHAPES and faiss_is_current(index_copy)
+    assert report.indexed == 0 and report.faiss["count"] == N_SHAPES
+    assert IndexSnapshot.open(index_copy).faiss_source == "stored"
 
 
 def test_none_is_exhaustive_and_ann_reranks_exactly(built_index, tiny_weights, photos):
@@ -67,7 +73,7 @@ def test_category_mode_reranks_predicted_categories(built_index, tiny_weights, p
 
 
 def test_stale_prefilter_is_not_used(index_copy, tiny_weights, photos):
-    meta_path = index_copy / FAISS_DIR / IDS_FILE
+    meta_path = index_copy / FAISS_DIR / FAISS_IDS_FILE
     meta = json.loads(meta_path.read_text())
     meta["table_version"] = -1
     meta_path.write_text(json.dumps(meta))
@@ -92,9 +98,7 @@ def test_an_ivf_prefilter_is_mapped_not_read_into_memory(index_copy):
     and stay readable after a rewrite unlinks the file."""
     import faiss
 
-    from ibsr.indexer.faiss_index import rebuild_faiss
-
-    rebuild_faiss(index_copy, "IVF2,Flat")
+    rewrite_derived(index_copy, "IVF2,Flat")
     index, meta = read_faiss(index_copy)
     lists = faiss.downcast_InvertedLists(faiss.extract_index_ivf(index).invlists)
     assert isinstance(lists, faiss.OnDiskInvertedLists) and lists.read_only
@@ -103,6 +107,6 @@ def test_an_ivf_prefilter_is_mapped_not_read_into_memory(index_copy):
     q = np.random.default_rng(0).standard_normal((4, index.d)).astype(np.float32)
     want = plain.search(q, 5)
     assert all(np.array_equal(a, b) for a, b in zip(index.search(q, 5), want))
-    rebuild_faiss(index_copy, "IVF2,Flat")  # a new file; the mapped one is unlinked
+    rewrite_derived(index_copy, "IVF2,Flat")  # a new file; the mapped one is unlinked
     assert not (index_copy / FAISS_DIR / meta["index_file"]).exists()
     assert all(np.array_equal(a, b) for a, b in zip(index.search(q, 5), want))

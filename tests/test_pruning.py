@@ -11,8 +11,9 @@ from click.testing import CliRunner
 
 from ibsr import kernels
 from ibsr.cli import search as search_cli
+from ibsr.index.bounds import ShapeBounds
 from ibsr.searcher import Searcher
-from ibsr.searcher.pruned import ShapeBounds, pruned_rerank
+from ibsr.searcher.pruned import pruned_rerank
 
 from test_index_search import N_SHAPES, view_photo
 

@@ -19,7 +19,9 @@ import pytest
 from click.testing import CliRunner
 
 from ibsr.errors import IbsrError
-from ibsr.indexer import Indexer, ShapeReader
+from ibsr.index.snapshot import IndexSnapshot
+from ibsr.index.table import ShapeReader
+from ibsr.indexer import Indexer
 
 if os.environ.get("CI", "").lower() not in ("1", "true"):
     pytest.importorskip("ray", reason="Ray is optional: pip install 'ibsr[ray]'")
@@ -36,16 +38,14 @@ def ray_local():
 
 
 def assert_same_index(got_dir: Path, want_dir: Path) -> None:
-    got, want = ShapeReader(got_dir).snapshot(), ShapeReader(want_dir).snapshot()
+    got, want = IndexSnapshot.open(got_dir), IndexSnapshot.open(want_dir)
     assert got.shape_ids == want.shape_ids  # none missing, none duplicated, same order
     assert got.categories == want.categories
     assert got.source_paths == want.source_paths
     # float16 storage: embeddings equal within its rounding (the two builds batch differently)
     np.testing.assert_allclose(got.views.astype(np.float32), want.views.astype(np.float32), atol=2e-3)
     np.testing.assert_allclose(got.vectors, want.vectors, atol=2e-3)
-    from ibsr.indexer.faiss_index import faiss_is_current
-    from ibsr.indexer.flat import flat_is_current
-    assert faiss_is_current(got_dir) and flat_is_current(got_dir)  # both written as a local build writes them
+    assert got.faiss_source == "stored" and got.source == "flat"  # both written as a local build writes them
 
 
 def test_ray_build_equals_local_build(ray_local, catalog_copy, built_index, tiny_weights, tmp_path):
@@ -57,7 +57,7 @@ def test_ray_build_equals_local_build(ray_local, catalog_copy, built_index, tiny
     assert [f["path"] for f in report.failed] == [str(broken)]  # reported as in the local build
     assert report.faiss is not None and report.flat is not None
     assert report.render_seconds > 0 and report.encode_seconds > 0
-    got, want = ShapeReader(index).snapshot(), ShapeReader(built_index).snapshot()
+    got, want = IndexSnapshot.open(index), IndexSnapshot.open(built_index)
     assert got.shape_ids == want.shape_ids and got.categories == want.categories
     np.testing.assert_allclose(got.views.astype(np.float32), want.views.astype(np.float32), atol=2e-3)
     np.testing.assert_allclose(got.vectors, want.vectors, atol=2e-3)

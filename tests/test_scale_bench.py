@@ -4,8 +4,8 @@ import json
 import subprocess
 import sys
 
-from ibsr.indexer import ShapeReader
-from ibsr.indexer.flat_files import read_flat
+from ibsr.index.flat import read_flat
+from ibsr.index.table import ShapeReader
 from index_helpers import ENV, index_cmd, run
 
 

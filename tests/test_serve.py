@@ -32,12 +32,15 @@ from ibsr.cli import search as search_cli
 from ibsr.cli import serve as serve_cli
 from ibsr.geometry.mesh import load_mesh
 from ibsr.geometry.render import DEFAULT_RIG
-from ibsr.indexer import Indexer, ShapeReader, store
+from ibsr.index import writer
+from ibsr.index.layout import META_FILE, IndexMeta
+from ibsr.index.snapshot import IndexSnapshot
+from ibsr.index.table import ShapeReader
+from ibsr.index.writer import IndexWriter
+from ibsr.indexer import Indexer
 from ibsr.indexer.discover import catalog_relative
-from ibsr.indexer.store import ShapeWriter
 from ibsr.photos.image import MAX_PIXELS
 from ibsr.serve import SearchService, ServeConfig, create_app, thread_budget, usable_cpus
-from ibsr.schemas import META_FILE, IndexMeta
 from ibsr.synth import write_catalog
 
 from conftest import CATEGORIES, SHAPES_PER_CATEGORY
@@ -134,7 +137,7 @@ def test_search_options_and_mask_preview(client, built_index, photos):
     body = post(client, photo, mask, topk=2, category="lamp").json()
     assert [h["category"] for h in body["hits"]] == ["lamp", "lamp"] and body["predicted_categories"] == ["lamp"]
     everything = post(client, photo, mask, topk=N_SHAPES, prefilter="none").json()
-    assert sorted(h["shape_id"] for h in everything["hits"]) == sorted(ShapeReader(built_index).snapshot().shape_ids)
+    assert sorted(h["shape_id"] for h in everything["hits"]) == sorted(IndexSnapshot.open(built_index).shape_ids)
     ann = post(client, photo, mask, topk=3, prefilter="ann", candidates=4).json()
     assert len(ann["hits"]) == 3
     exact = post(client, photo, mask, topk=3, prefilter="exact").json()  # the pruned exact top-k
@@ -384,7 +387,7 @@ def test_hot_reload_during_a_build(index_copy, tiny_weights, tmp_path, monkeypat
       read: the previous one until a reload has loaded the next one entirely.
 
     Deterministic, no timing: the build runs in this thread and calls back after each commit
-    (`ShapeWriter.upsert`); there the test asks, has the service poll the index (what its watcher
+    (`IndexWriter.upsert`); there the test asks, has the service poll the index (what its watcher
     thread does every --reload-interval) from inside a batch, and asks again. Expected answers
     are computed from each version while it exists: the compaction at the end deletes every
     older version here (KEEP_OLD_VERSIONS 0; a real build keeps those under 5 minutes old, the
@@ -396,7 +399,7 @@ def test_hot_reload_during_a_build(index_copy, tiny_weights, tmp_path, monkeypat
     expected = {}  # table version -> its top-k shape ids, every shape's score
 
     def expect_latest() -> int:
-        snapshot = ShapeReader(index_copy).snapshot()  # the latest version, read while it exists
+        snapshot = IndexSnapshot.open(index_copy)  # the latest version, read while it exists
         scores = float64_scores(tiny_weights, tmp_path / "q.png", snapshot)
         expected[snapshot.version] = ({snapshot.shape_ids[i] for i in np.argsort(-scores)[:N_SHAPES]},
                                       dict(zip(snapshot.shape_ids, scores)))
@@ -430,9 +433,9 @@ def test_hot_reload_during_a_build(index_copy, tiny_weights, tmp_path, monkeypat
         assert health_version() == latest == ask()
         commits.append(latest)
 
-    upsert = ShapeWriter.upsert
-    monkeypatch.setattr(ShapeWriter, "upsert", lambda writer, rows: (upsert(writer, rows), after_commit()))
-    monkeypatch.setattr(store, "KEEP_OLD_VERSIONS", datetime.timedelta(0))
+    upsert = IndexWriter.upsert
+    monkeypatch.setattr(IndexWriter, "upsert", lambda self, rows: (upsert(self, rows), after_commit()))
+    monkeypatch.setattr(writer, "KEEP_OLD_VERSIONS", datetime.timedelta(0))
     with TestClient(create_app(service)) as client:
         first = expect_latest()
         assert health_version() == first == ask()
@@ -456,7 +459,7 @@ def test_the_watcher_reloads_a_commit_by_itself(index_copy, tiny_weights):
     service = make_service(index_copy, tiny_weights, reload_interval_s=0.05)
     with TestClient(create_app(service)) as client:
         before = client.get("/health").json()
-        ShapeWriter(index_copy, IndexMeta.read(index_copy)).delete(["chair/chair_0000"])  # a commit
+        IndexWriter(index_copy, IndexMeta.read(index_copy)).delete(["chair/chair_0000"])  # a commit
         deadline = time.monotonic() + 60  # waits for the watcher's poll; nothing else is happening
         while client.get("/health").json()["shapes"] != N_SHAPES - 1:
             assert time.monotonic() < deadline, "the watcher did not reload within 60 s"
@@ -469,7 +472,7 @@ def test_a_reload_maps_its_own_files_and_the_old_version_goes_with_its_last_user
     """Hot reload without a second copy: each version maps the sidecar it was loaded from
     (read-only, so its pages stay shared page cache), and the old one is freed as soon as
     nothing uses it (by reference counting, not at some later garbage collection)."""
-    from ibsr.indexer.flat import rebuild_flat
+    from index_helpers import rewrite_derived
 
     service = make_service(index_copy, tiny_weights)
     in_use = service.served  # what a batch holds while it runs (`_work` passes it to `_run_batch`)
@@ -477,7 +480,7 @@ def test_a_reload_maps_its_own_files_and_the_old_version_goes_with_its_last_user
     assert service.reload()  # the same files: mapped again, so both versions share their pages
     same = service.served.searcher.shapes.views
     assert same.filename == in_use.searcher.shapes.views.filename and not same.flags.writeable
-    rebuild_flat(index_copy)  # new files (and the old ones unlinked, still mapped by their users)
+    rewrite_derived(index_copy, flat=True)  # new files (and the old ones unlinked, still mapped by their users)
     assert service.reload()
     fresh = service.served.searcher.shapes.views
     assert isinstance(fresh, np.memmap) and fresh.filename != same.filename and not fresh.flags.writeable

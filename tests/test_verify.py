@@ -8,10 +8,9 @@ from click.testing import CliRunner
 
 from ibsr.cli.index import main as index_cli
 from ibsr.errors import IbsrError
+from ibsr.index.layout import FAISS_DIR, FAISS_IDS_FILE, META_FILE
+from ibsr.index.verify import verify_index
 from ibsr.indexer import Indexer
-from ibsr.indexer.faiss_index import FAISS_DIR, IDS_FILE
-from ibsr.indexer.verify import verify_index
-from ibsr.schemas import META_FILE
 from index_helpers import assert_same_as_clean, full_rows, manufacture_duplicates, replace_row
 
 CHAIR, LAMP = "chair/chair_0000", "lamp/lamp_0001"
@@ -112,7 +111,7 @@ def test_stale_or_broken_prefilter_is_found_and_rebuilt(index_copy, built_index,
     replace_row(index_copy, CHAIR)  # a new table version, same content: the prefilter is stale
     [problem] = prefilter_problems(index_copy)
     assert problem.check == "prefilter" and "stale" in problem.what and "reindex-faiss" in problem.fix
-    ids_file = index_copy / FAISS_DIR / IDS_FILE
+    ids_file = index_copy / FAISS_DIR / FAISS_IDS_FILE
     data = json.loads(ids_file.read_text())
     data["shape_ids"] = data["shape_ids"][::-1]
     data["table_version"] = verify_index(index_copy).table_version

@@ -67,8 +67,8 @@ def main(out, shapes_per_category, photos_per_category, seed, topk, weights, as_
 def _built_by_another_model(index: Path, weights) -> bool:
     """Whether the demo's own index (generated, so safe to rebuild) holds another model's
     embeddings, e.g. from a run before the shipped model was updated."""
+    from ibsr.index.layout import META_FILE, IndexMeta
     from ibsr.model import checkpoint_id, default_weights_path
-    from ibsr.schemas import META_FILE, IndexMeta
 
     if not (index / META_FILE).is_file():
         return False

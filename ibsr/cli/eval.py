@@ -75,7 +75,7 @@ def main(index, queries_path, weights, ignore_masks, mask_method, mask_weights, 
     """Report top-1/5/10 instance accuracy, category accuracy, mean reciprocal rank, a per-category
     table and queries/s of an index on labelled query photos."""
     from ibsr.eval import evaluate, format_report, read_queries
-    from ibsr.indexer import resolve_index_dir
+    from ibsr.index.layout import resolve_index_dir
     from ibsr.searcher import Searcher
 
     if ray_address is not None:

@@ -66,7 +66,8 @@ def build(catalog, index, weights, up_axis, batch_size, workers, strict, prune, 
     killed build resumes where it stopped. One build writes an index at a time: a second one
     waits for the first (or fails at once with --no-wait). Shapes stored twice (by
     concurrent builds of older ibsr versions) are removed and re-indexed."""
-    from ibsr.indexer import Indexer, resolve_index_dir
+    from ibsr.index.layout import resolve_index_dir
+    from ibsr.indexer import Indexer
 
     if ray_address is not None:
         from ibsr.ray_cluster import import_ray
@@ -112,13 +113,12 @@ def _repair_summary(repair: dict) -> str:
 def reindex_faiss(index, faiss_factory, no_wait, as_json):
     """Rebuild the FAISS prefilter from the LanceDB table (e.g. with another --faiss-factory), and
     the flat sidecar (DIR/flat/, what a search memory-maps) when it is missing, stale or damaged."""
-    from ibsr.indexer import resolve_index_dir
-    from ibsr.indexer.faiss_index import rebuild_faiss
-    from ibsr.indexer.flat import flat_is_current, rebuild_flat
+    from ibsr.index.layout import resolve_index_dir
+    from ibsr.index.writer import IndexWriter
 
-    index_dir = resolve_index_dir(index)
-    flat = None if flat_is_current(index_dir) else rebuild_flat(index_dir, wait=not no_wait)  # first: see build
-    summary = {**rebuild_faiss(index_dir, faiss_factory, wait=not no_wait), "flat": flat}
+    with IndexWriter.existing(resolve_index_dir(index), wait=not no_wait) as writer:
+        written = writer.refresh_derived(faiss_factory, rewrite_faiss=True)
+    summary = {**written["faiss"], "flat": written["flat"]}
     if as_json:
         print_json(summary)
         return
@@ -133,7 +133,8 @@ def reindex_faiss(index, faiss_factory, no_wait, as_json):
 @json_option
 def info(index, as_json):
     """Describe an index: shapes per category, encoder id, format version, views, size on disk."""
-    from ibsr.indexer import ShapeReader, resolve_index_dir
+    from ibsr.index.layout import resolve_index_dir
+    from ibsr.index.table import ShapeReader
 
     summary = ShapeReader(resolve_index_dir(index)).info()
     if as_json:
@@ -161,8 +162,8 @@ def verify(index, quiet, as_json):
 
     Exit status 0 when healthy; otherwise 1, with one line per problem: which shape or file,
     what is wrong, what to do (`ibsr-index build CATALOG --repair` fixes any of them)."""
-    from ibsr.indexer import resolve_index_dir
-    from ibsr.indexer.verify import verify_index
+    from ibsr.index.layout import resolve_index_dir
+    from ibsr.index.verify import verify_index
 
     result = verify_index(resolve_index_dir(index), progress=not quiet and not as_json)
     if as_json:

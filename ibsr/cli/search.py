@@ -50,7 +50,7 @@ QUERY_CHUNK = 64  # photos decoded, encoded and reranked together
 def main(images, index, weights, topk, masks, boxes, mask_method, mask_weights, mirror, category, prefilter, candidates, neighbors,
          html_path, device, as_json):
     """Rank the shapes of an index for each query photo (JPEG, PNG, WebP, ...), best first."""
-    from ibsr.indexer import resolve_index_dir
+    from ibsr.index.layout import resolve_index_dir
     from ibsr.photos.box import Box
     from ibsr.searcher import Searcher
     from ibsr.searcher.results import format_table, html_page

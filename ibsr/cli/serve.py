@@ -74,7 +74,7 @@ def main(index, weights, host, port, api_key, insecure, cors_origins, device, mi
 
     import uvicorn
 
-    from ibsr.indexer import resolve_index_dir
+    from ibsr.index.layout import resolve_index_dir
     from ibsr.serve import SearchService, ServeConfig, create_app
     from ibsr.serve.security import check_api_key, check_exposure, check_origin
 

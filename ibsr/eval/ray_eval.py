@@ -69,7 +69,7 @@ class RayQueries:
 
     def __init__(self, searcher, rows):
         self.searcher = searcher
-        self.shapes, self.reader, self.timings = searcher.shapes, searcher.reader, searcher.timings
+        self.shapes, self.timings = searcher.shapes, searcher.timings
         self._rows = rows  # iterator of encoded rows, in query order
         self._ready: deque = deque()
 

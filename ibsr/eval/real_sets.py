@@ -25,8 +25,7 @@ import re
 from pathlib import Path
 
 from ibsr.errors import IbsrError
-from ibsr.indexer.discover import CatalogEntry, discover
-from ibsr.schemas import MANIFEST_FIELDS
+from ibsr.indexer.discover import MANIFEST_FIELDS, CatalogEntry, discover
 
 HELD_OUT_CATEGORIES = ("misc", "tool")  # Pix3D's mixed bags: distractors only, never training
 HELD_OUT_MODULUS = 3  # one shape in three of every other category is held out

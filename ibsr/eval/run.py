@@ -147,7 +147,7 @@ def evaluate(searcher, queries: Sequence[EvalQuery], batch_size: int = 64, progr
     timings = {"total_s": total_s, "load_s": load_s, "search_s": search_s, "search_stages_s": stages,
                "queries_per_s": len(records) / total_s if total_s > 0 else None}
     return EvalReport(
-        index=str(searcher.reader.index_dir), shapes=shapes, depth=depth,
+        index=str(searcher.shapes.index_dir), shapes=shapes, depth=depth,
         prefilter="oracle-category" if oracle_category else prefilter, queries=len(queries),
         evaluated=len(records), unknown=len(unknown), failed=len(failed),
         summary=summarize(ranks, category_hits), per_category=per_category(ranks, category_hits, true_categories),

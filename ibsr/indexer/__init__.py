@@ -1,4 +1,4 @@
-"""Catalog in, index out: `Indexer` is the entry point.
+"""Catalog in, index out: `Indexer` is the entry point (the index directory itself is `ibsr.index`'s).
 
 Names are imported on first use: render workers and `ibsr-data` import
 `ibsr.indexer.render_job` without paying for torch and LanceDB.
@@ -9,10 +9,6 @@ _EXPORTS = {
     "Indexer": "ibsr.indexer.build",
     "CatalogEntry": "ibsr.indexer.discover",
     "discover": "ibsr.indexer.discover",
-    "IndexWriteLock": "ibsr.indexer.lock",
-    "verify_index": "ibsr.indexer.verify",
-    "ShapeReader": "ibsr.indexer.store",
-    "resolve_index_dir": "ibsr.indexer.store",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -4,7 +4,7 @@ Rendering (CPU, per mesh) runs in worker processes; encoding runs batched in thi
 each encoded batch is one LanceDB commit. A rerun skips shapes whose mesh hash is already
 indexed, so a killed build resumes where it stopped.
 
-A build holds the index's write lock from its first write to its last (lock.py), so two
+A build holds the index's write lock from its first write to its last (`ibsr.index.lock`), so two
 builds of one index run one after the other. Every build removes shapes that appear more
 than once (left by builds of older ibsr versions that ran concurrently) and re-indexes them;
 `repair=True` first runs every check of `ibsr-index verify` and removes what it flags.
@@ -28,18 +28,14 @@ from ibsr.errors import IbsrError
 from ibsr.geometry.mesh import UP_AXES, file_hash
 from ibsr.geometry.render import DEFAULT_RIG
 from ibsr.indexer.build_steps import encode_views, record_failure
+from ibsr.index.layout import DAMAGED_DIR, DATA_ENTRIES, INDEX_ENTRIES, IndexMeta, holds_index_data
+from ibsr.index.lock import IndexWriteLock
+from ibsr.index.writer import IndexWriter
 from ibsr.indexer.discover import CatalogEntry, catalog_root, discover
-from ibsr.indexer.faiss_index import FAISS_DIR, faiss_is_current, rebuild_faiss
-from ibsr.indexer.flat import flat_is_current, rebuild_flat
-from ibsr.indexer.flat_files import FLAT_DIR
-from ibsr.indexer.lock import LOCK_FILES, IndexWriteLock
+from ibsr.geometry.mesh import UP_AXES, file_hash
+from ibsr.geometry.render import DEFAULT_RIG
 from ibsr.indexer.render_job import RenderJob, render_shape
-from ibsr.indexer.store import ShapeWriter, make_rows
 from ibsr.model import checkpoint_id, load_checkpoint, default_weights_path, rendering_id
-from ibsr.schemas import META_FILE, SHAPES_TABLE, IndexMeta
-
-DAMAGED_DIR = "damaged"  # repair moves an unreadable table / metadata here, never deletes it
-INDEX_ENTRIES = {META_FILE, f"{SHAPES_TABLE}.lance", FAISS_DIR, FLAT_DIR, DAMAGED_DIR, *LOCK_FILES}
 
 
 @dataclass
@@ -109,7 +105,7 @@ class Indexer:
             if repair:
                 report.repair = self._repair(progress)
             self._check_compatible()
-            writer = ShapeWriter(self.index_dir, self.meta)
+            writer = IndexWriter(self.index_dir, self.meta)
             todo = self._changed(entries, writer, report, prune)
             if ray is None:
                 self._index(todo, writer, report, strict, progress)
@@ -122,21 +118,19 @@ class Indexer:
         report.wall_seconds = time.perf_counter() - started
         return report
 
-    def _finish(self, writer, report: BuildReport, faiss_factory: str | None) -> None:
-        """Compact if anything changed; rebuild the prefilter and the flat sidecar if stale, asked
+    def _finish(self, writer: IndexWriter, report: BuildReport, faiss_factory: str | None) -> None:
+        """Compact if anything changed; rewrite the flat sidecar and the prefilter if stale, asked
         for or damaged (both are derived from the table version the compaction leaves)."""
-        changed = report.indexed or report.pruned or report.duplicates_removed or \
-            (report.repair and report.repair["shapes_removed"])
+        changed = bool(report.indexed or report.pruned or report.duplicates_removed or
+                       (report.repair and report.repair["shapes_removed"]))
         if changed:
             writer.compact()
         if not writer.table.count_rows():
             return
-        # The sidecar first: `ibsr-serve` reloads when the FAISS files change, and then finds it current.
-        if changed or (report.repair and report.repair["rebuild_flat"]) or not flat_is_current(self.index_dir):
-            report.flat = rebuild_flat(self.index_dir)
-        rebuild = changed or faiss_factory or (report.repair and report.repair["rebuild_prefilter"])
-        if rebuild or not faiss_is_current(self.index_dir):
-            report.faiss = rebuild_faiss(self.index_dir, faiss_factory)
+        repair = report.repair or {}
+        written = writer.refresh_derived(faiss_factory, rewrite_flat=changed or bool(repair.get("rebuild_flat")),
+                                         rewrite_faiss=changed or bool(repair.get("rebuild_prefilter")))
+        report.flat, report.faiss = written["flat"], written["faiss"]
 
     def _check_target(self) -> None:
         """Refuse a directory holding anything but an ibsr index, before writing into it."""
@@ -150,10 +144,10 @@ class Indexer:
 
     def _repair(self, progress: bool) -> dict:
         """Verify; set aside a table or metadata that cannot be trusted; name the damaged shapes."""
-        from ibsr.indexer.verify import verify_index
+        from ibsr.index.verify import verify_index
 
-        exists = (self.index_dir / META_FILE).exists() or (self.index_dir / f"{SHAPES_TABLE}.lance").exists()
-        found = verify_index(self.index_dir, progress=progress) if exists else None  # None: a new index
+        new = not holds_index_data(self.index_dir)
+        found = None if new else verify_index(self.index_dir, progress=progress)
         repair = {"problems": dict(found.counts) if found else {}, "moved_aside": None, "shapes_removed": [],
                   "rebuild_prefilter": bool(found and found.counts["prefilter"]),
                   "rebuild_flat": bool(found and found.counts["flat"])}
@@ -161,7 +155,7 @@ class Indexer:
             return repair
         if not found.needs_rebuild and found.bad_shape_ids():
             try:  # the build re-indexes the removed shapes from the catalog
-                ShapeWriter(self.index_dir, IndexMeta.read(self.index_dir)).delete(sorted(found.bad_shape_ids()))
+                IndexWriter(self.index_dir, IndexMeta.read(self.index_dir)).delete(sorted(found.bad_shape_ids()))
                 repair["shapes_removed"] = sorted(found.bad_shape_ids())
                 return repair
             except IbsrError:  # even deleting fails: the table's files are damaged beyond its rows
@@ -174,7 +168,7 @@ class Indexer:
         """Move the metadata, table, prefilter and sidecar to damaged/<time>/: the build starts afresh."""
         target = self.index_dir / DAMAGED_DIR / datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
         target.mkdir(parents=True)
-        for name in (META_FILE, f"{SHAPES_TABLE}.lance", FAISS_DIR, FLAT_DIR):
+        for name in DATA_ENTRIES:
             if (self.index_dir / name).exists():
                 (self.index_dir / name).rename(target / name)
         return target
@@ -184,7 +178,7 @@ class Indexer:
         try:
             existing = IndexMeta.read(self.index_dir)
         except IbsrError as exc:
-            if (self.index_dir / META_FILE).exists() or (self.index_dir / f"{SHAPES_TABLE}.lance").exists():
+            if holds_index_data(self.index_dir):
                 raise IbsrError(f"{exc.message.split(';')[0]}; `ibsr-index build CATALOG --repair` rebuilds it "
                                 "(the damaged files are kept aside)", exc.path or self.index_dir) from None
             self.meta.write(self.index_dir)
@@ -249,13 +243,11 @@ class Indexer:
                 self._write(batch, writer, report)
         bar.close()
 
-    def _write(self, batch: list[dict], writer: ShapeWriter, report: BuildReport) -> None:
+    def _write(self, batch: list[dict], writer: IndexWriter, report: BuildReport) -> None:
         t0 = time.perf_counter()
-        embeddings = self.encode_views(np.stack([r.pop("views") for r in batch]))
+        embeddings = self.encode_views(np.stack([r["views"] for r in batch]))
         t1 = time.perf_counter()
-        for r in batch:
-            r["encoder_id"] = self.encoder_id
-        writer.upsert(make_rows(writer.schema, batch, embeddings))
+        writer.add([r["shape"] for r in batch], embeddings)
         report.encode_seconds += t1 - t0
         report.write_seconds += time.perf_counter() - t1
         report.indexed += len(batch)

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 
 from ibsr.errors import IbsrError
-from ibsr.schemas import MANIFEST_FIELDS
 
+# A manifest's columns (CSV header or JSONL keys), for catalogs that are not laid out as folders.
+MANIFEST_FIELDS = ("shape_id", "category", "path")
 MESH_EXTENSIONS = (".obj", ".off", ".ply", ".stl", ".glb", ".gltf")
 # Preferred file names when a shape folder holds several meshes (Pix3D, ShapeNet).
 PREFERRED_STEMS = ("model", "model_normalized")

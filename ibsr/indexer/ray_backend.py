@@ -12,7 +12,7 @@ is replaced by a Ray Data pipeline:
                             -> map_batches(encoder)  actor pool holding the model: one GPU per
                                                      actor when the cluster has GPUs, else CPU
                             -> iter_batches          the driver commits each batch of
-                                                     --batch-size shapes with ShapeWriter.upsert
+                                                     --batch-size shapes with IndexWriter.add
 
 Writing from the driver keeps LanceDB single-writer and keeps the crash-safety of the local
 build: one merge-insert on shape_id per batch = one atomic commit, so a killed build rerun
@@ -32,9 +32,11 @@ from __future__ import annotations
 import math
 import sys
 import time
+from dataclasses import asdict, fields
 
 import numpy as np
 
+from ibsr.index.layout import ShapeEntry
 from ibsr.ray_cluster import (LOCAL, TASK_MEMORY, cluster_cpus, encoder_pool, from_items, load_model, model_payload,
                               ordered_pipeline, ray_session)
 
@@ -75,18 +77,24 @@ class ShapeEncoder:
 
 
 def render_row(job: dict, views: int, size: int) -> dict:
-    """`render_shape` as a Ray Data row: every row has the same columns (errors included)."""
+    """`render_shape` as a Ray Data row: the `ShapeEntry`'s fields as columns, and every row has
+    the same columns (errors included)."""
     from ibsr.indexer.render_job import RenderJob, render_shape
 
     result = render_shape(RenderJob(**job))
     error = result.get("error", "")
+    shape = ShapeEntry(job["shape_id"], job["category"], job["path"], job["mesh_hash"], b"") if error \
+        else result["shape"]
     return {
-        "shape_id": job["shape_id"], "category": job["category"], "source_path": job["path"],
-        "mesh_hash": job["mesh_hash"], "path": job["path"], "error": error,
+        **asdict(shape), "path": job["path"], "error": error,
         "views": np.zeros((views, size, size), np.uint8) if error else result["views"],
-        "thumbnail": b"" if error else result["thumbnail"],
         "render_seconds": 0.0 if error else result["render_seconds"],
     }
+
+
+def shape_of(batch: dict, i: int) -> ShapeEntry:
+    """Row i of a Ray batch as the writer's `ShapeEntry` (Ray hands numpy strings and bytes back)."""
+    return ShapeEntry(**{f.name: (bytes if f.type == "bytes" else str)(batch[f.name][i]) for f in fields(ShapeEntry)})
 
 
 def index_with_ray(indexer, todo: list, writer, report, strict: bool, progress: bool,
@@ -100,7 +108,6 @@ def index_with_ray(indexer, todo: list, writer, report, strict: bool, progress: 
     from tqdm import tqdm
 
     from ibsr.indexer.build_steps import record_failure
-    from ibsr.indexer.store import make_rows
 
     if not todo:
         return
@@ -111,7 +118,7 @@ def index_with_ray(indexer, todo: list, writer, report, strict: bool, progress: 
         dataset = _pipeline(ray, indexer, jobs, encoders)
         bar = tqdm(total=len(jobs), unit="shape", desc="indexing (ray)", disable=not progress, file=sys.stderr)
         for batch in dataset.iter_batches(batch_size=batch_size, batch_format="numpy"):
-            rows, embeddings = [], []
+            shapes, embeddings = [], []
             for i in range(len(batch["shape_id"])):
                 bar.update(1)
                 if batch["error"][i]:
@@ -119,15 +126,13 @@ def index_with_ray(indexer, todo: list, writer, report, strict: bool, progress: 
                     continue
                 report.render_seconds += float(batch["render_seconds"][i])
                 report.encode_seconds += float(batch["encode_seconds"][i])
-                rows.append({"shape_id": str(batch["shape_id"][i]), "category": str(batch["category"][i]),
-                             "source_path": str(batch["source_path"][i]), "mesh_hash": str(batch["mesh_hash"][i]),
-                             "thumbnail": bytes(batch["thumbnail"][i]), "encoder_id": indexer.encoder_id})
+                shapes.append(shape_of(batch, i))
                 embeddings.append(batch["embeddings"][i])
-            if rows:  # one LanceDB commit per batch, from this process only
+            if shapes:  # one LanceDB commit per batch, from this process only
                 started = time.perf_counter()
-                writer.upsert(make_rows(writer.schema, rows, np.stack(embeddings).astype(np.float32)))
+                writer.add(shapes, np.stack(embeddings).astype(np.float32))
                 report.write_seconds += time.perf_counter() - started
-                report.indexed += len(rows)
+                report.indexed += len(shapes)
         bar.close()
 
 
@@ -143,4 +148,4 @@ def _pipeline(ray, indexer, jobs: list[dict], encoders: int | None):
         compute=pool["compute"], num_gpus=pool["num_gpus"], num_cpus=pool["num_cpus"])
 
 
-__all__ = ["ShapeEncoder", "index_with_ray", "render_row"]
+__all__ = ["ShapeEncoder", "index_with_ray", "render_row", "shape_of"]

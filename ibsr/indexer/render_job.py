@@ -1,8 +1,9 @@
 """One shape's CPU work for the index build: load, normalize, render, thumbnail.
 
 Kept free of torch and LanceDB so that render workers start fast and can run anywhere
-(local processes now, Ray tasks later). Returns a plain dict; failures come back as data
-(`{"error": ...}`) so one bad mesh never stops the build.
+(local processes, Ray tasks). Returns a plain dict: the shape's `ShapeEntry` (what the index
+writer stores of it beside its views), its views and the time taken; failures come back as
+data (`{"path": ..., "error": ...}`) so one bad mesh never stops the build.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import cv2
 from ibsr.errors import IbsrError
 from ibsr.geometry.mesh import load_mesh
 from ibsr.geometry.render import montage, render_views
+from ibsr.index.layout import ShapeEntry
 
 THUMBNAIL_TILE = 64
 
@@ -40,11 +42,7 @@ def render_shape(job: RenderJob) -> dict:
         return {"path": job.path, "error": f"render failed ({type(exc).__name__}: {exc})"}
     ok, png = cv2.imencode(".png", montage(views, cols=4, tile=THUMBNAIL_TILE))
     return {
-        "shape_id": job.shape_id,
-        "category": job.category,
-        "source_path": job.path,
-        "mesh_hash": job.mesh_hash,
+        "shape": ShapeEntry(job.shape_id, job.category, job.path, job.mesh_hash, png.tobytes()),
         "views": views,
-        "thumbnail": png.tobytes(),
         "render_seconds": time.perf_counter() - started,
     }

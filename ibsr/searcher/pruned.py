@@ -25,7 +25,7 @@ Per query: score exactly the `first` shapes of highest bound, take the k-th scor
 score every other shape whose bound is >= t and keep the top k of both rounds. Every shape left
 out has bound < t, hence score < t <= the k-th kept score: the result is the exhaustive top-k
 (t only grows as more shapes are scored, so two rounds suffice). A bound *equal* to t is still
-scored, so exact ties are never lost to pruning. Every bound is padded by `SLACK` so that
+scored, so exact ties are never lost to pruning. Every bound is padded by `SLACK` (`ibsr.index.bounds`) so that
 float32 rounding of a bound or of a score cannot let a skipped shape beat t.
 
 The bounds of `QUERY_CHUNK` queries are one GEMM; each query then runs its own two rounds (a
@@ -51,10 +51,8 @@ import numpy as np
 import torch
 
 from ibsr import kernels
-from ibsr.cpus import parallel_map
-from ibsr.indexer.bounds import view_bounds
+from ibsr.index.bounds import ShapeBounds
 
-SLACK = 1e-4  # added to every bound: far above float32 rounding of a D <= 1024 dot product and a softmax
 FIRST_ROUND = 256  # shapes of highest bound scored first (at least 4k)
 # Above this share of shapes to score (B = 1) a dense pass is cheaper: gathering and scoring
 # scattered rows costs ~1.6-2x a dense pass per shape (5.7 vs 3.6 us at 1M shapes, 2-core EPYC).
@@ -64,47 +62,6 @@ MAX_FRACTION = 0.3
 # (benchmarks/RESULTS.md, "Scale").
 DENSE_QUERY_COST = 0.05
 QUERY_CHUNK = 16  # queries whose bounds are one pass (16 x 1M float32 bounds = 64 MB)
-BOUND_CHUNK = 1 << 15  # shapes per work item of the bounds pass (2 MB of centres per query row)
-
-
-@dataclass
-class ShapeBounds:
-    """Each shape's view centre and radius, for the bound of the module docstring."""
-
-    centres: torch.Tensor  # N x D float32
-    radii: torch.Tensor  # N float32
-
-    @classmethod
-    def build(cls, views: np.ndarray | torch.Tensor) -> "ShapeBounds":
-        """views: N x V x D, any float dtype (upcast to float32 as the rerank does)."""
-        return cls.from_raw(*view_bounds(views))
-
-    @classmethod
-    def from_raw(cls, centres, radii) -> "ShapeBounds":
-        """From `view_bounds` output (torch, or numpy such as the flat sidecar's read-only maps,
-        which are used in place)."""
-        return cls(*(kernels.host_tensor(a) if isinstance(a, np.ndarray) else a for a in (centres, radii)))
-
-    def bounds(self, q: torch.Tensor, wq: torch.Tensor) -> torch.Tensor:
-        """B x N upper bounds on the scores of queries q with attention keys wq (on the bounds' device).
-        On a CPU, chunks of shapes go to the torch worker pool: the pass reads every centre (512 MB
-        at 1M shapes), and one thread left half the memory bandwidth unused (56 vs 28 ms, one query)."""
-        q, wq = q.to(self.centres.device), wq.to(self.centres.device)
-        out = torch.empty(len(q), len(self.radii), device=q.device)
-        spans = [(n0, min(len(self.radii), n0 + BOUND_CHUNK)) for n0 in range(0, len(self.radii), BOUND_CHUNK)]
-        if q.device.type == "cpu":
-            for _ in parallel_map(lambda span: self._bound_chunk(q, wq, out, *span), spans):
-                pass
-        else:
-            self._bound_chunk(q, wq, out, 0, len(self.radii))
-        return out
-
-    def _bound_chunk(self, q, wq, out, n0: int, n1: int) -> None:
-        radii = self.radii[n0:n1].unsqueeze(0)
-        spread = radii * wq.norm(dim=1, keepdim=True)  # delta_s: the logits' half-band
-        weight = spread.mul_(0.5).tanh_().mul_(2).clamp_(max=1)  # min(1, 2 tanh(delta_s / 2))
-        slack = weight.mul_(radii * q.norm(dim=1, keepdim=True)).add_(SLACK)
-        torch.addmm(slack, q, self.centres[n0:n1].t(), out=out[:, n0:n1])
 
 
 @dataclass

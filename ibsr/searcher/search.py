@@ -1,14 +1,15 @@
 """The Searcher: photos in, ranked catalog shapes out.
 
-It opens an index at one pinned table version, maps every shape's view embeddings (the flat
-sidecar; the table's are read once when it has none), encodes queries in batches, asks the
-prefilter (`prefilter.py`, FAISS) which shapes each query's rerank should look at, and hands
-exact scoring to `ibsr.kernels` through one narrow call (`rerank`), one call per group of
-queries that share a candidate set.
+It searches one snapshot of an index (`ibsr.index.IndexSnapshot`: one pinned table version,
+every shape's view embeddings mapped from the flat sidecar or read once from the table, the
+FAISS prefilter), encodes queries in batches, asks the prefilter (`prefilter.py`) which shapes
+each query's rerank should look at, and hands exact scoring to `ibsr.kernels` through one
+narrow call (`rerank`), one call per group of queries that share a candidate set.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections import defaultdict
 from contextlib import contextmanager
@@ -19,7 +20,7 @@ import torch
 
 from ibsr import kernels
 from ibsr.errors import IbsrError
-from ibsr.indexer.store import ShapeReader
+from ibsr.index.snapshot import IndexSnapshot
 from ibsr.model import checkpoint_id, default_weights_path, load_checkpoint_with_info, rendering_id
 from ibsr.model.inference import embed_queries
 from ibsr.photos.mask import check_mask_method
@@ -52,9 +53,11 @@ def same_rendering_side(meta, model, info: dict) -> bool:
 class Searcher:
     """Search one index with the model that built it."""
 
-    def __init__(self, index_dir: Path, weights: Path | None = None, device: str | None = None,
-                 mask_method: str = "auto", mask_weights: Path | None = None, mirror: bool = MIRROR):
-        """mask_method / mask_weights: the automatic mask of photos without mask or alpha
+    def __init__(self, index: IndexSnapshot | str | os.PathLike, weights: Path | None = None,
+                 device: str | None = None, mask_method: str = "auto", mask_weights: Path | None = None,
+                 mirror: bool = MIRROR):
+        """index: a snapshot, or an index directory opened into one (its latest version).
+        mask_method / mask_weights: the automatic mask of photos without mask or alpha
         (`ibsr.photos.mask.automatic_mask`): "auto" (the mask network if installed, else
         GrabCut), "model" or "grabcut"; mask_weights replaces the shipped mask network.
         mirror: embed each photo and its mirror image and average the two (twice the encoding;
@@ -63,22 +66,21 @@ class Searcher:
         self.mask_method, self.mask_weights, self.mirror = mask_method, mask_weights, mirror
         if mask_method != "grabcut":  # a missing or bad mask network fails here, not at the first photo
             load_mask_model(mask_weights, required=mask_method == "model" or mask_weights is not None)
-        self.reader = ShapeReader(Path(index_dir))
-        self.meta = self.reader.meta
+        self.shapes = index if isinstance(index, IndexSnapshot) else IndexSnapshot.open(Path(index))
+        self.meta = self.shapes.meta
         weights = Path(weights) if weights else default_weights_path()
         self.model, info = load_checkpoint_with_info(weights)
         encoder = checkpoint_id(weights)
         if encoder != self.meta.encoder_id and not same_rendering_side(self.meta, self.model, info):
             raise IbsrError(
                 f"index was built with encoder {self.meta.encoder_id}, the query model {weights} is {encoder}; "
-                "pass the --weights the index was built with, or rebuild the index", self.reader.index_dir)
+                "pass the --weights the index was built with, or rebuild the index", self.shapes.index_dir)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model.to(self.device)
-        self.shapes = self.reader.snapshot()
         # On a CPU the rerank reads the snapshot's own array (the sidecar's read-only map), never a
         # copy of it; a GPU gets its one copy, in its own memory.
         self.views = kernels.host_tensor(self.shapes.views).to(self.device)
-        self.prefilter = Prefilter(self.reader.index_dir, self.shapes)
+        self.prefilter = Prefilter(self.shapes)
         self.timings: dict[str, float] = defaultdict(float)  # stage -> seconds, see _timed
         self.shapes_scored = 0  # shapes scored exactly, summed over queries (fraction: / (queries x len(self)))
 
@@ -149,7 +151,7 @@ class Searcher:
         members = torch.from_numpy(group.queries).to(self.device)
         q, wq = q[members], wq[members]
         if group.pruned:
-            pruned = pruned_rerank(q, wq, self.views, self.prefilter.shape_bounds(), topk)
+            pruned = pruned_rerank(q, wq, self.views, self.shapes.bounds, topk)
             return pruned.ranked, pruned.scored
         if group.per_query_rows is not None:
             candidates = torch.from_numpy(group.per_query_rows).to(self.device)
@@ -165,7 +167,7 @@ class Searcher:
             raise IbsrError(f"--topk must be at least 1 (got {topk})")
         if topk > len(self):
             raise IbsrError(f"--topk {topk} is larger than the index ({len(self)} shapes); use --topk {len(self)} "
-                            "or less", self.reader.index_dir)
+                            "or less", self.shapes.index_dir)
         return topk
 
     @torch.no_grad()
@@ -196,5 +198,5 @@ class Searcher:
     def html_sections(self, results: list[SearchResult], queries: list[Query]) -> list[str]:
         """HTML blocks for `html_page`: each query, its mask and its hits' rendered views."""
         shape_ids = sorted({hit.shape_id for r in results for hit in r.hits})
-        thumbnails = self.reader.thumbnails(shape_ids)
+        thumbnails = self.shapes.thumbnails(shape_ids)
         return [html_section(r, q, thumbnails) for r, q in zip(results, queries)]

@@ -98,11 +98,11 @@ def create_app(service: SearchService) -> FastAPI:
     async def thumbnail(shape_id: str):
         served = service.served
         _row(served, shape_id)
-        png = (await run_in_threadpool(served.searcher.reader.thumbnails, [shape_id])).get(shape_id)
+        png = (await run_in_threadpool(served.searcher.shapes.thumbnails, [shape_id])).get(shape_id)
         if png is None:
             raise ShapeNotFound(f"no thumbnail for shape {shape_id!r}")
         # read from disk: the served version's, or the newest once a compaction removed that one
-        reader = served.searcher.reader
+        reader = served.searcher.shapes.reader
         return Response(png, media_type="image/png", headers={VERSION_HEADER: str(reader.version)})
 
     @app.get("/shapes/{shape_id:path}/mesh.glb", response_class=Response,

@@ -6,8 +6,8 @@ Threads (sized by `thread_budget`, never more busy threads than the CPUs this pr
   arrives within `batch_wait_ms` of the first (up to `max_batch`) into one batch, encodes the
   batch in one encoder call and reranks it through `Searcher.search_encoded` (one rerank call
   per group of queries that share candidates);
-- a watcher thread polls the index's table version (cheap) and, when a build commits a new
-  one, loads a new `Searcher` beside the served one and swaps the reference. The worker reads
+- a watcher thread asks the served snapshot whether a newer version exists (cheap) and, when a
+  build committed one, loads a new `Searcher` beside the served one and swaps the reference. The worker reads
   the reference once per batch, so every request is answered from exactly one version.
 """
 
@@ -23,16 +23,14 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-import lancedb
 import torch
 
 from ibsr.cpus import set_torch_workers, usable_cpus  # affinity and cgroup quota: one place for it
 from ibsr.errors import IbsrError
 from ibsr.geometry.render import CameraRig
+from ibsr.index.snapshot import IndexSnapshot
 from ibsr.indexer.discover import catalog_relative
-from ibsr.indexer.faiss_index import FAISS_DIR, IDS_FILE
 from ibsr.photos.query import Query
-from ibsr.schemas import SHAPES_TABLE
 from ibsr.searcher import Searcher
 from ibsr.searcher.search import DEFAULT_CANDIDATES, DEFAULT_NEIGHBORS, MIRROR
 
@@ -55,7 +53,7 @@ class ServeConfig:
     queue_size: int = 64  # requests in flight (decoding, queued or searched) before 503
     max_upload_bytes: int = 20 * 1024 * 1024
     timeout_s: float = 30.0  # per request: decode + queue + search
-    reload_interval_s: float = 1.0  # how often the table version is polled (0 = never reload)
+    reload_interval_s: float = 1.0  # how often the index is polled for a newer version (0 = never reload)
     torch_threads: int | None = None  # None: see thread_budget
     decode_threads: int | None = None
     api_key: str | None = field(default=None, repr=False)  # None: no key asked (security.py); never logged
@@ -93,7 +91,6 @@ class Served:
 
     searcher: Searcher
     rig: CameraRig
-    generation: tuple  # (table version, FAISS file stamp) it was loaded at
     loaded_at: float = field(default_factory=time.time)
 
     @property
@@ -110,25 +107,9 @@ class Served:
 
     @classmethod
     def load(cls, config: ServeConfig) -> "Served":
-        generation = index_generation(config.index_dir)  # read first: a newer commit reloads again
-        searcher = Searcher(config.index_dir, weights=config.weights, device=config.device, mirror=config.mirror)
-        return cls(searcher, CameraRig.from_dict(searcher.meta.rig), generation)
-
-
-def index_generation(index_dir: Path) -> tuple:
-    """(latest table version, FAISS id file mtime): changes whenever a build commits.
-
-    Opening the table reads only its latest manifest (~ms); the FAISS stamp catches the
-    prefilter being rewritten after the last table commit of a build."""
-    try:
-        version = lancedb.connect(str(index_dir)).open_table(SHAPES_TABLE).version
-    except (ValueError, FileNotFoundError, OSError):
-        version = None
-    try:
-        stamp = (Path(index_dir) / FAISS_DIR / IDS_FILE).stat().st_mtime_ns
-    except OSError:
-        stamp = None
-    return version, stamp
+        snapshot = IndexSnapshot.open(config.index_dir)
+        searcher = Searcher(snapshot, weights=config.weights, device=config.device, mirror=config.mirror)
+        return cls(searcher, CameraRig.from_dict(searcher.meta.rig))
 
 
 @dataclass
@@ -310,7 +291,7 @@ class SearchService:
 
     def poll(self) -> bool:
         """Reload if a build committed since the served version was loaded; True if it swapped."""
-        if index_generation(self.config.index_dir) == self.served.generation:
+        if not self.served.searcher.shapes.newer_version_exists():
             return False
         return self.reload()
 

@@ -22,7 +22,6 @@ see half a batch (its prefilter is stale until it ends, and is reported as such)
 
 from __future__ import annotations
 
-import json
 import sys
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -34,11 +33,12 @@ import pyarrow.compute as pc
 from tqdm import tqdm
 
 from ibsr.errors import IbsrError
-from ibsr.indexer.faiss_index import FAISS_DIR, IDS_FILE, read_faiss
-from ibsr.indexer.flat_files import FLAT_DIR, META as FLAT_META, ROW_COLUMNS, read_flat
-from ibsr.indexer.lock import read_holder
-from ibsr.indexer.store import ShapeReader, has_primary_key, is_lance_error, lance_error
-from ibsr.schemas import META_FILE, IndexMeta, shapes_schema
+from ibsr.index.faiss_index import read_faiss
+from ibsr.index.flat import flat_stamp, read_flat
+from ibsr.index.layout import (FAISS_DIR, FAISS_IDS_FILE, FLAT_DIR, FLAT_META, META_FILE, ROW_COLUMNS, TABLE_DIR,
+                               IndexMeta, holds_index_data, shapes_schema)
+from ibsr.index.lock import read_holder
+from ibsr.index.table import ShapeReader, has_primary_key, is_lance_error, lance_error
 
 NORM_TOLERANCE = 5e-3  # float16 views: |norm - 1| measured at 1e-4 on real indexes
 POOLED_TOLERANCE = 5e-3  # max |vector - normalize(mean(views))|, measured at 4e-5
@@ -99,7 +99,7 @@ def verify_index(index_dir: Path, progress: bool = False) -> Verification:
     try:
         meta = IndexMeta.read(index_dir)
     except IbsrError as exc:
-        if not (index_dir / META_FILE).exists() and not (index_dir / "shapes.lance").exists():
+        if not holds_index_data(index_dir):
             raise  # not an index at all: nothing to verify
         result.add("metadata", exc.path or index_dir / META_FILE, exc.message, f"{repair} (rebuilds the index)")
         return result
@@ -137,7 +137,7 @@ def verify_index(index_dir: Path, progress: bool = False) -> Verification:
 def _check_schema(reader: ShapeReader, meta: IndexMeta, result: Verification, repair: str) -> bool:
     expected = shapes_schema(meta.views, meta.embed_dim)
     actual = reader.table.schema
-    table = reader.index_dir / "shapes.lance"
+    table = reader.index_dir / TABLE_DIR
     for want in expected:
         if want.name not in actual.names:
             result.add("schema", table, f"column {want.name!r} is missing", repair)
@@ -230,7 +230,7 @@ def _decodable(png: bytes | None) -> bool:
 
 def _check_prefilter(index_dir: Path, version: int, ids: list[str], result: Verification) -> None:
     fix = f"run `ibsr-index reindex-faiss --index {index_dir}` (searches meanwhile build an exact one in memory)"
-    ids_file = index_dir / FAISS_DIR / IDS_FILE
+    ids_file = index_dir / FAISS_DIR / FAISS_IDS_FILE
     if not ids:
         return  # an empty table has no prefilter
     if not ids_file.exists():
@@ -258,7 +258,7 @@ class FlatCheck:
         self.differs: str | None = None  # the first shape whose sidecar row differs from the table's
 
     def compare(self, batch, meta: IndexMeta) -> None:
-        from ibsr.indexer.bounds import view_bounds  # torch, only when a sidecar is compared
+        from ibsr.index.bounds import view_bounds  # torch, only when a sidecar is compared
 
         if self.flat is None or self.differs is not None:
             return
@@ -293,7 +293,7 @@ class FlatCheck:
         if not (folder / FLAT_META).exists():
             result.add("flat", folder, "the flat sidecar is missing", fix)
         elif self.flat is None:
-            stamp = _flat_stamp(folder)
+            stamp = flat_stamp(self.index_dir)
             what = (f"the flat sidecar was written from table version {stamp}, the table is at version "
                     f"{self.version} (stale)" if stamp not in (None, self.version)
                     else "the flat sidecar is unreadable or its files disagree")
@@ -301,13 +301,6 @@ class FlatCheck:
         elif self.differs is not None or self.at != len(self.flat.views):
             where = f" (first at shape {self.differs})" if self.differs else ""
             result.add("flat", folder, f"the flat sidecar differs from the table{where}", fix)
-
-
-def _flat_stamp(folder: Path) -> int | None:
-    try:
-        return json.loads((folder / FLAT_META).read_text()).get("table_version")
-    except (OSError, ValueError, AttributeError):
-        return None
 
 
 __all__ = ["Problem", "Verification", "verify_index"]

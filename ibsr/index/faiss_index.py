@@ -27,10 +27,9 @@ import numpy as np
 
 from ibsr.errors import IbsrError
 from ibsr.files import atomic_path
+from ibsr.index.layout import FAISS_DIR, FAISS_IDS_FILE, FAISS_INDEX_FILE
+from ibsr.index.table import lance_error
 
-FAISS_DIR = "faiss"
-INDEX_FILE = "prefilter.faiss"
-IDS_FILE = "shape_ids.json"
 EXACT_BELOW = 100_000
 IVF_PROBE_FRACTION = 1 / 16  # nprobe = nlist / 16: high recall, still far fewer lists than all
 
@@ -74,11 +73,9 @@ def write_faiss(index_dir: Path, index: faiss.Index, shape_ids: list[str], table
         _write_synced(folder / name, faiss.serialize_index(index).tobytes())
         # The commit point: the block's end replaces the id list. Named shape_ids.json.<random>.tmp
         # (tests/test_faults.py tells the steps of a write by the file names).
-        with atomic_path(folder / IDS_FILE, prefix=f"{IDS_FILE}.") as tmp:
+        with atomic_path(folder / FAISS_IDS_FILE, prefix=f"{FAISS_IDS_FILE}.") as tmp:
             _write_synced(tmp, json.dumps(meta).encode())
     except OSError as exc:
-        from ibsr.indexer.store import lance_error
-
         error = lance_error(exc, folder, writing=True)  # names a full disk as such
         if exc.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
             error = IbsrError(f"cannot write the FAISS prefilter ({exc.strerror or exc}); the previous one is kept; "
@@ -115,8 +112,8 @@ def read_faiss(index_dir: Path) -> tuple[faiss.Index, dict] | None:
     folder = Path(index_dir) / FAISS_DIR
     for _ in range(2):  # a writer may replace the pair between our two reads: read the new one
         try:
-            meta = json.loads((folder / IDS_FILE).read_text())
-            index = faiss.read_index(str(folder / meta.get("index_file", INDEX_FILE)), faiss.IO_FLAG_MMAP)
+            meta = json.loads((folder / FAISS_IDS_FILE).read_text())
+            index = faiss.read_index(str(folder / meta.get("index_file", FAISS_INDEX_FILE)), faiss.IO_FLAG_MMAP)
             break
         except (OSError, ValueError, RuntimeError, AttributeError):
             continue
@@ -128,26 +125,13 @@ def read_faiss(index_dir: Path) -> tuple[faiss.Index, dict] | None:
     return index, meta
 
 
-def rebuild_faiss(index_dir: Path, factory: str | None = None, wait: bool = True) -> dict:
-    """Build the prefilter from the table's current version and write it beside the table,
-    holding the index's write lock (already held when a build calls this)."""
-    from ibsr.indexer.lock import IndexWriteLock
-    from ibsr.indexer.store import ShapeReader
-
-    reader = ShapeReader(index_dir)  # before locking: refuses a directory that is no index
-    with IndexWriteLock(index_dir, wait=wait):
-        reader = ShapeReader(index_dir)  # the version no other writer can move now
-        shape_ids, vectors = reader.vectors()
-        factory = factory or default_factory(len(shape_ids))
-        write_faiss(index_dir, build_faiss(vectors, factory), shape_ids, reader.version, factory)
-    return {"factory": factory, "count": len(shape_ids), "table_version": reader.version}
-
-
-def faiss_is_current(index_dir: Path) -> bool:
-    from ibsr.indexer.store import ShapeReader
-
-    stored = read_faiss(index_dir)
-    return stored is not None and stored[1]["table_version"] == ShapeReader(index_dir).version
+def faiss_stamp(index_dir: Path) -> int | None:
+    """When the prefilter was last committed (its id file's mtime, ns), None without one: a
+    rewrite after the table's last commit (a build's end, `reindex-faiss`) changes it."""
+    try:
+        return (Path(index_dir) / FAISS_DIR / FAISS_IDS_FILE).stat().st_mtime_ns
+    except OSError:
+        return None
 
 
 def to_gpu_if_available(index: faiss.Index) -> faiss.Index:

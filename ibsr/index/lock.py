@@ -20,7 +20,7 @@ Beside the lock, `<index>/.ibsr-write.holder.json` says who holds it (host, pid,
 command), for the "waiting for ..." message and `--no-wait`'s error. The holder removes it
 on release; one found by a process that just took the lock was left by a writer that died,
 and is reported as taken over (its uncommitted work was never visible: every LanceDB batch
-and the FAISS files are committed atomically, see store.py and faiss_index.py).
+and the derived files are committed atomically, see writer.py, flat.py and faiss_index.py).
 """
 
 from __future__ import annotations
@@ -38,10 +38,7 @@ from filelock import FileLock, Timeout
 
 from ibsr.errors import IbsrError
 from ibsr.files import atomic_write
-
-LOCK_FILE = ".ibsr-write.lock"
-HOLDER_FILE = ".ibsr-write.holder.json"
-LOCK_FILES = (LOCK_FILE, HOLDER_FILE)
+from ibsr.index.layout import HOLDER_FILE, LOCK_FILE
 
 # Locks this process holds, per (index directory, thread): nested writers in one thread
 # (a build that rebuilds the prefilter) share the outer hold instead of deadlocking on it.

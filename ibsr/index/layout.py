@@ -1,4 +1,5 @@
-"""Every on-disk format of ibsr, defined once.
+"""The index directory's layout and formats, defined once: file names, the table's columns,
+the metadata file (the directory's map: docs/ARCHITECTURE.md, "Index directory").
 
 Writers and readers import these definitions, so the format lives in one place and is
 checked on open. Bump FORMAT_VERSION on any incompatible change; readers refuse other
@@ -8,6 +9,7 @@ versions with a message that says to rebuild.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -17,16 +19,49 @@ from ibsr.errors import IbsrError
 from ibsr.files import atomic_write
 
 FORMAT_VERSION = 1
+DEFAULT_INDEX = "ibsr_index"
 META_FILE = "ibsr_index.json"
 SHAPES_TABLE = "shapes"
+TABLE_DIR = f"{SHAPES_TABLE}.lance"
 VIEW_DTYPE = "float16"
+FAISS_DIR = "faiss"
+FAISS_IDS_FILE = "shape_ids.json"  # the commit point: names the index file, stamps the table version
+FAISS_INDEX_FILE = "prefilter.faiss"  # the index file of prefilters written before each write had its own
+FLAT_DIR = "flat"
+FLAT_META = "flat.json"  # the commit point: names the files, stamps the table version
+FLAT_FILES = ("views", "centres", "radii", "rows")
+LOCK_FILE = ".ibsr-write.lock"
+HOLDER_FILE = ".ibsr-write.holder.json"
+DAMAGED_DIR = "damaged"  # repair moves an unreadable table / metadata here, never deletes it
+DATA_ENTRIES = (META_FILE, TABLE_DIR, FAISS_DIR, FLAT_DIR)  # what repair sets aside to start afresh
+INDEX_ENTRIES = {*DATA_ENTRIES, DAMAGED_DIR, LOCK_FILE, HOLDER_FILE}
 
-# Input manifest (CSV header or JSONL keys) for catalogs that are not laid out as folders.
-MANIFEST_FIELDS = ("shape_id", "category", "path")
-# queries.jsonl written by ibsr-data and read by ibsr-eval; paths relative to the file.
-QUERY_FIELDS = ("image", "mask", "shape_id", "category")
+# The columns a search shows of a hit (and the flat sidecar's rows file holds), in this order.
+ROW_COLUMNS = ["shape_id", "category", "source_path"]
 # IndexMeta fields an index written by an earlier ibsr may lack (read as their defaults).
 OPTIONAL_META = {"extra", "up_axis", "view_dtype", "rendering_id", "catalog_root"}
+
+
+def resolve_index_dir(index: str | os.PathLike | None) -> Path:
+    """--index, else $IBSR_INDEX, else ./ibsr_index."""
+    return Path(index or os.environ.get("IBSR_INDEX") or DEFAULT_INDEX)
+
+
+def holds_index_data(index_dir: Path) -> bool:
+    """Whether the directory holds an index's metadata or table (readable or not)."""
+    return (Path(index_dir) / META_FILE).exists() or (Path(index_dir) / TABLE_DIR).exists()
+
+
+@dataclass(frozen=True)
+class ShapeEntry:
+    """One shape's row of the `shapes` table, but for what the writer adds: its view
+    embeddings, their pooled `vector` and the index's encoder id (`IndexWriter.add`)."""
+
+    shape_id: str
+    category: str
+    source_path: str
+    mesh_hash: str
+    thumbnail: bytes  # PNG montage of the rendered views
 
 
 def shapes_schema(views: int, dim: int) -> pa.Schema:

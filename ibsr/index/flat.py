@@ -9,16 +9,15 @@ computed from all of them. The sidecar holds the same data as flat files in `fla
 - `rows-<id>.arrow`: shape_id, category, source_path (an Arrow IPC file, memory-mapped);
 - `flat.json`: the commit point, naming the files and stamped with the table version.
 
-This module writes the sidecar; flat_files.py names its files and reads them. A searcher whose
-pinned table version equals the stamp maps the files read-only (`read_flat`: `np.load(
-mmap_mode="r")`: pages are read when touched, nothing per row in Python); otherwise it reads the
-table (store.py `ShapeReader.snapshot`), with the same results. The map is the one copy of the
+A snapshot whose pinned table version equals the stamp maps the files read-only (`read_flat`:
+`np.load(mmap_mode="r")`: pages are read when touched, nothing per row in Python); otherwise it
+reads the table (snapshot.py), with the same results. The map is the one copy of the
 views a CPU search holds: the rerank reads it through `kernels.host_tensor` and converts chunk
 by chunk. Read-only rather than copy-on-write so that no stray write can turn mapped pages into
 private memory: they stay page cache, shared by every process and every loaded version that
 maps the same files (a hot reload's new version beside the old one). Like the FAISS prefilter
 (faiss_index.py), the sidecar is rebuilt from the table, never the reverse, by every writer
-under the index's write lock; new files are written and fsynced first, then `flat.json` is
+under the index's write lock (`IndexWriter.refresh_derived`); new files are written and fsynced first, then `flat.json` is
 replaced atomically, then older files are removed (a reader that mapped them keeps them).
 """
 
@@ -28,6 +27,7 @@ import errno
 import json
 import os
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,21 +35,66 @@ import pyarrow as pa
 
 from ibsr.errors import IbsrError
 from ibsr.files import atomic_write
-from ibsr.indexer.flat_files import FILES, FLAT_DIR, META, ROW_COLUMNS, read_flat
-from ibsr.indexer.lock import IndexWriteLock
-from ibsr.indexer.store import ShapeReader, lance_error, table_errors
+from ibsr.index.layout import FLAT_DIR, FLAT_FILES, FLAT_META, ROW_COLUMNS
+from ibsr.index.table import lance_error
 
 SCAN_BATCH = 8192
 
 
+@dataclass
+class Flat:
+    """One sidecar, mapped: arrays are read-only maps of the files."""
+
+    table_version: int
+    rows: pa.Table  # ROW_COLUMNS in row order
+    views: np.ndarray  # N x V x D float16
+    centres: np.ndarray  # N x D float32
+    radii: np.ndarray  # N float32, without the search's SLACK
+
+
+def read_flat(index_dir: Path, table_version: int | None = None) -> Flat | None:
+    """The sidecar (of this table version, if given), or None if absent, stale, unreadable or inconsistent."""
+    folder = Path(index_dir) / FLAT_DIR
+    for _ in range(2):  # a writer may replace flat.json and remove the old files between our reads
+        try:
+            meta = json.loads((folder / FLAT_META).read_text())
+            if table_version is not None and meta.get("table_version") != table_version:
+                return None
+            return _open(folder, meta)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, pa.ArrowException):
+            continue
+    return None
+
+
+def flat_stamp(index_dir: Path) -> int | None:
+    """The table version the sidecar names (whether or not its files open), None without a readable flat.json."""
+    try:
+        return json.loads((Path(index_dir) / FLAT_DIR / FLAT_META).read_text()).get("table_version")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _open(folder: Path, meta: dict) -> Flat | None:
+    paths = {name: folder / meta["files"][name] for name in FLAT_FILES}
+    views = np.load(paths["views"], mmap_mode="r")
+    centres = np.load(paths["centres"], mmap_mode="r")
+    radii = np.load(paths["radii"], mmap_mode="r")
+    rows = pa.ipc.open_file(pa.memory_map(str(paths["rows"]))).read_all()
+    n, v, d = meta["count"], meta["views"], meta["dim"]
+    consistent = (views.shape == (n, v, d) and views.dtype == np.float16 and centres.shape == (n, d)
+                  and centres.dtype == np.float32 and radii.shape == (n,) and radii.dtype == np.float32
+                  and rows.num_rows == n and rows.column_names == ROW_COLUMNS)
+    return Flat(meta["table_version"], rows, views, centres, radii) if consistent else None
+
+
 def write_flat(index_dir: Path, reader) -> dict:
-    """Write the sidecar of `reader`'s pinned version (store.ShapeReader), streamed in batches
+    """Write the sidecar of `reader`'s pinned version (table.ShapeReader), streamed in batches
     (bounded memory), and commit it. The caller holds the write lock."""
-    from ibsr.indexer.bounds import view_bounds  # torch, only when the sidecar is written
+    from ibsr.index.bounds import view_bounds  # torch, only when the sidecar is written
 
     folder = Path(index_dir) / FLAT_DIR
     tag = uuid.uuid4().hex[:16]
-    names = {name: f"{name}-{tag}.{'arrow' if name == 'rows' else 'npy'}" for name in FILES}
+    names = {name: f"{name}-{tag}.{'arrow' if name == 'rows' else 'npy'}" for name in FLAT_FILES}
     n, v, d = reader.table.count_rows(), reader.meta.views, reader.meta.embed_dim
     meta = {"table_version": reader.version, "count": n, "views": v, "dim": d, "files": names}
     try:
@@ -74,7 +119,7 @@ def write_flat(index_dir: Path, reader) -> dict:
         if start != n:
             raise IbsrError("the table changed while its flat sidecar was written; rerun", index_dir)
         _write_rows(folder / names["rows"], rows, reader)
-        atomic_write(folder / META, json.dumps(meta), fsync=True)  # the commit point
+        atomic_write(folder / FLAT_META, json.dumps(meta), fsync=True)  # the commit point
     except OSError as exc:
         for path in (folder / name for name in names.values()):
             path.unlink(missing_ok=True)
@@ -118,20 +163,5 @@ def _write_error(exc: OSError, folder: Path) -> IbsrError:
 def _remove_unreferenced(folder: Path, keep: set[str]) -> None:
     """Files of earlier writes and of killed ones (mapped ones stay readable to whoever mapped them)."""
     for path in folder.iterdir():
-        if path.name != META and path.name not in keep:
+        if path.name != FLAT_META and path.name not in keep:
             path.unlink(missing_ok=True)
-
-
-def rebuild_flat(index_dir: Path, wait: bool = True) -> dict:
-    """Write the sidecar of the table's current version, holding the write lock (already
-    held when a build calls this)."""
-    ShapeReader(index_dir)  # before locking: refuses a directory that is no index
-    with IndexWriteLock(index_dir, wait=wait):
-        reader = ShapeReader(index_dir)  # the version no other writer can move now
-        with table_errors(Path(index_dir)):
-            return write_flat(index_dir, reader)
-
-
-def flat_is_current(index_dir: Path) -> bool:
-    """Whether the sidecar was written from the table's current version (and opens)."""
-    return read_flat(index_dir, ShapeReader(index_dir).version) is not None
