@@ -139,6 +139,15 @@ def test_merge_joins_datasets_and_photo_sets_and_refuses_clashing_ids(synth_set,
     assert CliRunner().invoke(data_main, ["merge", str(photos), str(home), "--out", str(both)]).exit_code == 0
     data = load_dataset(both, render_size=32, query_size=32, cache_dir=tmp_path / "cache", progress=False)
     assert data.num_shapes == 5 and data.num_queries == 10
+    # --max-per-shape: at most N photos of a shape from each dataset, the first in its file
+    capped = tmp_path / "capped"
+    result = CliRunner().invoke(data_main, ["merge", str(both), "--max-per-shape", "1", "--out", str(capped)])
+    assert result.exit_code == 0, result.output
+    kept = [json.loads(line)["image"] for line in (capped / "queries.jsonl").read_text().splitlines()]
+    first_style = [json.loads(line)["image"] for line in (both / "queries.jsonl").read_text().splitlines()][:5]
+    assert kept == first_style and all(Path(image).is_relative_to(photos.resolve()) for image in kept)
+    result = CliRunner().invoke(data_main, ["merge", str(both), "--max-per-shape", "0", "--out", str(capped)])
+    assert result.exit_code != 0 and "--max-per-shape must be at least 1" in result.output
     # one id for two different meshes is refused
     records = [json.loads(line) for line in (synth_set / "catalog.jsonl").read_text().splitlines()]
     clash = tmp_path / "clash"

@@ -177,7 +177,11 @@ def photos(catalog, out_dir, photos_per_shape, seed, size, up_axis, workers, sty
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="The merged dataset folder: catalog.jsonl + queries.jsonl with absolute paths (no file "
                    "is copied).")
-def merge(datasets, out_dir):
+@click.option("--max-per-shape", type=int, default=None,
+              help="At most this many photos of each shape from each dataset (the first in its queries "
+                   "file), e.g. to join two photo styles of one catalog without doubling its share of the "
+                   "photos. Default: all.")
+def merge(datasets, out_dir, max_per_shape):
     """Merge dataset folders (`ibsr-data synth` or `ibsr-data photos` outputs) into one, to train
     on several worlds at once, e.g. procedural shapes and real meshes. A shape id in two datasets
     must name the same mesh (two photo sets of one catalog, e.g. two photo styles: its photos are
@@ -185,7 +189,7 @@ def merge(datasets, out_dir):
     from ibsr.train.merge import merge_datasets
 
     try:
-        shapes, queries = merge_datasets(datasets, out_dir)
+        shapes, queries = merge_datasets(datasets, out_dir, max_per_shape)
     except (IbsrError, OSError) as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"merged {len(datasets)} datasets into {out_dir}: {shapes} shapes, {queries} photos")
