@@ -1,11 +1,11 @@
 """How many CPUs this process may actually use.
 
 `os.cpu_count()` is the machine's count; a container or a `taskset` may allow far fewer, and
-OpenMP teams sized to the machine stall whenever one of their threads is descheduled (issue
-12: the same rerank 15-20x slower with two threads on a busy two-core machine). The usable
-count is the affinity mask (`sched_getaffinity`, which also reflects cgroup cpusets) capped
-by the cgroup CPU quota (v2 `cpu.max`, v1 `cpu.cfs_quota_us` / `cpu.cfs_period_us`),
-rounded down, at least 1.
+OpenMP teams sized to the machine stall whenever one of their threads is descheduled (the
+rerank many times slower on a busy machine: benchmarks/RESULTS.md, "Thread cliffs and
+precision by CPU"). The usable count is the affinity mask (`sched_getaffinity`, which also
+reflects cgroup cpusets) capped by the cgroup CPU quota (v2 `cpu.max`, v1 `cpu.cfs_quota_us`
+/ `cpu.cfs_period_us`), rounded down, at least 1.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ class process_pool:
 #
 # Why not one OpenMP team of N threads: every parallel region ends at a barrier, so when one
 # thread of the team is descheduled (another process holds its core) all the others wait for
-# it, region after region: the rerank ran 15-20x slower on a busy 2-core machine (issue 12).
+# it, region after region (benchmarks/RESULTS.md, "Thread cliffs and precision by CPU").
 # Instead each CPU-heavy call (rerank, encoders) is cut into many independent chunks that a
 # small pool of *single-threaded* workers takes one at a time (Python threads: torch releases
 # the GIL inside its ops). A descheduled worker holds up only its own chunk while the others

@@ -7,9 +7,8 @@ IBSR_PRECISION=bf16 makes `auto` pick torch, so that asking for bf16 still measu
 One place decides (`precision(component)`), from `$IBSR_PRECISION`:
 
 - `auto` (default): the *query encoder* (search, serve) runs under bf16 autocast on a CPU with
-  AVX512-BF16 or AMX (measured 1.16x faster for one photo per call, 2.3x in batches), in
-  float32 on any other CPU (on an AVX2-only EPYC a bf16 matmul was ~20x *slower* than float32)
-  and on CUDA (unchanged).
+  AVX512-BF16 or AMX (faster there), in float32 on any other CPU (where a bf16 matmul is
+  far *slower* than float32) and on CUDA (unchanged).
   The *rendering encoder* (index builds) and the *CPU rerank* stay float32: bf16 view
   embeddings drifted to cosine 0.93 from float32 ones (a stored index would then depend on the
   CPU that built it), and the rerank gained nothing for one query while bf16 logits would break
@@ -39,7 +38,7 @@ PRECISIONS = ("auto", "float32", "bf16")
 @functools.cache  # asked at every step and every search; the CPU does not change
 def cpu_has_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX): elsewhere, e.g. an AVX2-only
-    EPYC, a bf16 matmul measured 20x slower than float32."""
+    EPYC, a bf16 matmul is far slower than float32 (benchmarks/RESULTS.md, "Rerank under load")."""
     try:
         flags = open("/proc/cpuinfo").read()
     except OSError:

@@ -7,7 +7,7 @@ a few large queries, flat shading from the hit triangle's normal. No texture, no
 shadows: the paper's grayscale rendering beat a textured pipeline, and a ray caster needs no
 GPU or display.
 
-Conventions (see docs/ARCHITECTURE.md, "Camera rig and renderer"):
+Conventions:
 - The mesh is normalized first (`mesh.normalize_mesh`): bounding box centred at the origin, farthest
   vertex at distance 1 (unit bounding sphere), +y up, the object's front facing +z.
 - Pixels where no ray hits the object have the value `BACKGROUND` (255, white); object pixels
@@ -37,8 +37,8 @@ KEY_LIGHT = 0.30  # fixed in the world, from above-front-left: tops read brighte
 KEY_LIGHT_DIR = np.array([-0.35, 0.85, 0.40]) / np.linalg.norm([-0.35, 0.85, 0.40])
 
 # Rays per Embree query. All views go through one loop of a few large queries; chunks of 32k
-# keep trimesh's float64 temporaries in cache and measured 1.5-1.7x faster than a single
-# 600k-ray query (12 views at 224 px) on this 2-core machine.
+# keep trimesh's float64 temporaries in cache, faster than one query of every ray
+# (benchmarks/RESULTS.md, "Rendering the views").
 RAY_CHUNK = 32768
 
 
@@ -52,7 +52,10 @@ class CameraRig:
 
     The defaults make the unit bounding sphere project to a centred disk whose radius is
     tan(asin(1/distance)) / tan(fov/2) = 0.94 of the half-frame, so any normalized object fits
-    without clipping from every view, whatever its orientation.
+    without clipping from every view, whatever its orientation (a roundish object fills ~90% of
+    the frame, a thin one less along its short side: the price of that guarantee). 12 views at
+    30 degrees of elevation are the paper's (and MVCNN's) ring; perspective rather than
+    orthographic because query photos are perspective.
     """
 
     views: int = 12
@@ -151,7 +154,7 @@ def rig_rays(rig: CameraRig, size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def ray_intersector(mesh: trimesh.Trimesh):
-    """Embree intersector when embreex is installed (100x faster), else trimesh's numpy one."""
+    """Embree intersector when embreex is installed (far faster), else trimesh's numpy one."""
     try:
         from trimesh.ray.ray_pyembree import RayMeshIntersector
         return RayMeshIntersector(mesh)

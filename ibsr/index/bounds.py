@@ -59,7 +59,8 @@ class ShapeBounds:
     def bounds(self, q: torch.Tensor, wq: torch.Tensor) -> torch.Tensor:
         """B x N upper bounds on the scores of queries q with attention keys wq (on the bounds' device).
         On a CPU, chunks of shapes go to the torch worker pool: the pass reads every centre (512 MB
-        at 1M shapes), and one thread left half the memory bandwidth unused (56 vs 28 ms, one query)."""
+        at 1M shapes), and one thread left half the memory bandwidth unused (benchmarks/RESULTS.md,
+        "Scale")."""
         q, wq = q.to(self.centres.device), wq.to(self.centres.device)
         out = torch.empty(len(q), len(self.radii), device=q.device)
         spans = [(n0, min(len(self.radii), n0 + BOUND_CHUNK)) for n0 in range(0, len(self.radii), BOUND_CHUNK)]

@@ -108,7 +108,7 @@ def read_faiss(index_dir: Path) -> tuple[faiss.Index, dict] | None:
     file, mapped read-only (IO_FLAG_MMAP), not read into memory: opening is ~ms, and the pages
     are page cache, shared by processes and by the two versions a hot reload holds for a while
     (each write is a new file, so a mapped one never changes). Same results as a plain read;
-    other index types (Flat, HNSW) are read as before."""
+    other index types (Flat, HNSW) are read into memory."""
     folder = Path(index_dir) / FAISS_DIR
     for _ in range(2):  # a writer may replace the pair between our two reads: read the new one
         try:

@@ -1,8 +1,9 @@
-"""The flat sidecar: what a search reads, laid out to be memory-mapped (issue 12, "fast open").
+"""The flat sidecar: what a search reads, laid out to be memory-mapped (a fast open).
 
 Read through LanceDB, opening an index costs a scan of every row's views through Arrow and a
 copy of them (N x V x D float16: 3 GB at 1,000,000 shapes), then the exact mode's bounds
-computed from all of them. The sidecar holds the same data as flat files in `flat/`:
+computed from all of them (the open times with and without the sidecar: benchmarks/RESULTS.md,
+"Scale"). The sidecar holds the same data as flat files in `flat/`:
 
 - `views-<id>.npy`: N x V x D float16, the table's row order;
 - `centres-<id>.npy` (N x D float32), `radii-<id>.npy` (N float32): `bounds.view_bounds`;
@@ -17,8 +18,9 @@ by chunk. Read-only rather than copy-on-write so that no stray write can turn ma
 private memory: they stay page cache, shared by every process and every loaded version that
 maps the same files (a hot reload's new version beside the old one). Like the FAISS prefilter
 (faiss_index.py), the sidecar is rebuilt from the table, never the reverse, by every writer
-under the index's write lock (`IndexWriter.refresh_derived`); new files are written and fsynced first, then `flat.json` is
-replaced atomically, then older files are removed (a reader that mapped them keeps them).
+under the index's write lock (`IndexWriter.refresh_derived`); new files are written and
+fsynced first, then `flat.json` is replaced atomically, then older files are removed (a reader
+that mapped them keeps them).
 """
 
 from __future__ import annotations

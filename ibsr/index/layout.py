@@ -1,5 +1,5 @@
 """The index directory's layout and formats, defined once: file names, the table's columns,
-the metadata file (the directory's map: docs/ARCHITECTURE.md, "Index directory").
+the metadata file (the directory's map: docs/ARCHITECTURE.md, "The index directory").
 
 Writers and readers import these definitions, so the format lives in one place and is
 checked on open. Bump FORMAT_VERSION on any incompatible change; readers refuse other
@@ -121,7 +121,7 @@ class IndexMeta:
     def write(self, index_dir: Path) -> None:
         """Write atomically: a crash leaves the old file or the new one, never half."""
         atomic_write(index_dir / META_FILE, json.dumps(asdict(self), indent=2, sort_keys=True), fsync=True,
-                     mode=0o600)  # tempfile.mkstemp's, as before
+                     mode=0o600)  # a private file (ibsr.files)
 
     @classmethod
     def read(cls, index_dir: Path) -> "IndexMeta":

@@ -5,6 +5,13 @@ Ray driver is the only process that commits), `--prune`, `--repair`, `reindex-fa
 the compaction a build ends with. Readers (search, serve, info, verify) never take it:
 LanceDB versions let them read a pinned version while a writer commits.
 
+Why a lock at all: LanceDB's merge-insert is snapshot-isolated, and two inserts of the same new
+shape_id touch no common fragment, so neither commit conflicts and the shape is stored twice
+(lance issues 4585 and 8949, lancedb 2463 and 3377; open as of lancedb 0.40). The table's
+unenforced primary key (writer.py) makes LanceDB catch that case as well, for writers that
+bypass the lock; the lock also covers what the key does not: compaction, deletes, the derived
+files, and the "this index is busy" message.
+
 Mechanism: an OS lock (`flock`, through the `filelock` library) on `<index>/.ibsr-write.lock`.
 The kernel drops it when its holder dies, however it dies (SIGKILL, OOM, power loss of a
 local disk), so a lock left by a killed process is free by construction; no timeout has to

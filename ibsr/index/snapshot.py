@@ -108,7 +108,8 @@ class IndexSnapshot:
     @cached_property
     def bounds(self) -> ShapeBounds:
         """The exact modes' score bounds: the sidecar's maps, used in place, else built from the
-        views on first use (~6 s at a million shapes)."""
+        views on first use (seconds at a million shapes: benchmarks/RESULTS.md, "Exact pruned
+        rerank")."""
         return ShapeBounds.from_raw(*self.flat_bounds) if self.flat_bounds else ShapeBounds.build(self.views)
 
     def row(self, i: int) -> tuple[str, str, str]:

@@ -10,24 +10,23 @@ Layout of one dense chunk of n shapes (n x V x D views, B queries):
 so every elementwise pass vectorizes over the query axis and runs on a cache-sized chunk
 held in reused buffers (no per-chunk allocation, no B x N x V tensor). Chunks are sized so
 that the GEMM output stays under `chunk_bytes` (default 8 MiB: fits the L3 of small CPUs;
-measured on a 2-core EPYC, see benchmarks/RESULTS.md).
+the rerank's figures: benchmarks/RESULTS.md, "Rerank on a quiet machine").
 
 Precision: float16/bfloat16 views are upcast per chunk to float32 and the GEMM runs in
 float32 (accumulation always float32). The upcast is each worker's copy of its own chunk into
 its own buffer, so `views` can be the flat sidecar's read-only memory map itself: it is read,
 never written, and never copied whole. A bfloat16 GEMM is opt-in (`compute_dtype`, or
 IBSR_PRECISION=bf16 via `ibsr.precision`): on CPUs without AVX512-BF16/AMX torch's bf16
-matmul is ~20x *slower* than float32 (1.3 s vs 0.06 s for 81k x 128 by 128 x 128 on an
-AVX2-only EPYC); on an AVX512-BF16 EPYC it gained nothing for one query (the pass is
-memory-bound) and it rounds the logits to bf16, so `auto` keeps float32 (benchmarks/RESULTS.md,
-"Thread cliffs and precision by CPU").
+matmul is far *slower* than float32 (benchmarks/RESULTS.md, "Rerank under load"); on CPUs with
+it, it gains nothing for one query (the pass is memory-bound) and it rounds the logits to bf16,
+so `auto` keeps float32 (benchmarks/RESULTS.md, "Thread cliffs and precision by CPU").
 
 Top-k never materializes B x N: each chunk's scores go through `RunningTopK`. The best view
 of the k winners is recomputed at the end from the k gathered shapes (cheap: B x k x V x D).
 
 Threads: on a CPU the chunks are independent work items for the single-threaded workers of
-`ibsr.cpus.parallel_map` (dynamic scheduling; one OpenMP team stalled 15-20x whenever another
-process held one of its cores, issue 12). Each worker reduces its chunk to its own top-k and
+`ibsr.cpus.parallel_map` (dynamic scheduling; one OpenMP team stalls whenever another process
+holds one of its cores: `ibsr.cpus`). Each worker reduces its chunk to its own top-k and
 the pieces are merged in chunk order; chunk boundaries depend only on N, B, V, D and
 `chunk_bytes`, so the result is the same bits for any number of workers.
 """

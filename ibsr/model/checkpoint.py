@@ -66,7 +66,7 @@ def save_checkpoint(model: CMIC, path, info: dict | None = None, half: bool = Fa
         "state_dict": half_precision(state_dict) if half else state_dict,
         "info": dict(info or {}),
     }
-    # 0o600: tempfile.mkstemp's, as before; torch.save into an open file stores its archive as
+    # 0o600: a private file (ibsr.files); torch.save into an open file stores its archive as
     # "archive", not under the temporary name: the same bytes (checkpoint_id) for the same model.
     with atomic_path(path, fsync=True, mode=0o600) as tmp, open(tmp, "wb") as f:
         torch.save(payload, f)

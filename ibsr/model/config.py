@@ -1,17 +1,13 @@
 """The shape of a CMIC model: which backbones, how wide, which input sizes.
 
 A `ModelConfig` travels inside every checkpoint (`to_dict()`), so a checkpoint alone is enough
-to rebuild its network. Two presets:
+to rebuild its network. Three presets:
 
 - `PAPER`: the paper's networks (query ResNet-50, rendering ResNet-18, torchvision width 64,
   224 px inputs, 12 views, 128-d embeddings). Loads the authors' Jittor weights.
-- `SMALL`: the same architecture family shrunk to run on a 2-core CPU (tests, demos, CI).
-  Measured on this project's shared 2-core CPU box (torch 2.13 CPU build, float32, eval mode,
-  `torch.no_grad()`, torch's default 2 threads, random init via `init_model(SMALL, 0)`, median
-  of 20 calls after 3 warm-up calls, other jobs running): one 12-view shape (`embed_views` on
-  1 x 12 x 1 x 64 x 64) 7-11 ms, one query (`embed_queries` on 1 x 4 x 112 x 112) 3.5-4.5 ms;
-  in batches of 32, 4.5-5.5 ms per shape and ~1.1 ms per query. (render_size 48 would give
-  ~3 ms/shape batched; width 8 ~2 ms/shape, at a clear cost in capacity.)
+- `LITE`: the shipped model's (below).
+- `SMALL`: the same architecture family as PAPER shrunk to run on a 2-core CPU (tests, demos,
+  CI); its speed: docs/model-history.md, "Before the LITE model".
 """
 
 from __future__ import annotations

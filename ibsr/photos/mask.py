@@ -16,8 +16,9 @@ from ibsr.photos.image import check_not_empty
 
 GRABCUT_BORDER = 0.05  # fraction of each side assumed to be background
 GRABCUT_ITERATIONS = 5
-# GrabCut's cost grows with the pixel count (~0.37 s at 256 x 256 here, a minute for a phone
-# photo): it runs on a copy whose long side is at most this, and its mask is scaled back.
+# GrabCut's cost grows with the pixel count (a phone photo at full size would take about a
+# minute): it runs on a copy whose long side is at most this, and its mask is scaled back, at
+# much the same IoU (benchmarks/RESULTS.md, "Automatic masks").
 GRABCUT_SIDE = 192
 # Automatic mask methods: "auto" = the mask network when ibsr/model/weights/mask.pt (or the
 # given weights) exists, else GrabCut; "model" = the network (an error without it); "grabcut".
@@ -27,10 +28,8 @@ MASK_METHODS = ("auto", "model", "grabcut")
 MIN_MODEL_MASK_FRACTION = 0.005
 # With a box, the automatic mask looks at the box plus this fraction of its size on every side
 # (within the photo) and keeps what lies in the box: GrabCut takes its input's border for
-# background, so on the bare box it cut off the edges of an object the box was drawn tight around.
-# Boxes = the true masks' bounding boxes, 30 photos of benchmarks/generalization.py --seed 41's
-# real-rendered set: mean IoU 0.50 -> 0.76 (GrabCut), 0.83 -> 0.88 (network); 15% looser boxes
-# changed by under 0.01.
+# background, so on the bare box it cut off the edges of an object the box was drawn tight around
+# (benchmarks/RESULTS.md, "The box's context band").
 BOX_MASK_CONTEXT = 0.1
 
 

@@ -4,7 +4,7 @@ The photo is resized (INTER_AREA) to the network's `MaskConfig.size` square, wha
 aspect ratio (training crops with aspect ratios 1/2-2 and resizes them the same way), the
 probability map is resized back to the photo's size (bilinear) and thresholded at 0.5.
 The network runs on the CPU as one work item of the torch worker pool (`ibsr.cpus.parallel_map`):
-single-threaded, never an OpenMP team that stalls when another process takes a core (issue 12),
+single-threaded, never an OpenMP team that stalls when another process takes a core (`ibsr.cpus`),
 and the calling thread's torch keeps one thread, as around the encoders. ONNX Runtime or torch
 runs it as `ibsr.runtime` picks (IBSR_RUNTIME, or `runtime=`).
 """
@@ -41,7 +41,8 @@ def load_mask_model(path: str | Path | None = None, required: bool = False) -> M
     with _lock:  # concurrent first searches (ibsr-serve) load it once
         if key not in _cache:
             model = load_mask_checkpoint(path)[0]
-            _cache[key] = model.to(memory_format=torch.channels_last)  # ~10% faster on CPU
+            # channels_last: faster on a CPU (benchmarks/RESULTS.md, "Learned mask")
+            _cache[key] = model.to(memory_format=torch.channels_last)
         return _cache[key]
 
 
@@ -54,7 +55,7 @@ def mask_probability(model: MaskNet, rgb: np.ndarray, runtime: str | None = None
     x = scale_pixels(torch.from_numpy(x).permute(2, 0, 1)[None])
     net = onnx_encoder(model, "mask", tuple(x.shape[1:]), runtime)
     if net is None:
-        net, x = model, x.contiguous(memory_format=torch.channels_last)  # torch: ~10% faster so
+        net, x = model, x.contiguous(memory_format=torch.channels_last)  # torch: the model's layout
     logits = next(iter(parallel_map(lambda item: net(item)[0, 0], [x])))
     prob = torch.sigmoid(logits).numpy()
     return cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR)

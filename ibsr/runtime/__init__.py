@@ -3,9 +3,9 @@
 One place decides (`choose(component)`), from `$IBSR_RUNTIME` or a `runtime=` argument
 (`ibsr.model.inference.embed_queries / embed_views`, `ibsr.photos.mask_model`):
 
-- `auto` (default): ONNX Runtime where it measured faster (`auto_prefers_onnx`: x86-64 CPUs,
-  2-6x faster than torch there), torch elsewhere, and torch with a one-line warning when
-  onnxruntime does not import or a network fails to export.
+- `auto` (default): ONNX Runtime where it measured faster (`auto_prefers_onnx`: x86-64 CPUs),
+  torch elsewhere, and torch with a one-line warning when onnxruntime does not import or a
+  network fails to export.
 - `torch`: torch for everything (with `ibsr.precision`'s bf16 autocast where it applies).
 - `onnx`: ONNX Runtime, float32, for every component; an error when it cannot run.
 
@@ -66,15 +66,13 @@ def auto_prefers_onnx(component: str) -> bool:
     """The rule for `auto`: ONNX Runtime on x86-64 CPUs, torch elsewhere and whenever
     IBSR_PRECISION=bf16 is asked for (bf16 exists only in torch).
 
-    Measured (benchmarks/runtime.py, benchmarks/RESULTS.md "CPU runtime"; a 2-core AMD EPYC,
-    Zen 5, AVX-512 + AVX512-BF16, no AMX, shared with other jobs): as ibsr runs them (one item
-    per call on single-threaded workers), ONNX Runtime float32 ran 2-6x faster than the torch
-    it replaces, quiet or with a competing process: query encoder, one photo 10 vs 37 ms
-    (torch bf16 autocast, what `auto` precision ran here); rendering encoder 37 vs 169 ms per
-    12-view shape (torch float32); mask network 10 vs 39 ms; its embeddings equal torch
-    float32's to cosine 0.99999. Other x86-64 CPUs are not measured: ONNX Runtime has float32
-    kernels for every x86-64 level; the one case that might close the gap is torch's bf16 on
-    AMX (queries), unmeasured. ARM and other CPUs stay torch until measured."""
+    Why: as ibsr runs them (one item per call on single-threaded workers), ONNX Runtime float32
+    ran every component several times faster than the torch it replaces (torch bf16 autocast for
+    the query encoder, float32 for the others), quiet or beside a competing process, with
+    embeddings equal to torch float32's (benchmarks/RESULTS.md, "CPU runtime"). That was one
+    x86-64 CPU (AVX512-BF16, no AMX); ONNX Runtime has float32 kernels for every x86-64 level,
+    and the one case that might close the gap, torch's bf16 on AMX (queries), is unmeasured.
+    ARM and other CPUs stay torch until measured."""
     import platform
 
     from ibsr.precision import requested as precision_requested

@@ -5,9 +5,9 @@
 Export: `torch.onnx.export(dynamo=True)` from the module in memory (never a download), batch
 dimension dynamic, spatial size fixed to `input_shape`, opset `OPSET`. The torch.export-based
 exporter is used, not the legacy TorchScript one: the legacy graph recomputes EfficientNet's
-TF "SAME" padding from the input's shape at run time (~450 Shape/Gather/Concat/Cast nodes
-around the 49 convolutions) and ran 1.3-1.9x slower in ONNX Runtime (one photo, one thread,
-one-off timing); the new one folds it into constant pads (~100 nodes). Exporting the shipped query encoder takes ~10-15 s, once.
+TF "SAME" padding from the input's shape at run time, around every convolution, and ran slower
+in ONNX Runtime; the new one folds it into constant pads (benchmarks/RESULTS.md, "CPU runtime":
+which exporter, and what an export costs, once per weights).
 
 Cache: `$IBSR_CACHE/onnx/` (default `~/.cache/ibsr/onnx/`), one file per
 `<component>-<weights id>-<C>x<H>x<W>-opset<OPSET>-v<EXPORT_VERSION>.onnx`; the weights id is
@@ -21,10 +21,10 @@ only costs the export on every process start.
 
 Sessions: one intra-op thread, sequential execution. ibsr parallelizes over photos and shapes
 with single-threaded workers (`ibsr.cpus.parallel_map`; an intra-op team would stall whenever
-another process takes a core, issue 12), and `InferenceSession.run` is safe to call from
-several threads at once and releases the GIL, so the workers share one session. Measured: a
-2-thread intra-op pool was slower than one thread even for a single photo, and far slower
-than two single-threaded workers for a batch (benchmarks/RESULTS.md, "CPU runtime").
+another process takes a core), and `InferenceSession.run` is safe to call from several threads
+at once and releases the GIL, so the workers share one session. A 2-thread
+intra-op pool was slower than one thread even for a single photo, and far slower than two
+single-threaded workers for a batch (benchmarks/RESULTS.md, "CPU runtime").
 """
 
 from __future__ import annotations

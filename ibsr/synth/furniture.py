@@ -5,6 +5,9 @@ draws a handful of discrete style choices (leg style, back style, arms, drawers.
 continuous proportions, so two instances of a category differ in fine-grained ways and some
 pairs (same styles, close proportions) are near-duplicates: instance retrieval is meant to be
 hard. The params dict records the draws (JSON-serializable) for debugging and analysis.
+
+Leave these generators' draws and meshes as they are: catalogs written from them, and the
+tests of the shipped model, depend on them byte for byte.
 """
 
 from __future__ import annotations

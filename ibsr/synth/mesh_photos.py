@@ -179,5 +179,5 @@ def _safe(text: str) -> str:
 
 def _write_json(path: Path, data: dict) -> None:
     """Atomic: the record appears only once every photo it lists is on disk."""
-    atomic_write(path, json.dumps(data, sort_keys=True), mode=0o600)  # 0o600: mkstemp's, as before
+    atomic_write(path, json.dumps(data, sort_keys=True), mode=0o600)  # 0o600: a private file (ibsr.files)
 

@@ -15,6 +15,8 @@ Three styles: `default` (what training sees), `heldout` (outdoor hard sun and sk
 stage with coloured lights and toon shading; training never sees it, so it measures how far a
 model generalizes to a photo style it was not trained on) and `home` (`photo_home`: furniture
 around the object, books on shelves, the object filling and cut by the frame, warmer light).
+A new style draws its extra choices only in its own branch, so that the photos of the other
+styles stay byte-identical for a seed.
 
 `render_query_photo(shape, rng)` = `render_photo(shape, sample_photo_params(shape, rng))`: the
 params hold every random choice, so a photo is a pure function of them and can be re-rendered

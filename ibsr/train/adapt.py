@@ -29,7 +29,8 @@ Time (`--minutes`): photos, the "before" measurement and `CALIBRATION_STEPS` tra
 come first. Their seconds per step (warm-up step excluded) estimate how many steps fit in what
 is left, keeping room for the "after" measurement; half of those run at a constant rate, and
 their own timing re-plans the rest, whose last `DECAY_FRACTION` decays the rate to 0 (a few
-calibration steps on a shared machine misjudged the rate by 2x). Plans are stored in
+calibration steps on a shared machine can misjudge the rate badly: benchmarks/RESULTS.md,
+"Catalog adaptation"). Plans are stored in
 adapt.json and `--resume` keeps them: a resumed run takes exactly the steps of an
 uninterrupted one (the run folder's resume). A plan still to be made when a run resumes gets the
 `--minutes` budget afresh, counted from the resume.
@@ -284,7 +285,7 @@ class Adaptation:
         return (min(steps, self.options.max_steps) if self.options.max_steps else steps), left
 
     def _plan_constant(self, calibration: int, seconds_per_step: float) -> dict:
-        """The calibration's estimate can be off by 2x (a few steps, a shared machine): train
+        """The calibration's estimate can be far off (a few steps, a shared machine): train
         half of the steps it promises at a constant rate, then measure again."""
         estimate, left = self._steps_that_fit(calibration, seconds_per_step)
         plan = {"stage": "constant", "calibration_steps": calibration,
@@ -369,7 +370,7 @@ class Adaptation:
             "seconds_per_step": self.record.get("seconds_per_step"),
             "config": task.config.to_dict(),
         }
-        try:
+        try:  # float32: halving would round a float32 base's frozen rendering weights, and so its rendering id
             save_checkpoint(model, self.out, info)
         except OSError as exc:
             raise IbsrError(f"cannot write the adapted checkpoint ({exc.strerror}); choose another --out",
@@ -387,7 +388,7 @@ class Adaptation:
     # ------------------------------------------------------------------ helpers
 
     def _save_record(self) -> None:
-        # 0o600: mkstemp's, as before; the work folder exists (made by the run, not here)
+        # 0o600: a private file (ibsr.files); the work folder exists (made by the run, not here)
         atomic_write(self.work / RECORD_FILE, json.dumps(self.record, indent=2), mode=0o600, parents=False)
 
     def _say(self, text: str) -> None:

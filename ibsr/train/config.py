@@ -41,7 +41,7 @@ and their flags override its values (`override`).
                                  # ["rendering_encoder"] (query-side adaptation), or modules inside
                                  # one by dotted name: "query_encoder.efficientnet._blocks.0"
     device = "auto"              # "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1"
-    channels_last = true         # NHWC convolutions: ~2-3x faster training on CPU, same math
+    channels_last = true         # NHWC convolutions: faster training on CPU, same math
     checkpoint_every = 200       # steps between resumable state saves
     log_every = 10               # steps between metrics.jsonl lines
 

@@ -200,5 +200,5 @@ def cache_key(obj) -> str:
 
 def save_npz(path: Path, **arrays) -> None:
     """Atomic write: a crash never leaves a half cache that a later run would trust."""
-    with atomic_path(path, mode=0o600) as tmp, open(tmp, "wb") as f:  # 0o600: mkstemp's, as before
+    with atomic_path(path, mode=0o600) as tmp, open(tmp, "wb") as f:  # 0o600: a private file (ibsr.files)
         np.savez(f, **arrays)  # an open file: savez adds ".npz" to a name that lacks it

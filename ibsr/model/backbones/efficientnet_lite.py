@@ -5,7 +5,8 @@ configurable input channel count, and CMIC's embedding head.
 EfficientNet-Lite is EfficientNet without squeeze-excitation and with ReLU6 (friendlier to
 quantization and CPUs), its stem (32) and head (1280) widths fixed across sizes, and the first
 and last stages never repeated more. Three facts the weights need (measured, see
-tests/test_model_efficientnet.py):
+tests/test_model_efficientnet.py and benchmarks/RESULTS.md, "The default model's encoders and
+weights"):
 
 - TensorFlow "SAME" padding: a stride-2 convolution pads more on the bottom/right than on
   the top/left. Symmetric padding shifts every stride-2 stage by a pixel and changes the
