@@ -55,7 +55,9 @@ and their flags override its values (`override`).
     render_crop_scale = [0.8, 1.0]
     render_flip = 0.5
 
-    [method]                     # the paper's method, and the switches of its ablations
+    [method]                     # the paper's method, and the switches of its ablations: their
+                                 # checkpoints are for measuring (`ibsr-train eval` scores them as
+                                 # trained; `ibsr-search` always uses the attention and the mask)
     attention = true             # false: score = mean of the view cosines
     category_loss = true         # false: instance loss only
     beta1 = 0.2
