@@ -14,8 +14,7 @@ folder, e.g. `--seed 41 --work data/generalization41`):
 Each is scored through the real pipeline (`ibsr-index build`, then `ibsr-eval --prefilter none`,
 exhaustive ranking) twice: with the exact masks given, and with the masks ignored (the
 searcher's automatic mask, as for a user's plain JPEG; `--mask-method NAME=grabcut|model|auto`
-per model, default auto; `--no-mirror`: each photo without its mirror image, as `ibsr-eval
---no-mirror`). Prints a table (top-1, top-10, right category) and writes JSON. With two models
+per model, default auto). Prints a table (top-1, top-10, right category) and writes JSON. With two models
 or more, each later one is also compared with the first photo by photo: how many photos only
 one of the two puts first, and a two-sided sign test on those (a difference of a point or two
 on a few hundred photos is often noise; this says how often).
@@ -116,8 +115,7 @@ def index_builder(models: dict) -> dict:
     return builder
 
 
-def evaluate(work: Path, model: str, weights: str, mask_method: str, name: str, mirror: bool,
-             builder: str | None = None) -> dict:
+def evaluate(work: Path, model: str, weights: str, mask_method: str, name: str, builder: str | None = None) -> dict:
     """One model on one set; the index is built with `builder` (default: the model's own weights)."""
     real = name in REAL_SETS
     catalog = work / "data" / (REAL_CATALOG if real else SETS[name][3])
@@ -136,7 +134,7 @@ def evaluate(work: Path, model: str, weights: str, mask_method: str, name: str, 
     for masks, options in modes[1:] if name == "real-photos" else modes:  # real photos have no mask
         command = [sys.executable, "-m", "ibsr.cli.eval", "--index", str(index), "--queries", str(queries),
                    "--weights", weights, "--prefilter", "none", "--json", "--per-query", "--no-progress",
-                   "--mirror" if mirror else "--no-mirror", *(["--shape-metrics"] if real else []), *options]
+                   *(["--shape-metrics"] if real else []), *options]
         report = cached_report(work, command, [weights, builder, queries])
         s = report["summary"]
         out[masks] = {"top1": s["top1"], "top10": s["top10"], "category": s["category"], "queries": s["count"],
@@ -230,8 +228,6 @@ def main():
     parser.add_argument("--real-train", type=Path, default=Path("../shared/real_train"),
                         help="Real CAD meshes; its held-out part (ibsr.eval.real_sets) is the real distractors.")
     parser.add_argument("--workers", type=int, default=usable_cpus())
-    parser.add_argument("--no-mirror", dest="mirror", action="store_false",
-                        help="Search each photo alone (ibsr-eval --no-mirror), not averaged with its mirror image.")
     parser.add_argument("--json", type=Path, default=None, help="Write the results here.")
     args = parser.parse_args()
     models = dict(m.split("=", 1) for m in args.model)
@@ -248,9 +244,8 @@ def main():
         made = make_real_sets(args.work, args)
         sets = [s for s in sets if s not in REAL_SETS or s in made]
     builders = index_builder(models)
-    results = {model: {name: evaluate(args.work, model, weights, mask_methods[model], name, args.mirror,
-                                      builders[model])
-                         for name in sets}
+    results = {model: {name: evaluate(args.work, model, weights, mask_methods[model], name, builders[model])
+                       for name in sets}
                for model, weights in models.items()}
     print_table(results)
     comparison = paired(results)
@@ -263,7 +258,7 @@ def main():
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({
-            "results": results, "paired": comparison, "models": models, "mask_methods": mask_methods, "mirror": args.mirror, "seed": args.seed, "shapes_per_category": args.shapes_per_category,
+            "results": results, "paired": comparison, "models": models, "mask_methods": mask_methods, "seed": args.seed, "shapes_per_category": args.shapes_per_category,
             "photos_per_shape": args.photos_per_shape, "cpu": cpu_name(), "python": platform.python_version(),
             "seconds": round(time.perf_counter() - start, 1)}, indent=2) + "\n")
 

@@ -189,7 +189,7 @@ def probe(index: Path, photo: str, mask: str, weights: str | None, mode: str, ta
 
     import ibsr.cli.serve  # noqa: F401
     from ibsr.serve import SearchService, ServeConfig, create_app  # noqa: F401
-    from ibsr.serve.service import SearchParams
+    from ibsr.searcher import SearchOptions
     imported, cpu_imported = time.perf_counter(), cpu_seconds()
     if table:
         import ibsr.index.snapshot as snapshot
@@ -199,7 +199,7 @@ def probe(index: Path, photo: str, mask: str, weights: str | None, mode: str, ta
         t = time.perf_counter()
         [query] = service.served.searcher.load_queries([photo], [mask])  # as a request's decoding
         with service.admit():
-            result, _ = service.submit(query, SearchParams(prefilter=mode)).result(timeout=600)
+            result, _ = service.submit(query, SearchOptions(prefilter=mode)).result(timeout=600)
         assert result.hits
         return time.perf_counter() - t
 
@@ -314,7 +314,7 @@ def measure_in_process(index: Path, work: Path, queries: list[dict], weights: st
             rows[f"{mode}_b{b}"] = {"mode": mode, "batch": b, "ms_per_call": 1e3 * seconds,
                                     "queries_per_s": b / seconds, "fraction_scored": scored}
             print(f"  {mode} B={b}: {1e3 * seconds:.1f} ms, {100 * scored:.2f}% scored", flush=True)
-    exact = searcher.search_encoded(loaded, q, wq, 10, prefilter="none")
+    exact = searcher.search_encoded(loaded, q, wq, topk=10, prefilter="none")
     dense = kernels.rerank(q, wq, searcher.views, 10)
     assert torch.allclose(torch.tensor([[h.score for h in r.hits] for r in exact]), dense.scores, atol=1e-5)
     return {"open_s": open_s, "open_source": searcher.shapes.source, "shapes": len(searcher),
@@ -330,7 +330,7 @@ def search_call(searcher, mode: str, queries, q, wq) -> tuple[float, float]:
     if mode == "dense":  # the exhaustive pass over every shape that `none` replaced
         kernels.rerank(q, wq, searcher.views, 10)
         return time.perf_counter() - t, 1.0
-    results = searcher.search_encoded(queries, q, wq, 10, prefilter=mode, candidates=1000)
+    results = searcher.search_encoded(queries, q, wq, topk=10, prefilter=mode, candidates=1000)
     return time.perf_counter() - t, float(np.mean([r.shapes_scored for r in results]))
 
 

@@ -64,7 +64,7 @@ def main_object(mask: np.ndarray) -> np.ndarray:
 
 
 def score(searcher, queries, loaded, families) -> list[dict]:
-    results = searcher.search_queries(loaded, len(searcher), prefilter="none")
+    results = searcher.search_queries(loaded, topk=len(searcher), prefilter="none")
     rows = []
     for q, result in zip(queries, results):
         ids = [h.shape_id for h in result.hits]

@@ -12,7 +12,7 @@ One place decides (`precision(component)`), from `$IBSR_PRECISION`:
   The *rendering encoder* (index builds) and the *CPU rerank* stay float32: bf16 view
   embeddings drifted to cosine 0.93 from float32 ones (a stored index would then depend on the
   CPU that built it), and the rerank gained nothing for one query while bf16 logits would break
-  the float32 bound that `--prefilter exact` prunes with (benchmarks/RESULTS.md, "Thread cliffs
+  the float32 bound that `--prefilter none` prunes with (benchmarks/RESULTS.md, "Thread cliffs
   and precision by CPU").
 - `float32`: float32 everywhere (the same numbers on every CPU).
 - `bf16`: bf16 wherever it is offered (query and rendering encoders, the rerank GEMM),

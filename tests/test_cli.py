@@ -51,24 +51,16 @@ def test_info_and_search_json(built_index, tiny_weights, tmp_path):
     assert page.count("<section>") == 2 and page.count("data:image/png;base64,") == 2 * (2 + 4)
 
 
-@pytest.mark.parametrize("flag, mirror", [([], False), (["--mirror"], True), (["--no-mirror"], False)])
-def test_mirror_option_reaches_the_searcher(built_index, tiny_weights, tmp_path, monkeypatch, flag, mirror):
+def test_search_defaults_are_the_searchers(built_index, tiny_weights, tmp_path, monkeypatch):
     from ibsr.searcher import Searcher
-    from ibsr.searcher.search import MIRROR
 
-    assert MIRROR is False  # the Python API and the commands share one default
     monkeypatch.setenv("IBSR_PRECISION", "float32")
-    q = tmp_path / "q.png"
-    rgb = np.asarray(Image.open(photo(tmp_path))).copy()
-    rgb[16:30, 20:28] = (20, 120, 200)  # not left-right symmetric: its mirror image is another photo
-    Image.fromarray(rgb).save(q)
-    out = run(search_cli, [q, "--index", built_index, "--weights", tiny_weights, "--topk", 9, "--json", *flag])
+    q = photo(tmp_path)
+    out = run(search_cli, [q, "--index", built_index, "--weights", tiny_weights, "--topk", 9, "--json"])
     assert out.exit_code == 0, out.output
     got = {h["shape_id"]: h["score"] for h in json.loads(out.output)[0]["hits"]}
-    expected, other = ({h.shape_id: h.score for h in Searcher(built_index, weights=tiny_weights, mirror=m)
-                        .search([q], topk=9)[0].hits} for m in (mirror, not mirror))
-    assert got == pytest.approx(expected, abs=1e-6)
-    assert got != pytest.approx(other, abs=1e-4)
+    expected = {h.shape_id: h.score for h in Searcher(built_index, weights=tiny_weights).search([q], topk=9)[0].hits}
+    assert got == pytest.approx(expected, abs=1e-6)  # the Python API and the command share one SearchOptions
 
 
 def test_default_index_from_environment_and_table(built_index, tiny_weights, tmp_path):

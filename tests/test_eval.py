@@ -16,7 +16,7 @@ from ibsr.eval import (accuracy_curve, compute_metrics, evaluate, format_report,
 from ibsr.geometry.mesh import load_mesh
 from ibsr.geometry.render import render_views
 from ibsr.photos.box import Box
-from ibsr.searcher import Searcher
+from ibsr.searcher import SearchOptions, Searcher
 
 # --------------------------------------------------------------------------- metrics
 
@@ -251,8 +251,10 @@ def test_evaluate_ranks_match_direct_search(searcher, eval_queries):
 
 def test_evaluate_exhaustive_batches_limit_and_strict(searcher, eval_queries):
     queries = read_queries(eval_queries)
-    one = evaluate(searcher, queries, batch_size=1, prefilter="none", progress=False, warn=lambda m: None)
-    four = evaluate(searcher, queries, batch_size=4, prefilter="none", progress=False, warn=lambda m: None)
+    one = evaluate(searcher, queries, SearchOptions(prefilter="none"), batch_size=1, progress=False,
+                   warn=lambda m: None)
+    four = evaluate(searcher, queries, SearchOptions(prefilter="none"), batch_size=4, progress=False,
+                    warn=lambda m: None)
     assert [r["shape_id"] for r in one.records] == [r["shape_id"] for r in four.records]
     assert one.summary["found"] == 1.0 and one.summary["top10"] == 1.0  # every shape ranked: all found
     assert [r["rank"] for r in one.records] == [r["rank"] for r in four.records]

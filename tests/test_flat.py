@@ -19,7 +19,7 @@ from ibsr.index.snapshot import IndexSnapshot
 from ibsr.index.table import ShapeReader
 from ibsr.index.verify import verify_index
 from ibsr.indexer import Indexer
-from ibsr.searcher import Searcher
+from ibsr.searcher import SearchOptions, Searcher
 from index_helpers import assert_same_as_clean, replace_row, rewrite_derived
 from test_index_search import view_photo
 
@@ -116,7 +116,7 @@ def test_scoring_the_map_chunk_by_chunk_equals_scoring_a_full_copy(built_index, 
 
     def every_mode():
         hits = {mode: [[(h.shape_id, h.score, h.best_view) for h in r.hits]
-                       for r in searcher.search_encoded(queries, q, wq, 5, prefilter=mode, candidates=4)]
+                       for r in searcher.search_encoded(queries, q, wq, topk=5, prefilter=mode, candidates=4)]
                 for mode in ("category", "ann", "none")}
         return hits, tuple(kernels.rerank(q, wq, searcher.views, 5))
 
@@ -125,7 +125,7 @@ def test_scoring_the_map_chunk_by_chunk_equals_scoring_a_full_copy(built_index, 
     searcher.views = copy
     hits, dense = every_mode()
     assert hits == mapped[0] and all(torch.equal(a, b) for a, b in zip(dense, mapped[1]))
-    for group in searcher.prefilter.groups(q.numpy(), "category", 4, 10, None):  # the former whole gather
+    for group in searcher.candidate_sets(q.numpy(), SearchOptions(topk=5)):  # the former whole gather
         rows, members = torch.from_numpy(group.rows), torch.from_numpy(group.queries)
         gathered = kernels.rerank(q[members], wq[members], copy.index_select(0, rows), 5)
         mapped_rows = kernels.rerank(q[members], wq[members], kernels.host_tensor(searcher.shapes.views), 5, rows=rows)

@@ -14,7 +14,8 @@ from ibsr.index.layout import FAISS_DIR, FAISS_IDS_FILE
 from ibsr.index.snapshot import IndexSnapshot
 from ibsr.index.table import ShapeReader
 from ibsr.indexer import Indexer
-from ibsr.searcher import Searcher
+from ibsr.searcher import SearchOptions, Searcher
+from ibsr.searcher.prefilters import prefilter_names
 from index_helpers import rewrite_derived
 
 from test_index_search import N_SHAPES, view_photo
@@ -46,7 +47,7 @@ def test_none_is_exhaustive_and_ann_reranks_exactly(built_index, tiny_weights, p
     searcher = Searcher(built_index, weights=tiny_weights)
     full = searcher.search(photos, topk=N_SHAPES, prefilter="none")
     ann = searcher.search(photos, topk=3, prefilter="ann", candidates=4)
-    nearest = searcher.prefilter.nearest(searcher.encode(searcher.load_queries(photos))[0].numpy(), 4)
+    nearest = searcher.lookup.nearest(searcher.encode(searcher.load_queries(photos))[0].numpy(), 4)
     for f, a, near in zip(full, ann, nearest):
         exact = {h.shape_id: h.score for h in f.hits}
         allowed = {searcher.shapes.shape_ids[r] for r in near}
@@ -55,6 +56,24 @@ def test_none_is_exhaustive_and_ann_reranks_exactly(built_index, tiny_weights, p
             assert hit.score == pytest.approx(exact[hit.shape_id], abs=1e-5)
         best_allowed = sorted(allowed, key=lambda s: -exact[s])[:3]
         assert [h.shape_id for h in a.hits] == best_allowed
+
+
+@pytest.mark.parametrize("name", prefilter_names())
+def test_every_prefilter_puts_each_query_in_one_set_scored_exactly(built_index, tiny_weights, photos, name):
+    """What every registered prefilter promises: each query in exactly one candidate set, and its
+    hits carry the exhaustive search's exact scores, best first."""
+    searcher = Searcher(built_index, weights=tiny_weights)
+    queries = searcher.load_queries(photos)
+    q, wq = searcher.encode(queries)
+    options = SearchOptions(topk=3, prefilter=name, candidates=4, neighbors=2)
+    sets = searcher.candidate_sets(q.numpy(), options)
+    assert sorted(i for s in sets for i in s.queries.tolist()) == list(range(len(photos)))
+    full = searcher.search_encoded(queries, q, wq, topk=N_SHAPES, prefilter="none")
+    for result, f in zip(searcher.search_encoded(queries, q, wq, options), full):
+        exact = {h.shape_id: h.score for h in f.hits}
+        assert len(result.hits) == 3 and 0 < result.shapes_scored <= 1
+        assert [h.score for h in result.hits] == pytest.approx([exact[h.shape_id] for h in result.hits], abs=1e-5)
+        assert [h.score for h in result.hits] == sorted((h.score for h in result.hits), reverse=True)
 
 
 def test_category_mode_reranks_predicted_categories(built_index, tiny_weights, photos):
@@ -78,8 +97,8 @@ def test_stale_prefilter_is_not_used(index_copy, tiny_weights, photos):
     meta["table_version"] = -1
     meta_path.write_text(json.dumps(meta))
     searcher = Searcher(index_copy, weights=tiny_weights)
-    assert searcher.prefilter.index.ntotal == N_SHAPES
-    assert np.array_equal(searcher.prefilter.faiss_rows, np.arange(N_SHAPES))  # built from the snapshot
+    assert searcher.lookup.index.ntotal == N_SHAPES
+    assert np.array_equal(searcher.lookup.faiss_rows, np.arange(N_SHAPES))  # built from the snapshot
 
 
 def test_reindex_faiss_cli(index_copy):

@@ -1,8 +1,6 @@
-"""`--prefilter none` (and its synonym `exact`): bound-pruned search returns the exhaustive top-k (ibsr/searcher/pruned.py)."""
+"""`--prefilter none`: bound-pruned search returns the exhaustive top-k (ibsr/searcher/pruned.py)."""
 
 from __future__ import annotations
-
-import json
 
 import numpy as np
 import pytest
@@ -11,8 +9,9 @@ from click.testing import CliRunner
 
 from ibsr import kernels
 from ibsr.cli import search as search_cli
+from ibsr.errors import IbsrError
 from ibsr.index.bounds import ShapeBounds
-from ibsr.searcher import Searcher
+from ibsr.searcher import SearchOptions, Searcher
 from ibsr.searcher.pruned import pruned_rerank
 
 from test_index_search import N_SHAPES, view_photo
@@ -149,19 +148,18 @@ def test_exact_ties_beyond_the_first_round_are_kept():
     assert sorted(default.ranked.indices[0].tolist()) == [10, 31]
 
 
-def test_searcher_default_exact_mode_is_the_exhaustive_top_k(built_index, tiny_weights, catalog, tmp_path):
-    """`--prefilter none` (pruned) and its old name `exact` return the dense pass's top k."""
+def test_searcher_none_mode_is_the_exhaustive_top_k(built_index, tiny_weights, catalog, tmp_path):
+    """`--prefilter none` (pruned) returns the dense pass's top k."""
     searcher = Searcher(built_index, weights=tiny_weights)
     meshes = [sorted((catalog / c).iterdir())[0] for c in ("chair", "table", "lamp")]
     photos = [view_photo(m, tmp_path / f"q{i}.png", view=i) for i, m in enumerate(meshes)]
     q, wq = searcher.encode(searcher.load_queries(photos))
     for topk in (1, N_SHAPES):
         dense = kernels.rerank(q, wq, searcher.views, topk)
-        for mode in ("none", "exact"):
-            for r, scores, rows in zip(searcher.search(photos, topk=topk, prefilter=mode), dense.scores, dense.indices):
-                assert [h.score for h in r.hits] == pytest.approx(scores.tolist(), abs=1e-5)
-                assert {h.shape_id for h in r.hits} == {searcher.shapes.row(i)[0] for i in rows.tolist()}
-                assert 0 < r.shapes_scored <= 1
+        for r, scores, rows in zip(searcher.search(photos, topk=topk, prefilter="none"), dense.scores, dense.indices):
+            assert [h.score for h in r.hits] == pytest.approx(scores.tolist(), abs=1e-5)
+            assert {h.shape_id for h in r.hits} == {searcher.shapes.row(i)[0] for i in rows.tolist()}
+            assert 0 < r.shapes_scored <= 1
     assert searcher.shapes_scored > 0
 
 
@@ -179,28 +177,25 @@ def test_a_batch_turns_dense_when_pruning_would_cost_more():
         assert (got.scored == 3000).all() == dense and (got.scored < 3000).all() != dense
 
 
-def test_searcher_exact_mode_on_random_queries(built_index, tiny_weights):
-    """Many encoded queries through the Searcher's own views and bounds (float16 as stored)."""
+def test_searcher_none_mode_on_random_queries(built_index, tiny_weights):
+    """Many encoded queries through the Searcher's own views and bounds (float16 as stored): the
+    dense pass's top k."""
     searcher = Searcher(built_index, weights=tiny_weights)
     q = unit(torch.randn(50, searcher.views.shape[2], generator=torch.Generator().manual_seed(4)))
     wq = searcher.model.attend(q).detach()
     queries = [type("Q", (), {"path": f"q{i}", "mask_source": "given"})() for i in range(50)]
     for k in (1, 5):
-        none = searcher.search_encoded(queries, q, wq, k, prefilter="none")
-        exact = searcher.search_encoded(queries, q, wq, k, prefilter="exact")
-        for a, b in zip(none, exact):
-            assert [h.score for h in a.hits] == pytest.approx([h.score for h in b.hits], abs=1e-5)
+        none = searcher.search_encoded(queries, q, wq, topk=k, prefilter="none")
+        dense = kernels.rerank(q, wq, searcher.views, k)
+        for a, scores in zip(none, dense.scores):
+            assert [h.score for h in a.hits] == pytest.approx(scores.tolist(), abs=1e-5)
 
 
-def test_cli_prefilter_exact_prints_what_none_prints(built_index, tiny_weights, catalog, tmp_path):
-    photo = view_photo(sorted((catalog / "table").iterdir())[0], tmp_path / "q.png")
-    outputs = {}
-    for mode in ("none", "exact"):
-        result = CliRunner().invoke(search_cli.main, [str(photo), "--index", str(built_index), "--weights",
-                                                      str(tiny_weights), "--topk", "4", "--prefilter", mode, "--json"])
-        assert result.exit_code == 0, result.output
-        outputs[mode] = json.loads(result.output)
-    [exact], [none] = outputs["exact"], outputs["none"]  # one photo: a list of one result
-    assert len(none["hits"]) == 4
-    assert [h["shape_id"] for h in exact["hits"]] == [h["shape_id"] for h in none["hits"]]
-    assert [h["score"] for h in exact["hits"]] == pytest.approx([h["score"] for h in none["hits"]], abs=1e-5)
+def test_exact_is_refused_naming_none(tmp_path):
+    """`exact`, the former name of `none`, is gone: the command and the API say what to use."""
+    result = CliRunner().invoke(search_cli.main, [str(tmp_path / "q.png"), "--prefilter", "exact"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    [line] = [line for line in result.output.splitlines() if "--prefilter" in line and "exact" in line]
+    assert "'none'" in line
+    with pytest.raises(IbsrError, match=r"^--prefilter must be one of .*\bnone\b.*, not 'exact'$"):
+        SearchOptions(prefilter="exact")

@@ -132,13 +132,12 @@ def test_killed_ray_worker_neither_loses_nor_duplicates(ray_local, catalog, buil
     assert_same_index(index, built_index)
 
 
-@pytest.mark.parametrize("mirror", [False, True])
-def test_ray_eval_equals_local_eval(ray_local, built_index, tiny_weights, eval_queries_ray, mirror):
+def test_ray_eval_equals_local_eval(ray_local, built_index, tiny_weights, eval_queries_ray):
     from ibsr.eval import evaluate, read_queries
     from ibsr.eval.ray_eval import evaluate_with_ray
     from ibsr.searcher import Searcher
 
-    searcher = Searcher(built_index, weights=tiny_weights, mirror=mirror)
+    searcher = Searcher(built_index, weights=tiny_weights)
     queries = read_queries(eval_queries_ray)
     local = evaluate(searcher, queries, batch_size=2, progress=False, warn=lambda m: None)
     remote = evaluate_with_ray(searcher, queries, batch_size=2, progress=False,

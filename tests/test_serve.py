@@ -40,6 +40,8 @@ from ibsr.index.writer import IndexWriter
 from ibsr.indexer import Indexer
 from ibsr.indexer.discover import catalog_relative
 from ibsr.photos.image import MAX_PIXELS
+from ibsr.searcher import SearchOptions
+from ibsr.searcher.prefilters import prefilter_help, prefilter_names
 from ibsr.serve import SearchService, ServeConfig, create_app, thread_budget, usable_cpus
 from ibsr.synth import write_catalog
 
@@ -90,6 +92,12 @@ def as_served(cli_answer: dict, catalog: Path, name: str) -> dict:
 # --------------------------------------------------------------------------- endpoints
 
 
+def test_options_lists_the_registered_prefilters_and_the_defaults(client):
+    options = client.get("/options").json()
+    assert [(p["name"], p["help"]) for p in options["prefilters"]] == list(prefilter_help().items())
+    assert options["defaults"] == dataclasses.asdict(SearchOptions())
+
+
 def test_health_reports_the_served_index(client, built_index):
     health = client.get("/health").json()
     info = ShapeReader(built_index).info()
@@ -117,21 +125,6 @@ def test_search_answers_what_ibsr_search_json_prints(client, built_index, tiny_w
         assert len(body["hits"]) == 5 and response.headers["X-Ibsr-Version"] == str(ShapeReader(built_index).version)
 
 
-def test_mirror_on_answers_what_ibsr_search_mirror_prints(built_index, tiny_weights, photos, tmp_path, catalog):
-    name, photo, _ = photos[2]
-    (tmp_path / name).write_bytes(photo)
-    outputs = {}
-    for flag in ("--mirror", "--no-mirror"):
-        cli = CliRunner().invoke(search_cli.main, [str(tmp_path / name), "--index", str(built_index), "--weights",
-                                                   str(tiny_weights), "--topk", "5", "--json", flag])
-        assert cli.exit_code == 0, cli.output
-        outputs[flag] = json.loads(cli.output)[0]
-    assert outputs["--mirror"]["hits"] != outputs["--no-mirror"]["hits"]
-    with TestClient(create_app(make_service(built_index, tiny_weights, mirror=True))) as mirrored:
-        body = post(mirrored, photo, name=name, topk=5).json()
-    assert body == as_served(outputs["--mirror"], catalog, name)
-
-
 def test_search_options_and_mask_preview(client, built_index, photos):
     _, photo, mask = photos[0]
     body = post(client, photo, mask, topk=2, category="lamp").json()
@@ -140,8 +133,8 @@ def test_search_options_and_mask_preview(client, built_index, photos):
     assert sorted(h["shape_id"] for h in everything["hits"]) == sorted(IndexSnapshot.open(built_index).shape_ids)
     ann = post(client, photo, mask, topk=3, prefilter="ann", candidates=4).json()
     assert len(ann["hits"]) == 3
-    exact = post(client, photo, mask, topk=3, prefilter="exact").json()  # the pruned exact top-k
-    assert [h["shape_id"] for h in exact["hits"]] == [h["shape_id"] for h in everything["hits"][:3]]
+    pruned = post(client, photo, mask, topk=3, prefilter="none").json()  # the pruned exact top-k
+    assert [h["shape_id"] for h in pruned["hits"]] == [h["shape_id"] for h in everything["hits"][:3]]
     preview = client.post("/search?mask_preview=true", files={"image": ("q.png", photo), "mask": ("m.png", mask)},
                           data={"topk": "3"})
     uri = preview.json()["mask_preview"]
@@ -204,6 +197,7 @@ def test_bad_input_answers_4xx_json_naming_the_problem(client, photos):
         (dict(photo=photo, topk="ten"), 400, "topk"),
         (dict(photo=photo, topk=N_SHAPES + 1), 400, f"larger than the index ({N_SHAPES} shapes)"),
         (dict(photo=photo, prefilter="bogus"), 400, "prefilter"),
+        (dict(photo=photo, prefilter="exact"), 400, "'none'"),  # its former name: refused, naming it
         (dict(photo=photo, candidates=0), 400, "candidates"),
         (dict(photo=photo, category="spaceship"), 400, "no shapes of category 'spaceship'"),
     ]
@@ -269,6 +263,7 @@ def test_openapi_describes_the_api(client):
     ref = form["$ref"].rsplit("/", 1)[1]
     fields = spec["components"]["schemas"][ref]["properties"]
     assert {"image", "mask", "topk", "category", "prefilter", "candidates", "box"} <= set(fields)
+    assert fields["prefilter"]["enum"] == list(prefilter_names())
     page = client.get("/")
     assert page.status_code == 200 and "importmap" in page.text
     script = client.get("/static/app.js").text

@@ -19,6 +19,8 @@ from PIL import Image
 
 from ibsr.geometry.mesh import load_mesh
 from ibsr.geometry.render import BACKGROUND, render_views
+from ibsr.searcher import SearchOptions
+from ibsr.searcher.prefilters import prefilter_help
 from ibsr.serve import SearchService, ServeConfig, create_app
 
 from serve_util import mesh_photo, running_server
@@ -66,6 +68,10 @@ def test_page_searches_and_shows_the_hit_in_3d(browser, built_index, tiny_weight
         page.goto(base + opened)
         page.wait_for_function("document.getElementById('index-info').textContent.includes('9 shapes')")
         assert "key" not in page.url and page.evaluate("localStorage.getItem('ibsr-api-key')") == api_key
+        page.wait_for_function("document.getElementById('prefilter').options.length > 0")  # from GET /options
+        offered = page.eval_on_selector_all("#prefilter option", "os => os.map(o => [o.value, o.title])")
+        assert offered == [list(item) for item in prefilter_help().items()]
+        assert page.input_value("#prefilter") == SearchOptions().prefilter
         page.fill("#topk", "5")
         page.set_input_files("#mask", str(tmp_path / "chair_mask.png"))
         page.set_input_files("#image", str(tmp_path / "chair.png"))  # choosing the photo starts the search
@@ -113,9 +119,13 @@ def test_page_searches_and_shows_the_hit_in_3d(browser, built_index, tiny_weight
 # FormData is read where fetch receives it.
 RECORD_BOXES = """
 window.sentBoxes = [];
+window.sentPrefilters = [];
 const pageFetch = window.fetch;
 window.fetch = (url, options) => {
-  if (options && options.body instanceof FormData) window.sentBoxes.push(options.body.get('box'));
+  if (options && options.body instanceof FormData) {
+    window.sentBoxes.push(options.body.get('box'));
+    window.sentPrefilters.push(options.body.get('prefilter'));
+  }
   return pageFetch(url, options);
 };
 """
@@ -135,10 +145,13 @@ def test_page_sends_a_dragged_box_and_draws_the_box_used(browser, built_index, t
         page.goto(base + "/")
         page.wait_for_function("document.getElementById('index-info').textContent.includes('9 shapes')")
         page.fill("#topk", "3")
+        page.wait_for_function("document.getElementById('prefilter').options.length > 0")
+        page.select_option("#prefilter", "ann")  # the choice the page sends: one the service listed
         sent = lambda: page.evaluate("window.sentBoxes.at(-1)")  # the box field of the last search sent
         with page.expect_response(lambda r: "/search" in r.url) as first:
             page.set_input_files("#image", str(tmp_path / "two.png"))
         assert sent() is None and first.value.json()["box"] is None
+        assert page.evaluate("window.sentPrefilters.at(-1)") == "ann"
         page.wait_for_selector("#results .card >> nth=2")
         page.wait_for_function("document.getElementById('photo').naturalWidth === 256")
         assert page.is_hidden("#box-rect") and page.is_hidden("#clear-box")

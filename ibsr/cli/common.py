@@ -8,6 +8,8 @@ import sys
 import click
 
 from ibsr.errors import IbsrError
+from ibsr.searcher.options import DEFAULT_CANDIDATES, DEFAULT_NEIGHBORS, DEFAULT_PREFILTER
+from ibsr.searcher.prefilters import described_prefilters, prefilter_names
 
 
 class IbsrCommand(click.Command):
@@ -38,15 +40,21 @@ mask_method_option = click.option(
          "network (falls back to GrabCut when its mask is empty or tiny), 'grabcut' = OpenCV GrabCut from "
          "the image border, 'auto' = the network when one is installed (ibsr/model/weights/mask.pt) or given "
          "(--mask-weights), else GrabCut. Results say which made each mask (mask_source).")
-mirror_option = click.option(
-    "--mirror/--no-mirror", default=False, show_default=True,
-    help="Embed each photo and its left-right mirror image and average the two: a second look at the same "
-         "shape for twice the encoding time. Off by default: with the shipped model it gained nothing "
-         "consistent (benchmarks/RESULTS.md, \"Mirror averaging\").")
 mask_weights_option = click.option(
     "--mask-weights", type=click.Path(dir_okay=False), default=None,
     help="Mask network (.pt from `ibsr-train mask`) to use instead of the shipped one.")
 device_option = click.option("--device", default=None, help="torch device (cpu, cuda, cuda:1). Default: cuda if available.")
+candidates_option = click.option("--candidates", default=DEFAULT_CANDIDATES, show_default=True, type=int,
+                                 help="--prefilter ann: shapes reranked per query.")
+neighbors_option = click.option("--neighbors", default=DEFAULT_NEIGHBORS, show_default=True, type=int,
+                                help="--prefilter category: nearest shapes whose categories are reranked.")
+
+
+def prefilter_option(lead: str, tail: str):
+    """--prefilter: its choices, and what each reranks, from the prefilter registry
+    (`ibsr.searcher.prefilters`), between the command's own `lead` and `tail`."""
+    return click.option("--prefilter", default=DEFAULT_PREFILTER, show_default=True,
+                        type=click.Choice(prefilter_names()), help=f"{lead}: {described_prefilters()}. {tail}")
 
 
 def print_json(data) -> None:

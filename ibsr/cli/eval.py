@@ -15,8 +15,9 @@ import time
 
 import click
 
-from ibsr.cli.common import (IbsrCommand, device_option, index_option, json_option, mask_method_option,
-                             mask_weights_option, mirror_option, print_json, weights_option)
+from ibsr.cli.common import (IbsrCommand, candidates_option, device_option, index_option, json_option,
+                             mask_method_option, mask_weights_option, neighbors_option, prefilter_option, print_json,
+                             weights_option)
 
 
 @click.command(cls=IbsrCommand)
@@ -33,7 +34,6 @@ from ibsr.cli.common import (IbsrCommand, device_option, index_option, json_opti
                    "(--mask-method): measures retrieval as a user without masks gets it.")
 @mask_method_option
 @mask_weights_option
-@mirror_option
 @click.option("--batch-size", default=64, show_default=True, type=int,
               help="Queries loaded and searched together (memory is bounded by one batch).")
 @click.option("--limit", default=None, type=int,
@@ -41,13 +41,11 @@ from ibsr.cli.common import (IbsrCommand, device_option, index_option, json_opti
 @click.option("--topk", default=None, type=int,
               help="Hits ranked per query. Default: every shape of the index, so ranks and MRR are exact; "
                    "a smaller value (at least 10) is faster on huge indexes, and MRR becomes a lower bound.")
-@click.option("--prefilter", default="category", show_default=True, type=click.Choice(["category", "ann", "none", "exact"]),
-              help="Candidates for the exact rerank, as in ibsr-search; 'none' ranks every shape (the method's "
-                   "own accuracy; 'exact' gives the same ranks with pruning). A true shape that the prefilter leaves out counts as a miss (see 'found').")
-@click.option("--candidates", default=None, type=int,
-              help="--prefilter ann: shapes reranked per query (default: ibsr-search's).")
-@click.option("--neighbors", default=None, type=int,
-              help="--prefilter category: nearest shapes whose categories are reranked (default: ibsr-search's).")
+@prefilter_option("Candidates for the exact rerank, as in ibsr-search",
+                  "With 'none' the ranks are the method's own accuracy; a true shape that the prefilter leaves out "
+                  "counts as a miss (see 'found').")
+@candidates_option
+@neighbors_option
 @click.option("--oracle-category", is_flag=True,
               help="Rank only the shapes of each query's true category (as if every search passed --category).")
 @click.option("--strict", is_flag=True,
@@ -69,27 +67,28 @@ from ibsr.cli.common import (IbsrCommand, device_option, index_option, json_opti
               help="Progress bar on stderr. Default: when stderr is a terminal.")
 @device_option
 @json_option
-def main(index, queries_path, weights, ignore_masks, mask_method, mask_weights, mirror, batch_size, limit, topk, prefilter,
+def main(index, queries_path, weights, ignore_masks, mask_method, mask_weights, batch_size, limit, topk, prefilter,
          candidates, neighbors, oracle_category, strict, per_query, report_path, shape_metrics, ray_address, progress,
          device, as_json):
     """Report top-1/5/10 instance accuracy, category accuracy, mean reciprocal rank, a per-category
     table and queries/s of an index on labelled query photos."""
     from ibsr.eval import evaluate, format_report, read_queries
     from ibsr.index.layout import resolve_index_dir
-    from ibsr.searcher import Searcher
+    from ibsr.searcher import Searcher, SearchOptions
 
     if ray_address is not None:
         from ibsr.ray_cluster import import_ray
         import_ray()  # not installed: say how to install it first
     queries = read_queries(queries_path)  # before opening the index: a bad file fails fast
+    search_options = SearchOptions(prefilter=prefilter, candidates=candidates, neighbors=neighbors)  # so do bad options
     if ignore_masks:
         queries = [dataclasses.replace(q, mask=None) for q in queries]
     start = time.perf_counter()
     searcher = Searcher(resolve_index_dir(index), weights=weights, device=device, mask_method=mask_method,
-                        mask_weights=mask_weights, mirror=mirror)
+                        mask_weights=mask_weights)
     open_s = time.perf_counter() - start
-    options = dict(batch_size=batch_size, topk=topk, prefilter=prefilter, candidates=candidates, neighbors=neighbors,
-                   oracle_category=oracle_category, strict=strict, limit=limit, source=str(queries_path),
+    options = dict(options=search_options, batch_size=batch_size, topk=topk, oracle_category=oracle_category,
+                   strict=strict, limit=limit, source=str(queries_path),
                    progress=sys.stderr.isatty() if progress is None else progress,
                    warn=lambda message: click.echo(f"warning: {message}", err=True))
     if ray_address is None:
@@ -104,7 +103,7 @@ def main(index, queries_path, weights, ignore_masks, mask_method, mask_weights, 
         extra["shape_metrics"] = measure_shapes(report, searcher)
     if report_path:
         from ibsr.eval.report import measure_latency, write_html_report
-        extra["latency"] = measure_latency(searcher, report, candidates=candidates, neighbors=neighbors)
+        extra["latency"] = measure_latency(searcher, report, options=search_options)
         extra["report"] = str(write_html_report(report_path, report, searcher, extra["latency"],
                                                 extra.get("shape_metrics")))
     if as_json:

@@ -7,8 +7,10 @@ from pathlib import Path
 import click
 
 from ibsr.errors import IbsrError
-from ibsr.cli.common import (IbsrCommand, device_option, index_option, json_option, mask_method_option,
-                             mask_weights_option, mirror_option, print_json, weights_option)
+from ibsr.cli.common import (IbsrCommand, candidates_option, device_option, index_option, json_option,
+                             mask_method_option, mask_weights_option, neighbors_option, prefilter_option, print_json,
+                             weights_option)
+from ibsr.searcher.options import DEFAULT_TOPK, SearchOptions
 
 
 QUERY_CHUNK = 64  # photos decoded, encoded and reranked together
@@ -18,7 +20,7 @@ QUERY_CHUNK = 64  # photos decoded, encoded and reranked together
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @index_option
 @weights_option
-@click.option("--topk", default=10, show_default=True, type=int, help="Number of shapes returned per query.")
+@click.option("--topk", default=DEFAULT_TOPK, show_default=True, type=int, help="Number of shapes returned per query.")
 @click.option("--mask", "masks", multiple=True, type=click.Path(),
               help="Object mask for a query (repeat once per image, in order). Default: the image's alpha "
                    "channel, else an automatic mask (--mask-method).")
@@ -31,24 +33,17 @@ QUERY_CHUNK = 64  # photos decoded, encoded and reranked together
                    "clipped to it (results give the box used); one wholly outside, empty or inverted is an error.")
 @mask_method_option
 @mask_weights_option
-@mirror_option
 @click.option("--category", default=None, help="Only return shapes of this category (skips category prediction).")
-@click.option("--prefilter", default="category", show_default=True, type=click.Choice(["category", "ann", "none", "exact"]),
-              help="Candidates for the exact rerank: 'category' reranks every shape of the categories of the "
-                   "query's nearest shapes; 'ann' reranks the --candidates nearest shapes; 'none' returns the "
-                   "exhaustive top k over all shapes, scoring only those whose score bound reaches the k-th "
-                   "score (or all of them in one pass when that is cheaper); 'exact' is its former name, the same "
-                   "mode. --json gives each query's shapes_scored: the fraction of the index scored exactly.")
-@click.option("--candidates", default=1000, show_default=True, type=int,
-              help="--prefilter ann: shapes reranked per query.")
-@click.option("--neighbors", default=10, show_default=True, type=int,
-              help="--prefilter category: nearest shapes whose categories are reranked.")
+@prefilter_option("Candidates for the exact rerank",
+                  "--json gives each query's shapes_scored: the fraction of the index scored exactly.")
+@candidates_option
+@neighbors_option
 @click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None,
               help="Also write an HTML page with each query, its mask and each hit's rendered views.")
 @device_option
 @json_option
-def main(images, index, weights, topk, masks, boxes, mask_method, mask_weights, mirror, category, prefilter, candidates, neighbors,
-         html_path, device, as_json):
+def main(images, index, weights, topk, masks, boxes, mask_method, mask_weights, category, prefilter, candidates,
+         neighbors, html_path, device, as_json):
     """Rank the shapes of an index for each query photo (JPEG, PNG, WebP, ...), best first."""
     from ibsr.index.layout import resolve_index_dir
     from ibsr.photos.box import Box
@@ -60,13 +55,14 @@ def main(images, index, weights, topk, masks, boxes, mask_method, mask_weights, 
     if boxes and len(boxes) != len(images):
         raise IbsrError(f"{len(boxes)} --box for {len(images)} images; give one --box per image, in order, or none")
     boxes = [Box.parse(text) for text in boxes]  # a malformed box fails before the model loads
+    options = SearchOptions(topk, prefilter, candidates, neighbors, category)  # and so do bad options
     searcher = Searcher(resolve_index_dir(index), weights=weights, device=device, mask_method=mask_method,
-                        mask_weights=mask_weights, mirror=mirror)
+                        mask_weights=mask_weights)
     results, sections = [], []
     for start in range(0, len(images), QUERY_CHUNK):  # bounded memory for thousands of photos
         chunk = slice(start, start + QUERY_CHUNK)
         queries = searcher.load_queries(list(images[chunk]), list(masks[chunk]) or None, boxes[chunk] or None)
-        found = searcher.search_queries(queries, topk, category, prefilter, candidates, neighbors)
+        found = searcher.search_queries(queries, options)
         results.extend(found)
         if html_path:
             sections.extend(searcher.html_sections(found, queries))

@@ -6,7 +6,7 @@ import time
 
 import click
 
-from ibsr.cli.common import IbsrCommand, device_option, index_option, mirror_option, weights_option
+from ibsr.cli.common import IbsrCommand, device_option, index_option, weights_option
 
 STARTED = time.perf_counter()  # for "ready in N s" (imports included)
 
@@ -28,7 +28,6 @@ STARTED = time.perf_counter()  # for "ready in N s" (imports included)
               help="Let pages of this origin (scheme://host[:port], or * for any) call the API from a browser; "
                    "repeatable. Default: none (no CORS headers).")
 @device_option
-@mirror_option
 @click.option("--max-batch", default=32, show_default=True, type=click.IntRange(min=1),
               help="Most requests encoded and reranked together (1 turns batching off).")
 @click.option("--encode-batch", default=None, type=click.IntRange(min=1),
@@ -52,11 +51,11 @@ STARTED = time.perf_counter()  # for "ready in N s" (imports included)
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]),
               help="Server log level (debug also logs every request).")
-def main(index, weights, host, port, api_key, insecure, cors_origins, device, mirror, max_batch, encode_batch,
+def main(index, weights, host, port, api_key, insecure, cors_origins, device, max_batch, encode_batch,
          batch_wait_ms, queue_size, max_upload_mb, timeout_s, reload_interval, torch_threads, decode_threads,
          log_level):
     """Serve an index over HTTP: POST /search (a photo), GET / (a page to search and view the 3D
-    hits), GET /health, GET /shapes/ID/mesh.glb and thumbnail.png, GET /openapi.json.
+    hits), GET /health, GET /options, GET /shapes/ID/mesh.glb and thumbnail.png, GET /openapi.json.
 
     The index is loaded once; concurrent requests are batched; a build that commits to the index
     is picked up without a restart.
@@ -85,8 +84,8 @@ def main(index, weights, host, port, api_key, insecure, cors_origins, device, mi
     cors_origins = tuple(check_origin(origin) for origin in cors_origins)
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    config = ServeConfig(index_dir=resolve_index_dir(index), weights=weights, device=device, mirror=mirror,
-                         max_batch=max_batch, encode_batch=encode_batch, batch_wait_ms=batch_wait_ms, queue_size=queue_size,
+    config = ServeConfig(index_dir=resolve_index_dir(index), weights=weights, device=device, max_batch=max_batch,
+                         encode_batch=encode_batch, batch_wait_ms=batch_wait_ms, queue_size=queue_size,
                          max_upload_bytes=int(max_upload_mb * 1024 * 1024), timeout_s=timeout_s,
                          reload_interval_s=reload_interval, torch_threads=torch_threads,
                          decode_threads=decode_threads, api_key=api_key, cors_origins=cors_origins)

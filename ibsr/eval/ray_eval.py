@@ -32,6 +32,7 @@ from ibsr.eval.run import evaluate
 from ibsr.photos.box import Box
 from ibsr.ray_cluster import (LOCAL, TASK_MEMORY, cluster_cpus, encoder_pool, from_items, load_model, model_payload,
                               ordered_pipeline, ray_session)
+from ibsr.searcher.options import SearchOptions
 
 ENCODE_BATCH = 32  # queries per encoder call (as Searcher.encode)
 
@@ -96,13 +97,13 @@ class RayQueries:
         return [EncodedQuery(row["image"], row["mask_source"], row["q"], row["wq"], Box.parse(row["box"]) if row["box"]
                              else None) for row in rows]
 
-    def search_queries(self, queries: list[EncodedQuery], *args, **kwargs):
+    def search_queries(self, queries: list[EncodedQuery], options: SearchOptions | None = None, **settings):
         """Searcher.search_encoded on the embeddings the workers computed."""
         import torch
 
         q = torch.from_numpy(np.stack([x.q for x in queries]))
         wq = torch.from_numpy(np.stack([x.wq for x in queries]))
-        return self.searcher.search_encoded(queries, q, wq, *args, **kwargs)
+        return self.searcher.search_encoded(queries, q, wq, options, **settings)
 
 
 def query_row(row: dict, size: int, mask_method: str = "auto", mask_weights: str | None = None) -> dict:
@@ -122,21 +123,20 @@ def query_row(row: dict, size: int, mask_method: str = "auto", mask_weights: str
 class QueryEncoder:
     """Ray Data actor: query tensors -> q and W q (as Searcher.encode computes them)."""
 
-    def __init__(self, config: dict, state, device: str, mirror: bool):
+    def __init__(self, config: dict, state, device: str):
         import torch
 
         self.device = torch.device(device)
         self.model = load_model(config, state, device)
-        self.mirror = mirror
 
     def __call__(self, batch: dict) -> dict:
         import torch
 
-        from ibsr.model.inference import embed_queries  # Searcher.encode's precision, worker pool and mirror
+        from ibsr.model.inference import embed_queries  # Searcher.encode's precision and worker pool
 
         with torch.no_grad():
             x = torch.from_numpy(np.array(batch.pop("x"), dtype=np.float32)).to(self.device)  # a writable copy
-            q = embed_queries(self.model, x, self.mirror)
+            q = embed_queries(self.model, x)
             wq = self.model.attend(q).float()
         batch["q"], batch["wq"] = q.cpu().numpy(), wq.cpu().numpy()
         return batch
@@ -157,8 +157,7 @@ def _encoded_rows(ray, searcher, known: list[EvalQuery], encoders: int | None):
                           num_cpus=1, memory=TASK_MEMORY)
     dataset = dataset.map_batches(
         QueryEncoder, batch_size=ENCODE_BATCH, batch_format="numpy",
-        fn_constructor_kwargs={**model_payload(ray, searcher.model), "device": pool["device"],
-                               "mirror": searcher.mirror},
+        fn_constructor_kwargs={**model_payload(ray, searcher.model), "device": pool["device"]},
         compute=pool["compute"], num_gpus=pool["num_gpus"], num_cpus=pool["num_cpus"])
     for batch in dataset.iter_batches(batch_size=ENCODE_BATCH, batch_format="numpy"):
         for i in range(len(batch["image"])):

@@ -35,11 +35,14 @@ import math
 import os
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from ibsr.eval.metrics import KS
+from ibsr.searcher.options import DEFAULT_PREFILTER, SearchOptions
+from ibsr.searcher.prefilters import prefilter_names
 
 LATENCY_SAMPLE = 50  # queries searched alone for the latency percentiles
 GALLERY_FAILED = 12
@@ -61,10 +64,11 @@ def percentiles(values, qs=(50, 95, 99)) -> dict[str, float | None]:
     return {f"p{q}": (float(np.percentile(values, q)) if values.size else None) for q in qs}
 
 
-def measure_latency(searcher, report, sample: int = LATENCY_SAMPLE, prefilter: str | None = None,
-                    candidates: int | None = None, neighbors: int | None = None) -> dict:
+def measure_latency(searcher, report, sample: int = LATENCY_SAMPLE, options: SearchOptions | None = None) -> dict:
     """Per-stage latency percentiles (seconds) of single-query searches on up to `sample` of
-    the report's evaluated queries (evenly spaced), with the report's prefilter mode.
+    the report's evaluated queries (evenly spaced), with the prefilter and settings of `options`
+    (a `SearchOptions`: the evaluation's; its prefilter gives way to the report's, and to the
+    default one after an oracle-category evaluation).
 
     Returns {"queries": n, "topk": k, "stages": {stage: {"p50", "p95", "p99"}}} with stages
     load (decode + mask), encode, prefilter, rerank and total.
@@ -76,13 +80,9 @@ def measure_latency(searcher, report, sample: int = LATENCY_SAMPLE, prefilter: s
     if not records:
         return {"queries": 0, "topk": 0, "stages": {}}
     picked = [records[int(i)] for i in np.unique(np.linspace(0, len(records) - 1, min(sample, len(records))).round())]
-    mode = prefilter or (report.prefilter if report.prefilter in ("category", "ann", "none") else "category")
-    args = {"prefilter": mode}
-    if candidates is not None:
-        args["candidates"] = candidates
-    if neighbors is not None:
-        args["neighbors"] = neighbors
     topk = min(max(KS), len(searcher))
+    mode = report.prefilter if report.prefilter in prefilter_names() else DEFAULT_PREFILTER
+    options = replace(options or SearchOptions(), topk=topk, prefilter=mode)
     times: dict[str, list[float]] = {stage: [] for stage in (*STAGES, "total")}
     for record in picked:
         before = dict(searcher.timings)
@@ -90,7 +90,7 @@ def measure_latency(searcher, report, sample: int = LATENCY_SAMPLE, prefilter: s
         try:
             box = record.get("box")  # the box searched: checked already, the same pixels again
             loaded = searcher.load_queries([record["image"]], [record["mask"]], [Box.from_value(box) if box else None])
-            searcher.search_queries(loaded, topk, None, **args)
+            searcher.search_queries(loaded, options)
         except IbsrError:
             continue
         times["total"].append(time.perf_counter() - start)

@@ -18,11 +18,12 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from ibsr.errors import IbsrError
 from ibsr.eval.metrics import KS, accuracy_curve, per_category, rank_of, summarize
 from ibsr.eval.queries import EvalQuery, split_known
+from ibsr.searcher.options import SearchOptions
 
 TOP_KEPT = 10  # hit ids kept per query record
 MAX_HITS_PER_BATCH = 2_000_000  # batch_size * depth bound: the Hit objects one batch holds
@@ -56,15 +57,15 @@ class EvalReport:
         return data
 
 
-def evaluate(searcher, queries: Sequence[EvalQuery], batch_size: int = 64, progress: bool = True,
-             topk: int | None = None, prefilter: str = "category", candidates: int | None = None,
-             neighbors: int | None = None, oracle_category: bool = False, strict: bool = False,
+def evaluate(searcher, queries: Sequence[EvalQuery], options: SearchOptions | None = None, batch_size: int = 64,
+             progress: bool = True, topk: int | None = None, oracle_category: bool = False, strict: bool = False,
              limit: int | None = None, curve_k: int = DEFAULT_CURVE_K, source: str | None = None,
              warn: Callable[[str], None] | None = None) -> EvalReport:
     """Search every query against the index of `searcher` and score the rankings.
 
+    options: the prefilter and its settings, as `Searcher.search_queries` (and `ibsr-search`)
+        take them (default: `SearchOptions()`); its topk gives way to `topk` below.
     topk: hits per query (None: every shape, exact ranks and MRR; must be >= 10 for top-10).
-    prefilter / candidates / neighbors: as `Searcher.search_queries` (and `ibsr-search`).
     oracle_category: rank only the shapes of each query's true category (as `--category`).
     strict: a query whose shape is not in the index, or whose photo cannot be loaded, is an
         error; otherwise it is excluded from the metrics, counted, and warned about.
@@ -103,11 +104,7 @@ def evaluate(searcher, queries: Sequence[EvalQuery], batch_size: int = 64, progr
     if not known:
         raise IbsrError("no query to evaluate: none names a shape of the index", source)
 
-    search_args = {"prefilter": prefilter}
-    if candidates is not None:
-        search_args["candidates"] = candidates
-    if neighbors is not None:
-        search_args["neighbors"] = neighbors
+    options = replace(options or SearchOptions(), topk=depth)
     batch_size = max(1, min(batch_size, MAX_HITS_PER_BATCH // depth))
 
     ranks, category_hits, true_categories, records, failed = [], [], [], [], []
@@ -119,7 +116,7 @@ def evaluate(searcher, queries: Sequence[EvalQuery], batch_size: int = 64, progr
             t0 = time.perf_counter()
             loaded, batch = _load_batch(searcher, known[b:b + batch_size], strict, failed, warn)
             t1 = time.perf_counter()
-            results = _search_batch(searcher, batch, loaded, depth, oracle_category, index_category, search_args)
+            results = _search_batch(searcher, batch, loaded, options, oracle_category, index_category)
             t2 = time.perf_counter()
             load_s, search_s = load_s + (t1 - t0), search_s + (t2 - t1)
             for query, result in zip(batch, results):
@@ -148,7 +145,7 @@ def evaluate(searcher, queries: Sequence[EvalQuery], batch_size: int = 64, progr
                "queries_per_s": len(records) / total_s if total_s > 0 else None}
     return EvalReport(
         index=str(searcher.shapes.index_dir), shapes=shapes, depth=depth,
-        prefilter="oracle-category" if oracle_category else prefilter, queries=len(queries),
+        prefilter="oracle-category" if oracle_category else options.prefilter, queries=len(queries),
         evaluated=len(records), unknown=len(unknown), failed=len(failed),
         summary=summarize(ranks, category_hits), per_category=per_category(ranks, category_hits, true_categories),
         curve=accuracy_curve(ranks, min(curve_k, depth)), timings=timings, source=source,
@@ -176,17 +173,17 @@ def _load_batch(searcher, batch: list[EvalQuery], strict: bool, failed: list, wa
     return loaded, kept
 
 
-def _search_batch(searcher, batch, loaded, depth, oracle_category, index_category, search_args):
+def _search_batch(searcher, batch, loaded, options: SearchOptions, oracle_category, index_category):
     if not loaded:
         return []
     if not oracle_category:
-        return searcher.search_queries(loaded, depth, None, **search_args)
+        return searcher.search_queries(loaded, options)
     results = [None] * len(loaded)
     by_category: dict[str, list[int]] = {}
     for i, q in enumerate(batch):
         by_category.setdefault(q.category or index_category[q.shape_id], []).append(i)
     for category, members in by_category.items():
-        found = searcher.search_queries([loaded[i] for i in members], depth, category, **search_args)
+        found = searcher.search_queries([loaded[i] for i in members], options, category=category)
         for i, result in zip(members, found):
             results[i] = result
     return results

@@ -1,6 +1,6 @@
 """The encoders at inference time (search, serve, index builds): runtime, precision and threads.
 
-    embed_queries(model, x[, mirror, runtime]) -> B x D float32      x: B x 4 x H x W in [-1, 1]
+    embed_queries(model, x[, runtime]) -> B x D float32      x: B x 4 x H x W in [-1, 1]
     embed_views(model, x[, runtime])   -> N x V x D float32  x: N x V x 1 x H x W in [-1, 1]
 
 On a CPU every photo, and every shape's V views, is one work item for the single-threaded
@@ -28,7 +28,6 @@ bf16 autocast on CPUs with AVX512-BF16/AMX, the rendering encoder in float32).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from ibsr.cpus import parallel_map
 from ibsr.model.cmic import CMIC
@@ -61,18 +60,11 @@ def _view_encoder(model: CMIC, x: torch.Tensor, runtime: str | None):
 
 
 @torch.no_grad()
-def embed_queries(model: CMIC, x: torch.Tensor, mirror: bool = False, runtime: str | None = None) -> torch.Tensor:
+def embed_queries(model: CMIC, x: torch.Tensor, runtime: str | None = None) -> torch.Tensor:
     """B x D float32 query embeddings, one photo per work item on a CPU.
 
-    mirror: average each photo's embedding with its mirror image's (re-normalized). The
-    training flips photos and views alike, and most objects are left-right symmetric, so the
-    mirror is a second, independent look at the same shape (benchmarks/RESULTS.md, "Mirror averaging").
     runtime: "auto", "torch" or "onnx" (default: $IBSR_RUNTIME; `ibsr.runtime`)."""
-    encode_item = _query_encoder(model, x, runtime)
-    q = _per_item(encode_item, x)
-    if mirror:
-        q = F.normalize(q + _per_item(encode_item, x.flip(-1)), dim=-1)
-    return q
+    return _per_item(_query_encoder(model, x, runtime), x)
 
 
 @torch.no_grad()

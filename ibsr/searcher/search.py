@@ -2,9 +2,10 @@
 
 It searches one snapshot of an index (`ibsr.index.IndexSnapshot`: one pinned table version,
 every shape's view embeddings mapped from the flat sidecar or read once from the table, the
-FAISS prefilter), encodes queries in batches, asks the prefilter (`prefilter.py`) which shapes
-each query's rerank should look at, and hands exact scoring to `ibsr.kernels` through one
-narrow call (`rerank`), one call per group of queries that share a candidate set.
+FAISS prefilter), encodes queries in batches, asks the prefilter that `SearchOptions` names
+(`prefilters/`) which shapes each query's rerank should look at, and has each candidate set
+score its queries exactly (`ibsr.kernels`), one rerank call per set of queries that share
+candidates.
 """
 
 from __future__ import annotations
@@ -26,14 +27,11 @@ from ibsr.model.inference import embed_queries
 from ibsr.photos.mask import check_mask_method
 from ibsr.photos.mask_model import load_mask_model
 from ibsr.photos.query import Query, load_query, query_tensor
-from ibsr.searcher.prefilter import CandidateGroup, Prefilter
-from ibsr.searcher.pruned import pruned_rerank
+from ibsr.searcher.options import SearchOptions, search_options
+from ibsr.searcher.prefilters import CandidateSet, SharedRows, ShapeLookup, get_prefilter
 from ibsr.searcher.results import Hit, SearchResult, html_section
 
 ENCODE_BATCH = 32
-DEFAULT_CANDIDATES = 1000  # --prefilter ann: shapes reranked per query
-DEFAULT_NEIGHBORS = 10  # --prefilter category: nearest shapes that vote for categories
-MIRROR = False  # off: no consistent gain for twice the encoding (benchmarks/RESULTS.md, "Mirror averaging")
 
 
 def same_rendering_side(meta, model, info: dict) -> bool:
@@ -54,16 +52,13 @@ class Searcher:
     """Search one index with the model that built it."""
 
     def __init__(self, index: IndexSnapshot | str | os.PathLike, weights: Path | None = None,
-                 device: str | None = None, mask_method: str = "auto", mask_weights: Path | None = None,
-                 mirror: bool = MIRROR):
+                 device: str | None = None, mask_method: str = "auto", mask_weights: Path | None = None):
         """index: a snapshot, or an index directory opened into one (its latest version).
         mask_method / mask_weights: the automatic mask of photos without mask or alpha
         (`ibsr.photos.mask.automatic_mask`): "auto" (the mask network if installed, else
-        GrabCut), "model" or "grabcut"; mask_weights replaces the shipped mask network.
-        mirror: embed each photo and its mirror image and average the two (twice the encoding;
-        off by default: it did not help the default model consistently)."""
+        GrabCut), "model" or "grabcut"; mask_weights replaces the shipped mask network."""
         check_mask_method(mask_method)
-        self.mask_method, self.mask_weights, self.mirror = mask_method, mask_weights, mirror
+        self.mask_method, self.mask_weights = mask_method, mask_weights
         if mask_method != "grabcut":  # a missing or bad mask network fails here, not at the first photo
             load_mask_model(mask_weights, required=mask_method == "model" or mask_weights is not None)
         self.shapes = index if isinstance(index, IndexSnapshot) else IndexSnapshot.open(Path(index))
@@ -80,20 +75,21 @@ class Searcher:
         # On a CPU the rerank reads the snapshot's own array (the sidecar's read-only map), never a
         # copy of it; a GPU gets its one copy, in its own memory.
         self.views = kernels.host_tensor(self.shapes.views).to(self.device)
-        self.prefilter = Prefilter(self.shapes)
+        self.lookup = ShapeLookup(self.shapes)
         self.timings: dict[str, float] = defaultdict(float)  # stage -> seconds, see _timed
         self.shapes_scored = 0  # shapes scored exactly, summed over queries (fraction: / (queries x len(self)))
 
     def __len__(self) -> int:
         return len(self.shapes)
 
-    def search(self, images: list, masks: list | None = None, topk: int = 10, category: str | None = None,
-               prefilter: str = "category", candidates: int = DEFAULT_CANDIDATES,
-               neighbors: int = DEFAULT_NEIGHBORS, boxes: list | None = None) -> list[SearchResult]:
+    def search(self, images: list, masks: list | None = None, boxes: list | None = None,
+               options: SearchOptions | None = None, **settings) -> list[SearchResult]:
         """Rank the catalog for each image (a path or a `Query`); best first. boxes: a `Box` (or
-        None) per image, the part of the photo that holds the object (`load_query`)."""
-        queries = self.load_queries(images, masks, boxes)
-        return self.search_queries(queries, topk, category, prefilter, candidates, neighbors)
+        None) per image, the part of the photo that holds the object (`load_query`).
+        options: a `SearchOptions` (default: its defaults); keyword settings (topk=5,
+        prefilter="ann", ...) replace its fields."""
+        options = search_options(options, **settings)
+        return self.search_queries(self.load_queries(images, masks, boxes), options)
 
     def load_queries(self, images: list, masks: list | None = None, boxes: list | None = None) -> list[Query]:
         masks = masks or [None] * len(images)
@@ -106,33 +102,41 @@ class Searcher:
             return [im if isinstance(im, Query) else load_query(im, m, self.mask_method, self.mask_weights, b)
                     for im, m, b in zip(images, masks, boxes)]
 
-    def search_queries(self, queries: list[Query], topk: int = 10, category: str | None = None,
-                       prefilter: str = "category", candidates: int = DEFAULT_CANDIDATES,
-                       neighbors: int = DEFAULT_NEIGHBORS) -> list[SearchResult]:
-        """Encode queries in batches, pick candidates (prefilter), rerank them exactly (kernels)."""
-        topk = self._check_topk(topk)
+    def search_queries(self, queries: list[Query], options: SearchOptions | None = None,
+                       **settings) -> list[SearchResult]:
+        """Encode queries in batches, pick candidates (prefilter), rerank them exactly (kernels).
+        options and settings: as `search`."""
+        options = self._check_topk(search_options(options, **settings))
         with self._timed("encode"):
             q, wq = self.encode(queries)
-        return self.search_encoded(queries, q, wq, topk, category, prefilter, candidates, neighbors)
+        return self.search_encoded(queries, q, wq, options)
 
-    def search_encoded(self, queries: list, q: torch.Tensor, wq: torch.Tensor, topk: int = 10,
-                       category: str | None = None, prefilter: str = "category",
-                       candidates: int = DEFAULT_CANDIDATES, neighbors: int = DEFAULT_NEIGHBORS) -> list[SearchResult]:
+    def search_encoded(self, queries: list, q: torch.Tensor, wq: torch.Tensor, options: SearchOptions | None = None,
+                       **settings) -> list[SearchResult]:
         """Prefilter + rerank for queries already encoded (q, W q: B x D), e.g. by Ray workers.
 
-        `queries` only needs `.path`, `.mask_source` and optionally `.box` per query (for the results)."""
-        topk = self._check_topk(topk)
+        `queries` only needs `.path`, `.mask_source` and optionally `.box` per query (for the
+        results). options and settings: as `search`."""
+        options = self._check_topk(search_options(options, **settings))
         q, wq = q.to(self.device, torch.float32), wq.to(self.device, torch.float32)
         with self._timed("prefilter"):
-            groups = self.prefilter.groups(q.cpu().numpy(), prefilter, candidates, neighbors, category)
+            sets = self.candidate_sets(q.cpu().numpy(), options)
         results: list[SearchResult | None] = [None] * len(queries)
-        for group in groups:
+        for candidates in sets:
             with self._timed("rerank"):
-                ranked, scored = self._rerank_group(q, wq, group, topk)
+                members = torch.from_numpy(candidates.queries).to(self.device)
+                ranked, scored = candidates.rerank(q[members], wq[members], self.views, self.shapes, options.topk)
             self.shapes_scored += int(scored.sum())
-            for j, i in enumerate(group.queries.tolist()):
-                results[i] = self._result(queries[i], ranked, j, group.categories, int(scored[j]))
+            for j, i in enumerate(candidates.queries.tolist()):
+                results[i] = self._result(queries[i], ranked, j, candidates.categories, int(scored[j]))
         return results
+
+    def candidate_sets(self, q: np.ndarray, options: SearchOptions) -> list[CandidateSet]:
+        """Which shapes the queries `q` (B x D) rerank: every shape of the given category, else
+        what the options' prefilter picks."""
+        if options.category is not None:
+            return [SharedRows(np.arange(len(q)), self.lookup.category_rows([options.category]), (options.category,))]
+        return get_prefilter(options.prefilter).candidates(self.lookup, q, options)
 
     @contextmanager
     def _timed(self, stage: str):
@@ -145,41 +149,21 @@ class Searcher:
             torch.cuda.synchronize(self.device)
         self.timings[stage] += time.perf_counter() - start
 
-    def _rerank_group(self, q, wq, group: CandidateGroup, topk: int):
-        """One rerank call for queries that share a candidate set; returns the results (rows of
-        the snapshot) and how many shapes each query scored exactly."""
-        members = torch.from_numpy(group.queries).to(self.device)
-        q, wq = q[members], wq[members]
-        if group.pruned:
-            pruned = pruned_rerank(q, wq, self.views, self.shapes.bounds, topk)
-            return pruned.ranked, pruned.scored
-        if group.per_query_rows is not None:
-            candidates = torch.from_numpy(group.per_query_rows).to(self.device)
-            scored = (group.per_query_rows >= 0).sum(axis=1)
-            return kernels.rerank(q, wq, self.views, topk, candidates=candidates), scored
-        if group.rows is None:
-            return kernels.rerank(q, wq, self.views, topk), np.full(len(members), len(self))
-        rows = torch.from_numpy(group.rows).to(self.device)  # gathered chunk by chunk by the rerank
-        return kernels.rerank(q, wq, self.views, topk, rows=rows), np.full(len(members), len(group.rows))
-
-    def _check_topk(self, topk: int) -> int:
-        if topk < 1:
-            raise IbsrError(f"--topk must be at least 1 (got {topk})")
-        if topk > len(self):
-            raise IbsrError(f"--topk {topk} is larger than the index ({len(self)} shapes); use --topk {len(self)} "
-                            "or less", self.shapes.index_dir)
-        return topk
+    def _check_topk(self, options: SearchOptions) -> SearchOptions:
+        if options.topk > len(self):
+            raise IbsrError(f"--topk {options.topk} is larger than the index ({len(self)} shapes); use --topk "
+                            f"{len(self)} or less", self.shapes.index_dir)
+        return options
 
     @torch.no_grad()
     def encode(self, queries: list[Query]) -> tuple[torch.Tensor, torch.Tensor]:
         """Query embeddings q and attention keys W q, encoded in batches (on a CPU, one photo
-        per work item of the torch pool, bf16 where the CPU has it; with its mirror image
-        unless mirror is off: `ibsr.model.inference`)."""
+        per work item of the torch pool, bf16 where the CPU has it: `ibsr.model.inference`)."""
         size = self.model.config.query_size
         qs = []
         for start in range(0, len(queries), ENCODE_BATCH):
             x = np.stack([query_tensor(query, size) for query in queries[start:start + ENCODE_BATCH]])
-            qs.append(embed_queries(self.model, torch.from_numpy(x).to(self.device), self.mirror))
+            qs.append(embed_queries(self.model, torch.from_numpy(x).to(self.device)))
         q = torch.cat(qs)
         return q, self.model.attend(q).float()  # attend stays float32: W q feeds the rerank's logits
 

@@ -14,6 +14,7 @@ import asyncio
 import shutil
 import tempfile
 from contextlib import asynccontextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Literal
 
@@ -27,14 +28,20 @@ from starlette.exceptions import HTTPException
 import ibsr
 from ibsr.errors import IbsrError
 from ibsr.photos.box import Box
+from ibsr.searcher import SearchOptions
+from ibsr.searcher.options import DEFAULT_CANDIDATES, DEFAULT_NEIGHBORS, DEFAULT_PREFILTER, DEFAULT_TOPK
+from ibsr.searcher.prefilters import described_prefilters, prefilter_help, prefilter_names
 from ibsr.searcher.results import image_data_uri
 from ibsr.serve.security import secure
-from ibsr.serve.service import Overloaded, SearchParams, SearchService
+from ibsr.serve.service import Overloaded, SearchService
 from ibsr.serve.shapes import ShapeNotFound, mesh_glb, rig_json
 
 STATIC = Path(__file__).parent / "static"
 RETRY_AFTER_S = 1
 VERSION_HEADER = "X-Ibsr-Version"  # the table version that answered
+# The registered prefilters' names (a Literal of the registry's tuple): the form field's check and
+# its enum in /openapi.json
+PrefilterName = Literal[prefilter_names()]
 
 
 def create_app(service: SearchService) -> FastAPI:
@@ -60,6 +67,11 @@ def create_app(service: SearchService) -> FastAPI:
     async def health() -> dict:
         return service.health()
 
+    @app.get("/options", summary="What a search may set: each prefilter and what it reranks, and the defaults")
+    async def search_options() -> dict:
+        return {"prefilters": [{"name": name, "help": text} for name, text in prefilter_help().items()],
+                "defaults": asdict(SearchOptions())}
+
     @app.get("/rig", summary="The index's camera rig and each view's camera (normalized mesh frame)")
     async def rig() -> dict:
         return rig_json(service.served.rig)
@@ -69,22 +81,23 @@ def create_app(service: SearchService) -> FastAPI:
         image: UploadFile = File(..., description="The photo (JPEG, PNG, WebP, ...)."),
         mask: UploadFile | None = File(None, description="Object mask of the photo's size (nonzero = object). Default: "
                                                          "the alpha channel, else an automatic mask, as ibsr-search."),
-        topk: int = Form(10, ge=1, description="Number of shapes returned."),
+        topk: int = Form(DEFAULT_TOPK, ge=1, description="Number of shapes returned."),
         category: str | None = Form(None, description="Only return shapes of this category."),
-        prefilter: Literal["category", "ann", "none", "exact"] = Form("category", description="Candidates of the rerank."),
-        candidates: int = Form(1000, ge=1, description="prefilter=ann: shapes reranked."),
-        neighbors: int = Form(10, ge=1, description="prefilter=category: nearest shapes that vote for categories."),
+        prefilter: PrefilterName = Form(DEFAULT_PREFILTER, description=f"Candidates of the rerank: {described_prefilters()}."),
+        candidates: int = Form(DEFAULT_CANDIDATES, ge=1, description="prefilter=ann: shapes reranked."),
+        neighbors: int = Form(DEFAULT_NEIGHBORS, ge=1,
+                              description="prefilter=category: nearest shapes that vote for categories."),
         box: str | None = Form(None, description="`x0,y0,x1,y1`: search only the object inside this rectangle, in "
                                                  "pixels of the upright photo (as `ibsr-search --box`); clipped to "
                                                  "the photo, and the answer's `box` is the one used."),
         mask_preview: bool = QueryParam(False, description="Add `mask_preview`: a PNG data URI of the mask used."),
     ):
-        params = SearchParams(topk, category or None, prefilter, candidates, neighbors)
+        options = SearchOptions(topk, prefilter, candidates, neighbors, category or None)
         box = Box.parse(box) if box and box.strip() else None  # a bad box answers 400 before the photo is read
         with service.admit():
             try:
                 result, version, query = await asyncio.wait_for(
-                    _decode_and_search(service, image, mask, box, params), service.config.timeout_s)
+                    _decode_and_search(service, image, mask, box, options), service.config.timeout_s)
             except asyncio.TimeoutError:
                 return _error(504, f"no answer within the {service.config.timeout_s:g} s limit (--timeout); "
                                    "the service is busy or the photo is very large: try again")
@@ -118,11 +131,11 @@ def create_app(service: SearchService) -> FastAPI:
 
 
 async def _decode_and_search(service: SearchService, image: UploadFile, mask: UploadFile | None, box: Box | None,
-                             params: SearchParams):
+                             options: SearchOptions):
     if mask is not None and not mask.filename and mask.size == 0:
         mask = None  # an empty file input of an HTML form
     query = await service.decode(decode_upload, service.served.searcher, image, mask, box)
-    result, version = await asyncio.wrap_future(service.submit(query, params))
+    result, version = await asyncio.wrap_future(service.submit(query, options))
     return result, version, query
 
 

@@ -31,8 +31,7 @@ from ibsr.geometry.render import CameraRig
 from ibsr.index.snapshot import IndexSnapshot
 from ibsr.indexer.discover import catalog_relative
 from ibsr.photos.query import Query
-from ibsr.searcher import Searcher
-from ibsr.searcher.search import DEFAULT_CANDIDATES, DEFAULT_NEIGHBORS, MIRROR
+from ibsr.searcher import Searcher, SearchOptions
 
 log = logging.getLogger("ibsr.serve")
 
@@ -46,7 +45,6 @@ class ServeConfig:
     index_dir: Path
     weights: Path | None = None
     device: str | None = None
-    mirror: bool = MIRROR  # Searcher's mirror averaging of each photo (ibsr-serve --mirror)
     max_batch: int = 32  # requests searched together (1 = batching off)
     encode_batch: int | None = None  # photos per Searcher.encode call; None: 32 (see _encode)
     batch_wait_ms: float = 5.0  # how long the worker waits for more requests after the first
@@ -73,19 +71,6 @@ def thread_budget(cpus: int, torch_threads: int | None = None, decode_threads: i
 
 
 @dataclass
-class SearchParams:
-    topk: int = 10
-    category: str | None = None
-    prefilter: str = "category"
-    candidates: int = DEFAULT_CANDIDATES
-    neighbors: int = DEFAULT_NEIGHBORS
-
-    def group_key(self) -> tuple:
-        """Requests with equal keys are reranked in one call (topk: the largest, then cut)."""
-        return self.category, self.prefilter, self.candidates, self.neighbors
-
-
-@dataclass
 class Served:
     """One loaded index version: everything a request reads comes from one of these."""
 
@@ -108,14 +93,14 @@ class Served:
     @classmethod
     def load(cls, config: ServeConfig) -> "Served":
         snapshot = IndexSnapshot.open(config.index_dir)
-        searcher = Searcher(snapshot, weights=config.weights, device=config.device, mirror=config.mirror)
+        searcher = Searcher(snapshot, weights=config.weights, device=config.device)
         return cls(searcher, CameraRig.from_dict(searcher.meta.rig))
 
 
 @dataclass
 class _Job:
     query: Query
-    params: SearchParams
+    options: SearchOptions
     future: Future  # -> (SearchResult, table version)
 
 
@@ -185,9 +170,9 @@ class SearchService:
     def in_flight(self) -> int:
         return self._in_flight
 
-    def submit(self, query: Query, params: SearchParams) -> Future:
+    def submit(self, query: Query, options: SearchOptions) -> Future:
         """Queue an admitted, decoded request; the future gives (SearchResult, table version)."""
-        job = _Job(query, params, Future())
+        job = _Job(query, options, Future())
         try:
             self._queue.put_nowait(job)
         except queue.Full:  # timed-out requests not drained yet still hold queue places
@@ -231,9 +216,9 @@ class SearchService:
         searcher = served.searcher
         live = []
         for job in batch:
-            if job.params.topk > len(searcher):
+            if job.options.topk > len(searcher):
                 job.future.set_exception(IbsrError(
-                    f"topk {job.params.topk} is larger than the index ({len(searcher)} shapes); "
+                    f"topk {job.options.topk} is larger than the index ({len(searcher)} shapes); "
                     f"ask for {len(searcher)} or fewer"))
             else:
                 live.append(job)
@@ -251,7 +236,7 @@ class SearchService:
             return
         groups: dict[tuple, list[int]] = {}
         for i, job in enumerate(live):
-            groups.setdefault(job.params.group_key(), []).append(i)
+            groups.setdefault(job.options.group_key(), []).append(i)
         for members in groups.values():
             self._search_group(served, [live[i] for i in members], q[members], wq[members])
 
@@ -266,11 +251,9 @@ class SearchService:
         return torch.cat([q for q, _ in parts]), torch.cat([wq for _, wq in parts])
 
     def _search_group(self, served: Served, jobs: list[_Job], q, wq) -> None:
-        params = jobs[0].params
-        topk = max(job.params.topk for job in jobs)
+        topk = max(job.options.topk for job in jobs)
         try:
-            results = served.searcher.search_encoded([job.query for job in jobs], q, wq, topk, params.category,
-                                                     params.prefilter, params.candidates, params.neighbors)
+            results = served.searcher.search_encoded([job.query for job in jobs], q, wq, jobs[0].options, topk=topk)
         except Exception as exc:  # noqa: BLE001 (IbsrError: bad category etc.; anything else: a bug)
             if not isinstance(exc, IbsrError):
                 log.exception("search failed")
@@ -278,7 +261,7 @@ class SearchService:
                 job.future.set_exception(exc)
             return
         for job, result in zip(jobs, results):
-            result.hits = result.hits[:job.params.topk]
+            result.hits = result.hits[:job.options.topk]
             for hit in result.hits:  # never a server's folders in an answer: relative to the catalog root
                 hit.source_path = catalog_relative(hit.source_path, served.searcher.meta.catalog_root)
             job.future.set_result((result, served.version))

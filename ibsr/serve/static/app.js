@@ -69,6 +69,23 @@ async function loadInfo() {
   $('index-info').textContent = `${health.shapes} shapes, table version ${health.version}, encoder ${health.encoder_id}`;
 }
 
+// The prefilters the service offers (GET /options: its registry), each with what it reranks as
+// its tooltip, the default one chosen.
+async function loadOptions() {
+  const response = await api('options', {}, false);
+  if (!response.ok) return;
+  const { prefilters, defaults } = await response.json();
+  const select = $('prefilter');
+  select.replaceChildren(...prefilters.map(({ name, help }) => {
+    const option = new Option(name, name, false, name === defaults.prefilter);
+    option.title = help;
+    return option;
+  }));
+  const describe = () => { select.title = select.selectedOptions[0]?.title || ''; };
+  select.addEventListener('change', describe);
+  describe();
+}
+
 async function search() {
   const image = $('image').files[0];
   if (!image) { setStatus('choose a photo first', true); return; }
@@ -77,7 +94,7 @@ async function search() {
   if ($('mask').files[0]) form.append('mask', $('mask').files[0], $('mask').files[0].name);
   form.append('topk', $('topk').value || '10');
   if ($('category').value.trim()) form.append('category', $('category').value.trim());
-  form.append('prefilter', $('prefilter').value);
+  if ($('prefilter').value) form.append('prefilter', $('prefilter').value);  // none yet: the service's default
   if (box) form.append('box', box.join(','));
 
   showPhoto(image);
@@ -280,4 +297,4 @@ $('viewer-close').addEventListener('click', () => $('viewer').close());
 setupDrop();
 setupBox();
 takeKeyFromUrl();
-loadInfo();
+loadInfo().then(loadOptions);  // after /health, which asks for the key once if one is needed
