@@ -339,7 +339,19 @@ def test_best_checkpoint_is_an_ibsr_checkpoint_with_info(dataset_dir, tmp_path):
     assert sum("val" in line for line in lines) == 3 and sum("loss" in line for line in lines) == 4
 
 
-def test_stop_signals_finish_the_step_save_and_resume_into_the_same_run(dataset_dir, tmp_path, monkeypatch):
+@pytest.fixture
+def python_signal_handlers():
+    """Python's own SIGTERM / SIGINT handlers for the test (a Ray test earlier in the process
+    leaves Ray's, which do not raise KeyboardInterrupt), the process's put back afterwards."""
+    found = {sig: signal.signal(sig, handler)
+             for sig, handler in ((signal.SIGTERM, signal.SIG_DFL), (signal.SIGINT, signal.default_int_handler))}
+    yield
+    for sig, handler in found.items():
+        signal.signal(sig, handler)
+
+
+def test_stop_signals_finish_the_step_save_and_resume_into_the_same_run(dataset_dir, tmp_path, monkeypatch,
+                                                                        python_signal_handlers):
     """SIGTERM (or Ctrl-C) during a step: the step, its metrics line and validation are finished,
     the state is saved, the run stops with a one-line message; resumed, it ends where the
     uninterrupted run does. A second signal is the old handler's (KeyboardInterrupt at once)."""
@@ -353,7 +365,6 @@ def test_stop_signals_finish_the_step_save_and_resume_into_the_same_run(dataset_
                 os.kill(os.getpid(), sig)
         return original(task)
 
-    # the handlers the run found (SIGTERM's is Ray's once a Ray test ran in this process)
     before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     monkeypatch.setattr(CMICTask, "train_step", signalled)
     with pytest.raises(IbsrError, match="interrupted at step 2/4; state saved in .*--resume"):
