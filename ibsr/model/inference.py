@@ -5,18 +5,16 @@
 
 On a CPU every photo, and every shape's V views, is one work item for the single-threaded
 workers of `ibsr.cpus.parallel_map`: a batch spreads over the usable CPUs with no OpenMP team
-to stall when another process takes a core (issue 12), and one photo per call was also the
+to stall when another process takes a core, and one photo per call was also the
 fastest per photo for the shipped encoder (activations of larger batches outgrow the caches;
 benchmarks/RESULTS.md). Each item is encoded alone, so an embedding never depends on which
 other photos or shapes shared its batch, nor on the number of workers. On CUDA the batch goes
 through in one call.
 
 Batch size and thread split, measured again for ONNX Runtime (benchmarks/runtime.py,
-benchmarks/RESULTS.md "CPU runtime", 2-core EPYC): batching does not pay on a CPU there
-either (8 photos in one call 9.3 ms per photo, one photo per call 7.5; 4 shapes in one call
-47 ms per shape, one per call 35), and neither does a 2-thread intra-op pool (one photo 15.3
-ms with 2 threads, 10.2 with 1; 8 photos 19.4 ms per photo in one 2-thread call, 6.6 as
-items on 2 single-threaded workers; with a competing process 29.6 against 15.4). So the
+benchmarks/RESULTS.md "CPU runtime"): batching does not pay on a CPU there either (a photo
+or a shape costs more in a batch than alone), and neither does a 2-thread intra-op pool (slower
+per photo than single-threaded workers, and much slower beside a competing process). So the
 runtime keeps this split: one photo or one shape per call, one thread per worker, as many
 workers as usable CPUs.
 
