@@ -153,6 +153,11 @@ def test_changed_weights_are_exported_again(cache, float32):
     after = inference.embed_queries(model, x, runtime="onnx")
     assert (after * inference.embed_queries(model, x, runtime="torch")).sum(-1).min() >= MIN_COSINE
     assert not torch.allclose(before, after) and len(list(cache.iterdir())) == 2
+    layer = model.query_encoder.backbone.fc[1]
+    layer.weight = torch.nn.Parameter(layer.weight.detach() * 0.5)  # replaced, not changed in place
+    replaced = inference.embed_queries(model, x, runtime="onnx")
+    assert (replaced * inference.embed_queries(model, x, runtime="torch")).sum(-1).min() >= MIN_COSINE
+    assert len(list(cache.iterdir())) == 3
 
 
 def load_checkpoint_config():

@@ -45,9 +45,10 @@ STARTED = time.perf_counter()  # for "ready in N s" (imports included)
 @click.option("--reload-interval", default=1.0, show_default=True, type=click.FloatRange(min=0),
               help="Seconds between checks for a new table version (a build); 0 never reloads.")
 @click.option("--threads", "torch_threads", default=None, type=click.IntRange(min=1),
-              help="torch/FAISS threads. Default: the usable CPUs minus --decode-threads.")
+              help="Workers of the torch pool (encoders, mask network, rerank) and FAISS threads. Default: the usable CPUs.")
 @click.option("--decode-threads", default=None, type=click.IntRange(min=1),
-              help="Threads decoding photos (and computing GrabCut masks). Default: a quarter of the usable CPUs.")
+              help="Threads decoding photos (and computing GrabCut masks; the mask network runs in the torch pool). "
+                   "Default: twice the usable CPUs.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]),
               help="Server log level (debug also logs every request).")

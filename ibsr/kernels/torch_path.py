@@ -8,7 +8,10 @@ Layout of one dense chunk of n shapes (n x V x D views, B queries):
     score = sum_V(e * c) / sum_V(e)                   n x B -> written as B x n
 
 so every elementwise pass vectorizes over the query axis and runs on a cache-sized chunk
-held in reused buffers (no per-chunk allocation, no B x N x V tensor). Chunks are sized so
+held in reused buffers (no per-chunk allocation, no B x N x V tensor). [wq; q] is stored
+2B x D (row-major per query) and the GEMM gets its transposed view: with it stored D x 2B,
+MKL ran these skinny GEMMs (many view rows, a few query columns) 2-3x slower on an AMD EPYC
+(Zen 3, AVX2; benchmarks/RESULTS.md, "Serve"). Chunks are sized so
 that the GEMM output stays under `chunk_bytes` (default 8 MiB: fits the L3 of small CPUs;
 the rerank's figures: benchmarks/RESULTS.md, "Rerank on a quiet machine").
 
@@ -61,8 +64,9 @@ class _DenseScorer:
         self.B, self.D = q.shape
         self.V = views.shape[1]
         self.cdt = _compute_dtype(views, compute_dtype)
-        # D x 2B: columns 0..B-1 give the logits W q . v, columns B..2B-1 the cosines q . v
-        self.w2t = torch.cat([wq, q], dim=0).t().contiguous().to(self.cdt)
+        # 2B x D: rows 0..B-1 give the logits W q . v, rows B..2B-1 the cosines q . v. Kept
+        # row-major and handed to the GEMM transposed (module docstring: why).
+        self.w2 = torch.cat([wq, q], dim=0).contiguous().to(self.cdt)
         self.chunk = self.chunk_size(self.B, (n, *views.shape[1:]), chunk_bytes)
         dev = views.device
         rows = self.chunk * self.V
@@ -85,7 +89,7 @@ class _DenseScorer:
         x = views_chunk.reshape(n * V, D)
         if self.buf_in is not None:
             x = self.buf_in[: n * V].copy_(x)
-        y = torch.mm(x, self.w2t, out=self.buf_out[: n * V])
+        y = torch.mm(x, self.w2.t(), out=self.buf_out[: n * V])
         if y.dtype != torch.float32:
             y = y.float()
         y = y.view(n, V, 2 * B)
@@ -177,7 +181,7 @@ def _rerank_candidates(q, wq, views, k, candidates, chunk_bytes, compute_dtype):
     V = views.shape[1]
     C = candidates.shape[1]
     cdt = _compute_dtype(views, compute_dtype)
-    qw = torch.stack([wq, q], dim=2).to(cdt)  # B x D x 2: logits, cosines
+    qw = torch.stack([wq, q], dim=1).to(cdt).transpose(1, 2)  # B x D x 2 (logits, cosines): a transposed view, as above
     cc = max(1, chunk_bytes // max(1, B * V * D * 4))  # candidates per chunk
 
     def top_of_chunk(span):

@@ -118,8 +118,17 @@ def onnx_encoder(module: torch.nn.Module, component: str, input_shape: tuple, ru
 
 
 def _weights_version(module: torch.nn.Module) -> tuple:
-    """Changes whenever a weight or buffer is replaced or changed in place (tensor versions)."""
-    return tuple((id(t), t._version) for t in (*module.parameters(), *module.buffers()))
+    """Changes whenever a weight or buffer is replaced or changed in place (tensor versions).
+
+    Every network call asks for it, with the GIL held: a walk of the modules' own dicts costs
+    ~0.3 ms for the CMIC model, `parameters()` + `buffers()` (generators, memo sets) ~1.2 ms."""
+    stack, versions = [module], []
+    while stack:
+        sub = stack.pop()
+        versions.extend((id(t), t._version) for t in (*sub._parameters.values(), *sub._buffers.values())
+                        if t is not None)
+        stack.extend(child for child in sub._modules.values() if child is not None)
+    return tuple(versions)
 
 
 def _load(module, component: str, input_shape: tuple) -> tuple:

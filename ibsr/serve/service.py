@@ -1,7 +1,8 @@
 """The search service behind the HTTP app: one loaded `Searcher`, batched requests, hot reload.
 
-Threads (sized by `thread_budget`, never more busy threads than the CPUs this process may use):
-- request decoding (`load_query`: image decode, EXIF, mask or GrabCut) runs in a small pool;
+Threads (sized by `thread_budget` from the CPUs this process may use):
+- request decoding (`load_query`: image decode, EXIF, mask or GrabCut) runs in a small pool
+  (the mask network's own work goes to the torch pool);
 - one worker thread owns torch: it drains the request queue, takes every request that
   arrives within `batch_wait_ms` of the first (up to `max_batch`) into one batch, encodes the
   batch in one encoder call and reranks it through `Searcher.search_encoded` (one rerank call
@@ -59,15 +60,19 @@ class ServeConfig:
 
 
 def thread_budget(cpus: int, torch_threads: int | None = None, decode_threads: int | None = None) -> tuple[int, int]:
-    """(torch workers, decode threads) that together use at most `cpus` cores.
+    """(torch workers, decode threads) for a process that may use `cpus` cores.
 
-    Decoding gets a quarter of the cores (at least one) and torch the rest: when both run at
-    once no core is oversubscribed. The torch count sizes the pool of single-threaded workers
-    that run the encoders and the rerank (`ibsr.cpus.parallel_map`) and FAISS's threads.
-    Oversubscribed OpenMP teams stall each other: a rerank ran 15-20x slower with one core
-    busy elsewhere (benchmarks/RESULTS.md, "Thread cliffs and precision by CPU")."""
-    decode = decode_threads or max(1, cpus // 4)
-    return torch_threads or max(1, cpus - decode), decode
+    The torch pool (`ibsr.cpus.parallel_map`: single-threaded workers, and FAISS's threads) gets
+    every core: it runs all the heavy work, the encoders, the rerank *and* the mask network,
+    whose calls come from the decode threads. A decode thread's own work is light (image decode,
+    resizes) and it waits on the pool for the mask, so there are two per core: enough masks
+    queued that the pool never idles while requests wait to be decoded. With the pool sized to
+    the cores minus the decode threads, a 2-core server ran the networks of every request on one
+    worker (half the CPU idle; benchmarks/RESULTS.md, "Serve"). No OpenMP team is involved, so a
+    decode thread that briefly shares a core with a worker costs time slices, not the stalls of
+    "Thread cliffs and precision by CPU". GrabCut (no mask network installed) runs in the decode
+    threads themselves."""
+    return torch_threads or max(1, cpus), decode_threads or max(1, 2 * cpus)
 
 
 @dataclass
