@@ -19,6 +19,9 @@ Indexes are kept in --work and reused by later runs.
 `--runtime torch onnx`: one server per runtime (and batching mode), each started with
 IBSR_RUNTIME set in its environment (`env`: inherited), all measured in the same run, taking
 turns; the last column divides each cell's requests/s by the first runtime's (the baseline).
+`--code before=DIR`: one more server per batching mode that runs the ibsr package in DIR (an
+earlier commit, `git archive REV | tar -x -C DIR`) on the same index, first in the table and
+the baseline of the last column ("today's code" measured in the same run).
 `--photo-kinds masked plain`: the photos sent with their mask files (`masked`) and without
 (`plain`: the service computes the automatic mask, the mask network); each server gets both,
 taking turns.
@@ -112,16 +115,21 @@ def free_port() -> int:
 class Server:
     """`ibsr-serve` in its own process; records the time to its first answered search."""
 
-    def __init__(self, index: Path, extra: list[str], request: dict, runtime: str | None = None):
+    def __init__(self, index: Path, extra: list[str], request: dict, runtime: str | None = None,
+                 code: Path | None = None):
+        """code: a folder holding another version of the ibsr package (`git archive` of a
+        commit), run instead of this checkout's."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = dict(os.environ)
         if runtime is not None:
             env["IBSR_RUNTIME"] = runtime
+        if code is not None:  # `python -m` puts its working folder first on sys.path: that tree's ibsr wins
+            env["PYTHONPATH"] = str(code)
         started = time.perf_counter()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "ibsr.cli.serve", "--index", str(index), "--port", str(self.port),
-             "--log-level", "warning", *extra], stderr=subprocess.PIPE, text=True, env=env)
+            [sys.executable, "-m", "ibsr.cli.serve", "--index", str(Path(index).resolve()), "--port", str(self.port),
+             "--log-level", "warning", *extra], stderr=subprocess.PIPE, text=True, env=env, cwd=code)
         while True:
             if self.process.poll() is not None:
                 raise RuntimeError(f"ibsr-serve exited: {self.process.stderr.read()}")
@@ -202,6 +210,10 @@ def main(argv=None):
     parser.add_argument("--runtime", nargs="+", choices=("env", "auto", "torch", "onnx"), default=["env"],
                         help="one server per runtime (IBSR_RUNTIME in its environment; env: inherited); "
                              "the first is the baseline of the last column")
+    parser.add_argument("--code", action="append", default=[], metavar="LABEL=DIR",
+                        help="also serve with the ibsr package in DIR (e.g. `git archive` of an earlier commit), "
+                             "labelled LABEL in the runtime column; repeatable. These servers come first: the "
+                             "first is then the baseline of the last column")
     parser.add_argument("--batching", nargs="+", choices=tuple(MODES), default=list(MODES),
                         help="batching modes: on (the defaults), off (--max-batch 1)")
     parser.add_argument("--synthetic", type=int, nargs="*", default=[100_000], help="synthetic index sizes")
@@ -230,7 +242,9 @@ def main(argv=None):
             "command": " ".join(sys.argv), "started_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
     print(f"# {meta}")
     rows = []
-    configs = [(mode, runtime) for mode in args.batching for runtime in args.runtime]  # one server each
+    codes = dict(code.split("=", 1) for code in args.code)
+    variants = [*codes, *args.runtime]  # earlier code first (LABEL), then this checkout per runtime
+    configs = [(mode, variant) for mode in args.batching for variant in variants]  # one server each
     print("| index | shapes | runtime | batching | photos | first answer (s) | concurrency | requests/s | p50 ms "
           "| p95 ms | p99 ms | errors | batches | load | on/off req/s | vs baseline req/s |")
     print("| --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
@@ -244,11 +258,12 @@ def main(argv=None):
         for group in ([order] if together else [[cfg] for cfg in order]):
             servers = {}
             try:
-                for mode, runtime in group:
-                    env_runtime = None if runtime == "env" else runtime
+                for mode, variant in group:
+                    code = Path(codes[variant]) if variant in codes else None
+                    env_runtime = None if variant in ("env", *codes) else variant
                     first = requests[args.photo_kinds[0]][0]
-                    servers[(mode, runtime)] = server = Server(index, MODES[mode], first, env_runtime)
-                    first_answer[(mode, runtime)] = round(server.first_answer_s, 2)
+                    servers[(mode, variant)] = server = Server(index, MODES[mode], first, env_runtime, code)
+                    first_answer[(mode, variant)] = round(server.first_answer_s, 2)
                     for kind in args.photo_kinds:
                         load(server.url, requests[kind], 2, 8)  # warm-up (and the mask network's first call)
                 for c in args.concurrency:
@@ -272,7 +287,7 @@ def main(argv=None):
                 for mode, runtime in configs:
                     cell = cells[(mode, runtime, kind, c)]
                     off = cells.get(("off", runtime, kind, c))
-                    base = cells[(mode, args.runtime[0], kind, c)]
+                    base = cells[(mode, variants[0], kind, c)]
                     on_off = cell["requests_per_s"] / off["requests_per_s"] if off and off["requests_per_s"] else None
                     vs_base = cell["requests_per_s"] / base["requests_per_s"] if base["requests_per_s"] else None
                     row = {"index": name, "shapes": shapes, "runtime": runtime, "batching": mode, "photos": kind,

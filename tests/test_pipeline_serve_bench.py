@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from ibsr.synth import iter_shapes, write_queries
 from index_helpers import ENV
 
@@ -64,3 +66,15 @@ def test_serve_server_gets_its_runtime_in_its_environment(monkeypatch):
         except Stop:
             pass
         assert seen["env"]["IBSR_RUNTIME"] == expected
+
+
+def test_serve_server_runs_the_ibsr_of_another_tree(tmp_path):
+    """--code LABEL=DIR: the server imports ibsr from DIR, not from this checkout."""
+    serve = _load("serve")
+    fake = tmp_path / "before" / "ibsr" / "cli"
+    fake.mkdir(parents=True)
+    (fake.parent / "__init__.py").write_text("")
+    (fake / "__init__.py").write_text("")
+    (fake / "serve.py").write_text("import sys\nsys.exit('the other tree: ' + ' '.join(sys.argv[1:3]))\n")
+    with pytest.raises(RuntimeError, match="the other tree: --index .*index"):
+        serve.Server(Path("index"), [], {}, None, code=tmp_path / "before")
