@@ -262,3 +262,20 @@ def test_import_does_not_import_triton():
     code = "import sys, ibsr.kernels; assert 'triton' not in sys.modules, 'triton imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
     assert K._use_triton(torch.zeros(1, 1, 64)) is False  # CPU tensors never take Triton
+
+
+def test_reused_workspaces_change_no_score():
+    """The CPU path keeps each thread's chunk buffers between calls: a call after a larger or a
+    smaller one, in this thread or in others at the same time, gives the same bits as alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    calls = [make_inputs(3, 90, 12, 64, torch.float16, seed=1), make_inputs(9, 700, 12, 64, torch.float16, seed=2),
+             make_inputs(1, 40, 12, 64, torch.float32, seed=3)]
+    alone = [torch_path.attention_scores(*inputs, chunk_bytes=1 << 14) for inputs in calls]
+    for inputs, first in zip(calls * 2, alone * 2):  # each after another size
+        assert torch.equal(torch_path.attention_scores(*inputs, chunk_bytes=1 << 14), first)
+    with ThreadPoolExecutor(3) as pool:
+        again = list(pool.map(lambda inputs: torch_path.attention_scores(*inputs, chunk_bytes=1 << 14), calls * 4))
+    assert all(torch.equal(a, b) for a, b in zip(again, alone * 4))
+    for inputs, first in zip(calls, alone):
+        np.testing.assert_allclose(first.numpy(), reference_scores(*inputs)[0], atol=1e-4)

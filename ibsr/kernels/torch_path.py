@@ -56,6 +56,26 @@ def _compute_dtype(views: torch.Tensor, compute_dtype: torch.dtype | None) -> to
     return rerank_dtype(views.device.type) or torch.float32  # float32 unless IBSR_PRECISION=bf16
 
 
+_workspace = threading.local()
+
+
+def _thread_buffer(name: str, rows: int, cols: int, dtype: torch.dtype, device) -> torch.Tensor:
+    """A rows x cols scratch tensor, on a CPU from this thread's workspace, kept between calls.
+
+    A chunk's buffers are megabytes: allocated afresh for every rerank call, the kernel's page
+    faults on first touch cost more than the scoring itself for a search of a few categories
+    (~2 ms of a ~4 ms rerank of 833 shapes; benchmarks/RESULTS.md, "Serve"). Each worker thread
+    finishes one chunk (write the buffers, reduce the scores) before it takes the next, so one
+    workspace per thread is never used by two chunks at once. CUDA has its caching allocator."""
+    if torch.device(device).type != "cpu":
+        return torch.empty(rows, cols, dtype=dtype, device=device)
+    buffers = _workspace.__dict__.setdefault("buffers", {})
+    flat = buffers.get((name, dtype))
+    if flat is None or flat.numel() < rows * cols:
+        flat = buffers[(name, dtype)] = torch.empty(rows * cols, dtype=dtype)
+    return flat[: rows * cols].view(rows, cols)
+
+
 class _DenseScorer:
     """Scores chunks of shapes against one batch of queries, reusing its buffers."""
 
@@ -71,8 +91,8 @@ class _DenseScorer:
         dev = views.device
         rows = self.chunk * self.V
         self.out_dtype = self.cdt
-        self.buf_out = torch.empty(rows, 2 * self.B, dtype=self.cdt, device=dev)
-        self.buf_in = torch.empty(rows, self.D, dtype=self.cdt, device=dev) if views.dtype != self.cdt else None
+        self.buf_out = _thread_buffer("out", rows, 2 * self.B, self.cdt, dev)
+        self.buf_in = _thread_buffer("in", rows, self.D, self.cdt, dev) if views.dtype != self.cdt else None
 
     @staticmethod
     def chunk_size(B: int, views_shape, chunk_bytes: int) -> int:
