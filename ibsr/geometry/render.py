@@ -188,6 +188,12 @@ def first_hits(mesh: trimesh.Trimesh, origins: np.ndarray, directions: np.ndarra
     return tri, points
 
 
+@functools.lru_cache(maxsize=4)
+def _rig_cameras(rig: CameraRig) -> tuple:
+    """(eye, right, up, forward) of each view: the same for every shape of a build."""
+    return tuple((eye, *look_at_basis(eye, (0.0, 0.0, 0.0))) for eye in rig.eyes())
+
+
 def rays_toward_box(rig: CameraRig, size: int, bounds: np.ndarray) -> np.ndarray:
     """Indices into `rig_rays(rig, size)` of the rays that can hit an object inside the
     axis-aligned box `bounds` (2 x 3): in each view, the pixels whose centres lie within the
@@ -200,9 +206,8 @@ def rays_toward_box(rig: CameraRig, size: int, bounds: np.ndarray) -> np.ndarray
     centers = (np.arange(size) + 0.5) / size * 2.0 - 1.0  # as pinhole_rays: x of columns, -y of rows
     slack = 2.0 / size
     picked = []
-    for view, eye in enumerate(rig.eyes()):
+    for view, (eye, right, up, forward) in enumerate(_rig_cameras(rig)):
         first = view * size * size
-        right, up, forward = look_at_basis(eye, (0.0, 0.0, 0.0))
         rel = corners - eye
         depth = rel @ forward
         if depth.min() <= 1e-9:
