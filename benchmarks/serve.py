@@ -22,6 +22,8 @@ turns; the last column divides each cell's requests/s by the first runtime's (th
 `--code before=DIR`: one more server per batching mode that runs the ibsr package in DIR (an
 earlier commit, `git archive REV | tar -x -C DIR`) on the same index, first in the table and
 the baseline of the last column ("today's code" measured in the same run).
+`--photo-kinds real`: the photos of `--real-photos` (default ../shared/real_dev: real
+photographs, loose crops of 100-600 px), read in place and sent without masks.
 `--photo-kinds masked plain`: the photos sent with their mask files (`masked`) and without
 (`plain`: the service computes the automatic mask, the mask network); each server gets both,
 taking turns.
@@ -60,7 +62,9 @@ from ibsr.synth import CATEGORIES, iter_shapes, write_catalog, write_queries
 
 SYNTH_CHUNK = 50_000  # shapes per commit of the synthetic writer
 MODES = {"on": [], "off": ["--max-batch", "1"]}  # batching: the defaults, or one request at a time
-PHOTO_KINDS = ("masked", "plain")  # with their mask files, or without (the automatic mask)
+# masked / plain: the generated photos with their mask files, or without (the automatic mask);
+# real: the photos of --real-photos (e.g. ../shared/real_dev, read in place), without masks
+PHOTO_KINDS = ("masked", "plain", "real")
 
 
 def build_real(root: Path, shapes_per_category: int, photos: int, seed: int) -> Path:
@@ -192,6 +196,13 @@ def photo_requests(root: Path, topk: int, masked: bool = True) -> list[dict]:
     return requests
 
 
+def real_photo_requests(root: Path, topk: int) -> list[dict]:
+    """One search request per photo of real_dev's queries.jsonl (its `image` field), no mask."""
+    lines = (root / "queries.jsonl").read_text().splitlines()
+    images = [root / json.loads(line)["image"] for line in lines if line.strip()]
+    return [{"files": {"image": (image.name, image.read_bytes())}, "data": {"topk": str(topk)}} for image in images]
+
+
 def cpu_model() -> str:
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
@@ -206,7 +217,10 @@ def main(argv=None):
     parser.add_argument("--shapes-per-category", type=int, default=25, help="real index: generated shapes (x8)")
     parser.add_argument("--photos", type=int, default=32, help="generated query photos (with mask files)")
     parser.add_argument("--photo-kinds", nargs="+", choices=PHOTO_KINDS, default=["masked"],
-                        help="send the photos with their mask files (masked) and/or without (plain: automatic mask)")
+                        help="send the generated photos with their mask files (masked) and/or without (plain: "
+                             "automatic mask), and/or the --real-photos without masks (real)")
+    parser.add_argument("--real-photos", type=Path, default=Path("../shared/real_dev"),
+                        help="photo kind real: a folder with a queries.jsonl of photos (real_dev's, read in place)")
     parser.add_argument("--runtime", nargs="+", choices=("env", "auto", "torch", "onnx"), default=["env"],
                         help="one server per runtime (IBSR_RUNTIME in its environment; env: inherited); "
                              "the first is the baseline of the last column")
@@ -231,7 +245,8 @@ def main(argv=None):
 
     real_root = args.work / "real"
     real = build_real(real_root, args.shapes_per_category, args.photos, args.seed)
-    requests = {kind: photo_requests(real_root, args.topk, kind == "masked") for kind in args.photo_kinds}
+    requests = {kind: real_photo_requests(args.real_photos, args.topk) if kind == "real" else
+                photo_requests(real_root, args.topk, kind == "masked") for kind in args.photo_kinds}
     source = str(sorted((real_root / "catalog" / "chair").iterdir())[0])
     indexes = [] if args.skip_real else [("real", real, ShapeReader(real).info()["shapes"])]
     indexes += [(f"synthetic {n:,}", build_synthetic(args.work / f"synthetic-{n}", n, source, args.seed), n)

@@ -78,3 +78,16 @@ def test_serve_server_runs_the_ibsr_of_another_tree(tmp_path):
     (fake / "serve.py").write_text("import sys\nsys.exit('the other tree: ' + ' '.join(sys.argv[1:3]))\n")
     with pytest.raises(RuntimeError, match="the other tree: --index .*index"):
         serve.Server(Path("index"), [], {}, None, code=tmp_path / "before")
+
+
+def test_serve_real_photo_requests_read_the_image_of_each_line(tmp_path):
+    """--photo-kinds real: a real_dev-like folder (queries.jsonl with image paths, no masks)."""
+    serve = _load("serve")
+    (tmp_path / "photos").mkdir()
+    for name, data in (("a.jpg", b"first"), ("b.jpg", b"second")):
+        (tmp_path / "photos" / name).write_bytes(data)
+    (tmp_path / "queries.jsonl").write_text('{"image": "photos/a.jpg", "category": "chair"}\n\n'
+                                            '{"image": "photos/b.jpg", "family": "billy"}\n')
+    requests = serve.real_photo_requests(tmp_path, 7)
+    assert [r["files"]["image"] for r in requests] == [("a.jpg", b"first"), ("b.jpg", b"second")]
+    assert all(r["data"] == {"topk": "7"} and set(r["files"]) == {"image"} for r in requests)
