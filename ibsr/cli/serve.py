@@ -45,7 +45,8 @@ STARTED = time.perf_counter()  # for "ready in N s" (imports included)
 @click.option("--reload-interval", default=1.0, show_default=True, type=click.FloatRange(min=0),
               help="Seconds between checks for a new table version (a build); 0 never reloads.")
 @click.option("--threads", "torch_threads", default=None, type=click.IntRange(min=1),
-              help="Workers of the torch pool (encoders, mask network, rerank) and FAISS threads. Default: the usable CPUs.")
+              help="Workers of the torch pool (encoders, mask network, rerank) and FAISS threads. "
+                   "Default: the usable CPUs.")
 @click.option("--decode-threads", default=None, type=click.IntRange(min=1),
               help="Threads decoding photos (and computing GrabCut masks; the mask network runs in the torch pool). "
                    "Default: twice the usable CPUs.")

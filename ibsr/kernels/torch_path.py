@@ -11,7 +11,7 @@ so every elementwise pass vectorizes over the query axis and runs on a cache-siz
 held in reused buffers (no per-chunk allocation, no B x N x V tensor). [wq; q] is stored
 2B x D (row-major per query) and the GEMM gets its transposed view: with it stored D x 2B,
 MKL ran these skinny GEMMs (many view rows, a few query columns) 2-3x slower on an AMD EPYC
-(Zen 3, AVX2; benchmarks/RESULTS.md, "Serve"). Chunks are sized so
+(Zen 3, AVX2; benchmarks/RESULTS.md, "Every core for the torch pool"). Chunks are sized so
 that the GEMM output stays under `chunk_bytes` (default 8 MiB: fits the L3 of small CPUs;
 the rerank's figures: benchmarks/RESULTS.md, "Rerank on a quiet machine").
 
@@ -63,10 +63,11 @@ def _thread_buffer(name: str, rows: int, cols: int, dtype: torch.dtype, device) 
     """A rows x cols scratch tensor, on a CPU from this thread's workspace, kept between calls.
 
     A chunk's buffers are megabytes: allocated afresh for every rerank call, the kernel's page
-    faults on first touch cost more than the scoring itself for a search of a few categories
-    (~2 ms of a ~4 ms rerank of 833 shapes; benchmarks/RESULTS.md, "Serve"). Each worker thread
-    finishes one chunk (write the buffers, reduce the scores) before it takes the next, so one
-    workspace per thread is never used by two chunks at once. CUDA has its caching allocator."""
+    faults on first touch cost about as much as the scoring itself for a search of a few
+    categories (~2 ms of a ~4 ms rerank of 833 shapes; benchmarks/RESULTS.md, "Every core for
+    the torch pool"). Each worker thread finishes one chunk (write the buffers, reduce the
+    scores) before it takes the next, so one workspace per thread is never used by two chunks
+    at once. CUDA has its caching allocator."""
     if torch.device(device).type != "cpu":
         return torch.empty(rows, cols, dtype=dtype, device=device)
     buffers = _workspace.__dict__.setdefault("buffers", {})
@@ -201,7 +202,7 @@ def _rerank_candidates(q, wq, views, k, candidates, chunk_bytes, compute_dtype):
     V = views.shape[1]
     C = candidates.shape[1]
     cdt = _compute_dtype(views, compute_dtype)
-    qw = torch.stack([wq, q], dim=1).to(cdt).transpose(1, 2)  # B x D x 2 (logits, cosines): a transposed view, as above
+    qw = torch.stack([wq, q], dim=1).to(cdt).transpose(1, 2)  # B x D x 2 (logits, cosines), transposed view
     cc = max(1, chunk_bytes // max(1, B * V * D * 4))  # candidates per chunk
 
     def top_of_chunk(span):

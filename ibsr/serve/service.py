@@ -68,10 +68,10 @@ def thread_budget(cpus: int, torch_threads: int | None = None, decode_threads: i
     resizes) and it waits on the pool for the mask, so there are two per core: enough masks
     queued that the pool never idles while requests wait to be decoded. With the pool sized to
     the cores minus the decode threads, a 2-core server ran the networks of every request on one
-    worker (half the CPU idle; benchmarks/RESULTS.md, "Serve"). No OpenMP team is involved, so a
-    decode thread that briefly shares a core with a worker costs time slices, not the stalls of
-    "Thread cliffs and precision by CPU". GrabCut (no mask network installed) runs in the decode
-    threads themselves."""
+    worker (half the CPU idle; benchmarks/RESULTS.md, "Every core for the torch pool"). No
+    OpenMP team is involved, so a decode thread that briefly shares a core with a worker costs
+    time slices, not the stalls of "Thread cliffs and precision by CPU". GrabCut (no mask
+    network installed) runs in the decode threads themselves."""
     return torch_threads or max(1, cpus), decode_threads or max(1, 2 * cpus)
 
 
