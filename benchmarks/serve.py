@@ -198,6 +198,9 @@ def photo_requests(root: Path, topk: int, masked: bool = True) -> list[dict]:
 
 def real_photo_requests(root: Path, topk: int) -> list[dict]:
     """One search request per photo of real_dev's queries.jsonl (its `image` field), no mask."""
+    if not (root / "queries.jsonl").is_file():
+        sys.exit(f"--real-photos {root}: no queries.jsonl there; point it at real_dev (../shared/real_dev) "
+                 "or leave out the photo kind real")
     lines = (root / "queries.jsonl").read_text().splitlines()
     images = [root / json.loads(line)["image"] for line in lines if line.strip()]
     return [{"files": {"image": (image.name, image.read_bytes())}, "data": {"topk": str(topk)}} for image in images]
@@ -274,7 +277,7 @@ def main(argv=None):
             servers = {}
             try:
                 for mode, variant in group:
-                    code = Path(codes[variant]) if variant in codes else None
+                    code = Path(codes[variant]).resolve() if variant in codes else None
                     env_runtime = None if variant in ("env", *codes) else variant
                     first = requests[args.photo_kinds[0]][0]
                     servers[(mode, variant)] = server = Server(index, MODES[mode], first, env_runtime, code)

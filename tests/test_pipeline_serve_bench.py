@@ -91,3 +91,9 @@ def test_serve_real_photo_requests_read_the_image_of_each_line(tmp_path):
     requests = serve.real_photo_requests(tmp_path, 7)
     assert [r["files"]["image"] for r in requests] == [("a.jpg", b"first"), ("b.jpg", b"second")]
     assert all(r["data"] == {"topk": "7"} and set(r["files"]) == {"image"} for r in requests)
+
+
+def test_serve_real_photos_missing_is_one_line(tmp_path):
+    serve = _load("serve")
+    with pytest.raises(SystemExit, match="no queries.jsonl there"):
+        serve.real_photo_requests(tmp_path / "absent", 5)
