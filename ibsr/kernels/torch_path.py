@@ -8,10 +8,12 @@ Layout of one dense chunk of n shapes (n x V x D views, B queries):
     score = sum_V(e * c) / sum_V(e)                   n x B -> written as B x n
 
 so every elementwise pass vectorizes over the query axis and runs on a cache-sized chunk
-held in reused buffers (no per-chunk allocation, no B x N x V tensor). [wq; q] is stored
-2B x D (row-major per query) and the GEMM gets its transposed view: with it stored D x 2B,
-MKL ran these skinny GEMMs (many view rows, a few query columns) 2-3x slower on an AMD EPYC
-(Zen 3, AVX2; benchmarks/RESULTS.md, "Every core for the torch pool"). Chunks are sized so
+held in reused buffers (no per-chunk allocation, no B x N x V tensor). For up to
+`FEW_QUERIES` queries [wq; q] is stored 2B x D (row-major per query) and the GEMM gets its
+transposed view; for more, it is stored D x 2B. MKL on an AMD EPYC (Zen 3, AVX2) ran the dense
+pass over 200-500k shapes 1.5-2.2x faster the first way for 1-4 queries and 1.2-1.3x slower
+for 8-16 (the candidate `bmm`, 2 columns per query, always the first way: 1.4-2.8x;
+benchmarks/RESULTS.md, "Every core for the torch pool"). Chunks are sized so
 that the GEMM output stays under `chunk_bytes` (default 8 MiB: fits the L3 of small CPUs;
 the rerank's figures: benchmarks/RESULTS.md, "Rerank on a quiet machine").
 
@@ -46,6 +48,7 @@ from ibsr.precision import rerank_dtype
 from ._common import RunningTopK
 
 DEFAULT_CHUNK_BYTES = 8 << 20
+FEW_QUERIES = 4  # up to this many queries the dense GEMM takes the query side transposed (module docstring)
 
 
 def _compute_dtype(views: torch.Tensor, compute_dtype: torch.dtype | None) -> torch.dtype:
@@ -85,9 +88,10 @@ class _DenseScorer:
         self.B, self.D = q.shape
         self.V = views.shape[1]
         self.cdt = _compute_dtype(views, compute_dtype)
-        # 2B x D: rows 0..B-1 give the logits W q . v, rows B..2B-1 the cosines q . v. Kept
-        # row-major and handed to the GEMM transposed (module docstring: why).
-        self.w2 = torch.cat([wq, q], dim=0).contiguous().to(self.cdt)
+        # D x 2B: columns 0..B-1 give the logits W q . v, columns B..2B-1 the cosines q . v;
+        # for a few queries a transposed view of the row-major 2B x D (module docstring: why)
+        w2 = torch.cat([wq, q], dim=0).to(self.cdt)
+        self.w2t = w2.contiguous().t() if self.B <= FEW_QUERIES else w2.t().contiguous()
         self.chunk = self.chunk_size(self.B, (n, *views.shape[1:]), chunk_bytes)
         dev = views.device
         rows = self.chunk * self.V
@@ -110,7 +114,7 @@ class _DenseScorer:
         x = views_chunk.reshape(n * V, D)
         if self.buf_in is not None:
             x = self.buf_in[: n * V].copy_(x)
-        y = torch.mm(x, self.w2.t(), out=self.buf_out[: n * V])
+        y = torch.mm(x, self.w2t, out=self.buf_out[: n * V])
         if y.dtype != torch.float32:
             y = y.float()
         y = y.view(n, V, 2 * B)
