@@ -7,8 +7,8 @@ import pytest
 import trimesh
 
 from ibsr.errors import IbsrError
-from ibsr.geometry.render import (BACKGROUND, DEFAULT_RIG, OBJECT_MAX, CameraRig, first_hits, first_triangles, montage,
-                                  pinhole_rays, render_views, rig_rays)
+from ibsr.geometry.render import (BACKGROUND, DEFAULT_RIG, OBJECT_MAX, CameraRig, first_hits, montage, pinhole_rays,
+                                  ray_intersector, render_views, rig_rays)
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +87,6 @@ def test_montage_grid():
     assert sheet.shape == (32, 64) and (sheet[16:, 16:] == BACKGROUND).all()
 
 
-
 @pytest.mark.parametrize("mesh", [
     trimesh.creation.box(extents=(0.3, 1.6, 0.2)),  # thin and tall: most rays pass beside it
     trimesh.creation.icosphere(subdivisions=2, radius=0.4).apply_translation((0.5, -0.3, 0.2)),  # off centre
@@ -96,9 +95,9 @@ def test_montage_grid():
 def test_embree_straight_gives_the_triangles_of_trimeshs_intersector(mesh, monkeypatch):
     size, rig = 48, CameraRig(views=5, elevation_deg=20.0)
     origins, directions = rig_rays(rig, size)
-    through_trimesh, _ = first_hits(mesh, origins, directions)
+    through_trimesh, _ = first_hits(mesh, origins, directions, intersector=ray_intersector(mesh))
     assert (through_trimesh >= 0).any()
-    assert np.array_equal(first_triangles(mesh, origins, directions), through_trimesh)
+    assert np.array_equal(first_hits(mesh, origins, directions)[0], through_trimesh)
     straight = render_views(mesh, size, rig)
     monkeypatch.setitem(sys.modules, "embreex", None)  # not installed: trimesh's path, the same pixels
     assert np.array_equal(render_views(mesh, size, rig), straight)

@@ -168,13 +168,19 @@ def first_hits(mesh: trimesh.Trimesh, origins: np.ndarray, directions: np.ndarra
 
     Returns the triangle index per ray (-1 = miss) and, if `with_points`, the (N, 3) hit
     points (NaN on misses; otherwise None). Points cost extra (trimesh computes them in numpy
-    after the Embree query), so the index renderer does without them.
+    after the Embree query), so the index renderer does without them. Without points and
+    without a given `intersector` the rays go to Embree straight (`_embree_first_triangles`:
+    the same triangles as trimesh's intersector, tested), else through trimesh's.
     """
-    intersector = intersector if intersector is not None else ray_intersector(mesh)
     tri = np.full(len(origins), -1, dtype=np.int64)
     points = np.full((len(origins), 3), np.nan) if with_points else None
     if len(mesh.faces) == 0 or len(origins) == 0:
         return tri, points
+    if not with_points and intersector is None:
+        straight = _embree_first_triangles(mesh, origins, directions)
+        if straight is not None:
+            return straight, None
+    intersector = intersector if intersector is not None else ray_intersector(mesh)
     for start in range(0, len(origins), RAY_CHUNK):
         stop = start + RAY_CHUNK
         found = intersector.intersects_id(origins[start:stop], directions[start:stop],
@@ -185,29 +191,25 @@ def first_hits(mesh: trimesh.Trimesh, origins: np.ndarray, directions: np.ndarra
     return tri, points
 
 
-def first_triangles(mesh: trimesh.Trimesh, origins: np.ndarray, directions: np.ndarray) -> np.ndarray:
-    """The triangle each ray hits first (-1 = miss), straight from Embree (`embreex`) when it is
-    installed, else `first_hits`.
+def _embree_first_triangles(mesh: trimesh.Trimesh, origins: np.ndarray, directions: np.ndarray) -> np.ndarray | None:
+    """`first_hits`' triangles straight from Embree (`embreex`), or None when it is not installed.
 
     The same query as trimesh's Embree intersector makes, with its precision scaling (vertices
     and origins moved to the mesh's lower corner and scaled to a box of ~100, float32), without
     its wrapper: float64 copies and a re-normalization of every direction took more time than
-    Embree's own traversal, and the index renderer needs neither points nor multiple hits.
-    Directions must be unit length (`rig_rays`' are). Same triangles as `first_hits`, tested;
-    about 1.8x faster per shape (benchmarks/RESULTS.md, "Rendering the views")."""
+    Embree's own traversal (the index renderer 1.8x faster per shape; benchmarks/RESULTS.md,
+    "Rendering the views"). Directions must be unit length (`rig_rays`' are)."""
     try:
         from embreex import rtcore_scene
         from embreex.mesh_construction import TriangleMesh
     except ImportError:
-        return first_hits(mesh, origins, directions)[0]
-    tri = np.full(len(origins), -1, dtype=np.int64)
-    if len(mesh.faces) == 0 or len(origins) == 0:
-        return tri
+        return None
     vertices = np.asarray(mesh.vertices, dtype=np.float64)
     corner, scale = vertices.min(axis=0), 100.0 / mesh.scale
     scene = rtcore_scene.EmbreeScene()
     TriangleMesh(scene=scene, vertices=((vertices - corner) * scale).astype(np.float32),
                  indices=np.asarray(mesh.faces).astype(np.int32))
+    tri = np.empty(len(origins), dtype=np.int64)
     for start in range(0, len(origins), RAY_CHUNK):
         stop = start + RAY_CHUNK
         tri[start:stop] = scene.run(((origins[start:stop] - corner) * scale).astype(np.float32),
@@ -223,7 +225,7 @@ def render_views(mesh: trimesh.Trimesh, size: int, rig: CameraRig = DEFAULT_RIG)
     if size < 1:
         raise IbsrError(f"render size must be positive, got {size}")
     origins, directions = rig_rays(rig, size)
-    tri = first_triangles(mesh, origins, directions)
+    tri, _ = first_hits(mesh, origins, directions)
     image = np.full(len(origins), BACKGROUND, dtype=np.uint8)
     hit = tri >= 0
     if hit.any():
