@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Make the default model's data and train the shipped networks (docs/model-history.md): the exact
-# commands, in order. Stages 1 to 7 run from their configs as git holds them at HISTORY (they left
+# commands, in order. Stages 1 to 9 run from their configs as git holds them at HISTORY (they left
 # configs/ when it was named by intent; this needs a git checkout), the last stage from
 # configs/default.toml. Stage 1 is a GPU job (~10 minutes on one H100; on a CPU it runs, slowly),
-# stages 2 to 5, 7 and 9 ran on a 2-core CPU (~2 h, ~40 min, ~50 min, ~95 min, ~95 min, ~1 h; resumable), the mask network runs anywhere.
+# stages 2 to 5, 7, 9 and 10 ran on a 2-core CPU (~2 h, ~40 min, ~50 min, ~95 min, ~95 min, ~1 h, ~45 min; resumable), the mask network runs anywhere.
 #   scripts/train_default.sh [WORKERS]
 # Data generation is a pure function of the seeds and the code, so any machine writes the same files.
 set -euo pipefail
@@ -55,8 +55,18 @@ git archive "$HISTORY" configs | tar -x -C data/history
 "$PY" -m ibsr.cli.data synth --out data/mix/procedural --categories train --shapes-per-category 30 \
     --queries-per-shape 4 --seed 43 --workers "$WORKERS" --json
 "$PY" -m ibsr.cli.data merge data/mix/procedural data/real/train-photos --out data/mix/train
-# stage 9 (the default; ~50 min on one core): stage 8's recipe from stage 7 with an L2-SP pull
-# of the query backbone toward ImageNet (stage 8 itself, real-mix.toml, is not in the chain)
+# stage 9 (~50 min on one core): stage 8's recipe from stage 7 with an L2-SP pull of the query
+# backbone toward ImageNet (stage 8 itself, real-mix.toml, is not in the chain)
+"$PY" -m ibsr.cli.train run --config "$OLD/real-mix-anchor.toml" --out data/runs/real-mix-anchor
+"$PY" -m ibsr.cli.train export data/runs/real-mix-anchor/last.pt --out data/models/real-mix-anchor.pt
+# the data of stage 10: the real meshes in the home style too, and fresh procedural shapes
+"$PY" -m ibsr.cli.data photos data/real/train.csv --out data/real/home-photos --photos-per-shape 8 \
+    --per-category 400 --seed 102 --style home --front-azimuth 180 --workers "$WORKERS" --json
+"$PY" -m ibsr.cli.data synth --out data/mix/procedural61 --categories train --shapes-per-category 55 \
+    --queries-per-shape 4 --seed 61 --workers "$WORKERS" --json
+"$PY" -m ibsr.cli.data merge data/mix/procedural61 data/real/train-photos data/real/home-photos \
+    --out data/mix/both61
+# stage 10 (the default; ~42 min on two cores): stage 9 on both photo styles of the real meshes
 "$PY" -m ibsr.cli.train run --config configs/default.toml --out data/runs/default
 "$PY" -m ibsr.cli.train export data/runs/default/last.pt --out ibsr/model/weights/default.pt
 # the automatic-mask network: ibsr/model/weights/mask.pt
