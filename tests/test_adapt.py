@@ -98,6 +98,22 @@ def test_default_learning_rate_is_a_fifth_of_the_bases(tiny_weights, user_catalo
     assert adapt_module.Adaptation(user_catalog, tmp_path / "a.pt", chosen, trained).lr == 3e-5
 
 
+def test_category_loss_can_be_turned_off_for_catalogs_whose_folders_are_not_categories(tiny_weights, user_catalog,
+                                                                                        tmp_path):
+    def method(options):
+        return adapt_module.Adaptation(user_catalog, tmp_path / "a.pt", options, tiny_weights).config(1, 0, 1).method
+
+    assert method(AdaptOptions(**TEST_OPTIONS)).category_loss is True
+    assert method(AdaptOptions(**TEST_OPTIONS, category_loss=False)).category_loss is False
+    result = run_cli(user_catalog, "--out", tmp_path / "off.pt", "--weights", tiny_weights,
+                     *cli_options(max_steps=2), "--no-category-loss", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output[result.output.index("{"):])
+    _, info = load_checkpoint_with_info(report["out"])
+    assert info["config"]["method"]["category_loss"] is False
+    assert read_record(report["work"])["options"]["category_loss"] is False  # --resume keeps it
+
+
 def test_photos_and_held_out_split(adapted):
     work = adapted["work"]
     lines = lambda split: [json.loads(x) for x in open(f"{work}/{split}/queries.jsonl")]  # noqa: E731

@@ -78,7 +78,7 @@ FALLBACK_LR = 2e-5  # ... for a base whose info does not say (imported or hand-m
 SAVE_EVERY_SECONDS = 60  # resumable state written about this often
 TOPK = 10
 # What makes a run: `--resume` refuses to continue with any of these changed.
-RUN_KEYS = ("photos_per_shape", "photo_size", "seed", "side", "lr", "batch_size", "up_axis")
+RUN_KEYS = ("photos_per_shape", "photo_size", "seed", "side", "lr", "batch_size", "up_axis", "category_loss")
 
 
 def work_dir(out, work=None) -> Path:
@@ -200,8 +200,9 @@ class Adaptation:
             raise IbsrError(f"the run here started from weights {record['base']['encoder_id']} "
                             f"({record['base']['path']}), now {self.base_ids['encoder_id']}; pass the same "
                             "--weights, or drop --resume to start over", self.work)
-        changed = {k: (getattr(self.options, k), record["options"].get(k)) for k in RUN_KEYS
-                   if record["options"].get(k) != getattr(self.options, k)}
+        defaults = AdaptOptions()  # a key the record lacks (an older run) had its default then
+        recorded = {k: record["options"].get(k, getattr(defaults, k)) for k in RUN_KEYS}
+        changed = {k: (getattr(self.options, k), recorded[k]) for k in RUN_KEYS if recorded[k] != getattr(self.options, k)}
         if changed:
             names = ", ".join(f"{k} {old!r} -> {new!r}" for k, (new, old) in changed.items())
             raise IbsrError(f"--resume continues the run with its own settings ({names}); drop those "
@@ -332,7 +333,7 @@ class Adaptation:
             # query side: the index's views are never augmented, and unaugmented views let the
             # task embed them once
             "augment": {"render_crop_scale": [1.0, 1.0], "render_flip": 0.0} if query_side else {},
-            "method": {"views": views},
+            "method": {"views": views, "category_loss": o.category_loss},
             "val": {"every": 0},
         }, source=str(self.work / RECORD_FILE))
 

@@ -260,6 +260,7 @@ class AdaptOptions:
     up_axis: str = "y"
     minutes: float = 10.0  # wall-clock budget of the whole command
     max_steps: int = 0  # > 0: at most this many training steps, whatever the budget
+    category_loss: bool = True  # CMIC's category term on the catalog's categories (its folder names)
     threads: int = 0  # torch CPU threads (0 = every CPU this process may use)
     workers: int = 2  # photo worker processes (0 = in this process)
     device: str = "auto"
