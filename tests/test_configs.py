@@ -19,7 +19,7 @@ STAGE_10 = {
     "data": {"train": "data/mix/both61", "val": "", "cache": "data/cache", "up_axis": "y"},
     "train": {"batch_size": 30, "epochs": 0, "steps": 600, "lr": 5e-05, "lr_decay_steps": 300,
               "attention_lr_scale": 1.0, "backbone_lr_scale": 1.0, "imagenet_anchor": 0.003,
-              "betas": [0.5, 0.999], "threads": 2, "amp": "auto", "freeze": ["rendering_encoder"],
+              "feature_anchor": 0.0, "betas": [0.5, 0.999], "threads": 2, "amp": "auto", "freeze": ["rendering_encoder"],
               "device": "auto", "channels_last": True, "checkpoint_every": 50, "log_every": 25},
     "augment": {"enabled": True, "color_transfer": 0.5, "crop_scale": [0.55, 1.0], "crop_ratio": [0.75, 1.3333],
                 "translate": 0.12, "flip": 0.5, "render_crop_scale": [1.0, 1.0], "render_flip": 0.0},

@@ -626,6 +626,7 @@ def test_imagenet_anchor_pulls_the_query_backbone_toward_imagenet(dataset_dir, t
     assert torch.allclose(param.grad, torch.full_like(param, 2 * 10.0 * 0.01), rtol=1e-3)
     param.grad = None
     # the same run with and without a strong anchor: the anchored backbone stays nearer ImageNet
+    training_photos = apply_mask_mode(plain_queries(torch.from_numpy(task.train_data.queries[:8])), "concat")
     distances = {}
     for name, strength in (("plain", 0.0), ("anchored", 1000.0)):
         run = cmic_task(tiny_config(dataset_dir, cache, model=lite, train={"imagenet_anchor": strength},
@@ -636,3 +637,46 @@ def test_imagenet_anchor_pulls_the_query_backbone_toward_imagenet(dataset_dir, t
         backbone = [p for n, p in run.model.query_encoder.backbone.named_parameters() if not n.startswith("fc.")]
         distances[name] = sum(float(((p.detach() - ref) ** 2).sum()) for p, (_, ref) in zip(backbone, task.anchor))
     assert distances["anchored"] < 0.5 * distances["plain"]
+
+
+
+def test_feature_anchor_holds_the_query_features_near_imagenet(dataset_dir, tmp_path):
+    """The penalty is the mean squared difference of the pooled features from those of the
+    packaged ImageNet weights on the batch's photos: 0 at an ImageNet start, the embeddings the
+    same as without it, its gradient pulls moved features back, and training adds it to the loss."""
+    cache = tmp_path / "cache"
+    with pytest.raises(IbsrError, match="feature_anchor"):
+        tiny_config(dataset_dir, cache, train={"feature_anchor": -1})
+    with pytest.raises(IbsrError, match="feature_anchor"):  # a ResNet query backbone has no packaged weights
+        tiny_config(dataset_dir, cache, train={"feature_anchor": 1.0})
+    lite = {"query_arch": "efficientnet_lite0", "render_arch": "efficientnet_lite0", "pretrained": True}
+    task = cmic_task(tiny_config(dataset_dir, cache, model=lite, train={"feature_anchor": 5.0},
+                                 val={"every": 0}), tmp_path / "run")
+    encoder, anchor = task.model.query_encoder, task.feature_anchor
+    photos = apply_mask_mode(plain_queries(torch.from_numpy(task.train_data.queries[:8])), "concat")
+    for mode in (encoder.eval, encoder.train):  # running and batch statistics alike
+        mode()
+        with torch.no_grad():
+            embeddings, penalty = anchor.embed(encoder, photos)
+            assert float(penalty) == 0.0
+            assert torch.allclose(embeddings, encoder(photos), atol=1e-6)
+    encoder.train()
+    stem = next(encoder.backbone.parameters())
+    with torch.no_grad():
+        stem.add_(0.02 * torch.randn_like(stem))  # the stem moves: the features follow
+    penalties = []
+    for _ in range(3):  # plain gradient descent on the penalty alone brings the features back
+        penalty = anchor.embed(encoder, photos)[1]
+        penalties.append(float(penalty.detach()))
+        stem.grad = None
+        penalty.backward()
+        with torch.no_grad():
+            stem.sub_(stem.grad / stem.grad.norm() * 0.002 * stem.numel() ** 0.5)  # a tenth of the move
+    assert penalties[0] > 0 and penalties[2] < penalties[1] < penalties[0]
+    loss = task.train_step()  # the training loss holds the penalty, and the log line names it
+    loss = task.train_step()
+    assert anchor.last_penalty > 0
+    beta1 = task.config.method.beta1
+    assert float(loss.total) == pytest.approx(float(loss.instance + beta1 * loss.category) + anchor.last_penalty,
+                                              rel=1e-5)
+    assert task.metrics(loss)["feature_anchor"] == anchor.last_penalty

@@ -36,6 +36,7 @@ from ibsr.train.config import TrainConfig, views_index
 from ibsr.train.data import Dataset, load_dataset
 from ibsr.train.device import autocast, torch_device
 from ibsr.train.evaluate import batch_scores, cached_view_embeddings, evaluate
+from ibsr.train.feature_anchor import FeatureAnchor
 from ibsr.train.loop import Loop, Task
 from ibsr.train.run_dir import RunDir
 
@@ -49,10 +50,12 @@ RESUMABLE_CHANGES = frozenset({"train.steps", "train.epochs", "train.lr_decay_st
 
 
 def batch_loss(model: CMIC, data: Dataset, views: np.ndarray, batch: Batch, config: TrainConfig,
-               rng: np.random.Generator | None, view_embeddings: torch.Tensor | None = None) -> CMICLoss:
+               rng: np.random.Generator | None, view_embeddings: torch.Tensor | None = None,
+               feature_anchor: FeatureAnchor | None = None) -> CMICLoss:
     """The CMIC loss of one batch; `rng` None = no augmentation. `views` is `data.views` already
     cut to the configured views; `view_embeddings` (N x V x D), when given, are used instead of
-    embedding the batch's views (a frozen rendering encoder, renderings not augmented)."""
+    embedding the batch's views (a frozen rendering encoder, renderings not augmented); a
+    `feature_anchor` adds its penalty on the batch's photos to the total."""
     device = next(model.parameters()).device
     qx = torch.from_numpy(data.queries[batch.images]).to(device)
     vx = torch.from_numpy(views[batch.shapes]).to(device) if view_embeddings is None else None
@@ -64,16 +67,21 @@ def batch_loss(model: CMIC, data: Dataset, views: np.ndarray, batch: Batch, conf
     q_in = apply_mask_mode(q_in, config.method.mask)
     if config.train.channels_last:
         q_in = q_in.contiguous(memory_format=torch.channels_last)
+    penalty = None
     with autocast(device, config.train.amp):
-        q = model.embed_queries(q_in)
+        if feature_anchor is None:
+            q = model.embed_queries(q_in)
+        else:
+            q, penalty = feature_anchor.embed(model.query_encoder, q_in)
         v = model.embed_views(v_in) if v_in is not None else view_embeddings[torch.from_numpy(batch.shapes).to(device)]
     # scores and losses in float32: the softmax over tau = 0.1 logits is precision-sensitive
     scores = batch_scores(model, q.float(), v.float(), config.method.attention)  # B x S
     m = config.method
-    return cmic_loss(scores.t(), torch.from_numpy(batch.image_shape).to(device),
+    loss = cmic_loss(scores.t(), torch.from_numpy(batch.image_shape).to(device),
                      torch.from_numpy(data.shape_category[batch.shapes]).to(device),
                      torch.from_numpy(data.query_category[batch.images]).to(device),
                      tau=m.tau, beta1=m.beta1 if m.category_loss else 0.0)
+    return loss if penalty is None else loss._replace(total=loss.total + penalty)
 
 
 @dataclass
@@ -136,6 +144,8 @@ class CMICTask(Task):
             run_dir.start(self.record())
         self.view_embeddings = self._fixed_view_embeddings()
         self.anchor = self._imagenet_anchor()
+        self.feature_anchor = (FeatureAnchor(self.model.query_encoder, c.train.feature_anchor)
+                               if c.train.feature_anchor else None)
         self.train()
 
     def train(self) -> None:
@@ -214,7 +224,7 @@ class CMICTask(Task):
         batch = sample_batch(self.train_data.query_shape, self.train_data.num_shapes, c.train.batch_size,
                              c.seed, self.step)
         loss = batch_loss(self.model, self.train_data, self.train_views, batch, c,
-                          step_rng(c.seed, AUGMENT_STREAM, self.step), self.view_embeddings)
+                          step_rng(c.seed, AUGMENT_STREAM, self.step), self.view_embeddings, self.feature_anchor)
         self.optimizer.zero_grad(set_to_none=True)
         for group in self.optimizer.param_groups:
             # runs saved before train.attention_lr_scale existed restore groups without lr_scale
@@ -229,8 +239,11 @@ class CMICTask(Task):
     def metrics(self, loss: CMICLoss) -> dict | None:
         if self.step % self.config.train.log_every:
             return None
-        return {"step": self.step, "epoch": self._epoch(), "loss": loss.total.item(),
+        line = {"step": self.step, "epoch": self._epoch(), "loss": loss.total.item(),
                 "instance": loss.instance.item(), "category": loss.category.item()}
+        if self.feature_anchor is not None:
+            line["feature_anchor"] = self.feature_anchor.last_penalty
+        return line
 
     def validates_at(self, step: int) -> bool:
         every = self.config.val.every

