@@ -663,7 +663,7 @@ def test_feature_anchor_holds_the_query_features_near_imagenet(dataset_dir, tmp_
     encoder.train()
     stem = next(encoder.backbone.parameters())
     with torch.no_grad():
-        stem.add_(0.02 * torch.randn_like(stem))  # the stem moves: the features follow
+        stem.add_(0.02 * torch.randn(stem.shape, generator=torch.Generator().manual_seed(0)))  # the features follow
     penalties = []
     for _ in range(3):  # plain gradient descent on the penalty alone brings the features back
         penalty = anchor.embed(encoder, photos)[1]
@@ -671,7 +671,7 @@ def test_feature_anchor_holds_the_query_features_near_imagenet(dataset_dir, tmp_
         stem.grad = None
         penalty.backward()
         with torch.no_grad():
-            stem.sub_(stem.grad / stem.grad.norm() * 0.002 * stem.numel() ** 0.5)  # a tenth of the move
+            stem.sub_(stem.grad / stem.grad.norm() * 0.0005 * stem.numel() ** 0.5)  # a fortieth of the move
     assert penalties[0] > 0 and penalties[2] < penalties[1] < penalties[0]
     loss = task.train_step()  # the training loss holds the penalty, and the log line names it
     loss = task.train_step()
