@@ -605,14 +605,19 @@ def test_backbone_lr_scale_slows_the_backbones_not_their_heads(dataset_dir, tmp_
         assert moved[0.01][n] == pytest.approx(moved[1.0][n], rel=1e-4, abs=1e-9), n
 
 
+@pytest.mark.parametrize("anchor", ["imagenet_anchor", "feature_anchor"])
+def test_anchor_settings_are_checked(dataset_dir, tmp_path, anchor):
+    """An anchor's weight is at least 0, and it needs a query backbone with packaged ImageNet weights."""
+    with pytest.raises(IbsrError, match=anchor):
+        tiny_config(dataset_dir, tmp_path / "cache", train={anchor: -1})
+    with pytest.raises(IbsrError, match=anchor):  # a ResNet query backbone has no packaged weights
+        tiny_config(dataset_dir, tmp_path / "cache", train={anchor: 1.0})
+
+
 def test_imagenet_anchor_pulls_the_query_backbone_toward_imagenet(dataset_dir, tmp_path):
     """L2-SP: with the anchor the loss holds the squared distance of the query backbone from its
     packaged ImageNet weights (0 at an ImageNet start), and its gradient pulls moved weights back."""
     cache = tmp_path / "cache"
-    with pytest.raises(IbsrError, match="imagenet_anchor"):
-        tiny_config(dataset_dir, cache, train={"imagenet_anchor": -1})
-    with pytest.raises(IbsrError, match="imagenet_anchor"):  # a ResNet query backbone has no packaged weights
-        tiny_config(dataset_dir, cache, train={"imagenet_anchor": 1.0})
     lite = {"query_arch": "efficientnet_lite0", "render_arch": "efficientnet_lite0", "pretrained": True}
     config = tiny_config(dataset_dir, cache, model=lite, train={"imagenet_anchor": 10.0}, val={"every": 0})
     task = cmic_task(config, tmp_path / "run")
@@ -639,16 +644,11 @@ def test_imagenet_anchor_pulls_the_query_backbone_toward_imagenet(dataset_dir, t
     assert distances["anchored"] < 0.5 * distances["plain"]
 
 
-
 def test_feature_anchor_holds_the_query_features_near_imagenet(dataset_dir, tmp_path):
     """The penalty is the mean squared difference of the pooled features from those of the
     packaged ImageNet weights on the batch's photos: 0 at an ImageNet start, the embeddings the
     same as without it, its gradient pulls moved features back, and training adds it to the loss."""
     cache = tmp_path / "cache"
-    with pytest.raises(IbsrError, match="feature_anchor"):
-        tiny_config(dataset_dir, cache, train={"feature_anchor": -1})
-    with pytest.raises(IbsrError, match="feature_anchor"):  # a ResNet query backbone has no packaged weights
-        tiny_config(dataset_dir, cache, train={"feature_anchor": 1.0})
     lite = {"query_arch": "efficientnet_lite0", "render_arch": "efficientnet_lite0", "pretrained": True}
     task = cmic_task(tiny_config(dataset_dir, cache, model=lite, train={"feature_anchor": 5.0},
                                  val={"every": 0}), tmp_path / "run")
