@@ -181,6 +181,27 @@ def test_tiny_training_lowers_the_loss_and_resumes_exactly(tiny_set, tmp_path, m
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # bit for bit
 
 
+def test_init_fine_tunes_the_given_network(tiny_set, tmp_path):
+    """--init starts from that checkpoint (here one that calls every pixel the object), not from
+    ImageNet and a new decoder; a checkpoint of another input size is a one-line error."""
+    start = constant_net(tmp_path, 8.0)
+    photos = scale_pixels(torch.from_numpy(load_mask_photos([tiny_set], SIZE, tmp_path / "cache",
+                                                            progress=False).images))
+    outputs = {}
+    for name, extra in (("init", ["--init", start]), ("fresh", [])):
+        result = invoke(train_cli, [*train_args(tiny_set, tmp_path / name, steps=1), "--lr", 1e-9, *extra])
+        assert result.exit_code == 0, result.output
+        trained, info = load_mask_checkpoint(tmp_path / name / "last.pt")
+        assert info["config"]["init"] == (str(start) if extra else "")
+        with torch.no_grad():
+            outputs[name] = trained.eval()(photos)
+    assert outputs["init"].min() > 7.9  # one step at lr 1e-9 leaves the constant network as it was
+    assert outputs["fresh"].max() < 7.9
+    wrong_size = invoke(train_cli, [*train_args(tiny_set, tmp_path / "other", steps=1), "--init", start,
+                                    "--size", 32])
+    assert_one_line_error(wrong_size, str(start), "pass --size 64")
+
+
 def test_a_config_file_holds_the_options_and_flags_override_it(tiny_set, tmp_path):
     config = tmp_path / "mask.toml"
     config.write_text(f'seed = 2\n[mask]\ndata = ["{tiny_set}"]\nsteps = 2\nbatch_size = 4\nsize = {SIZE}\n'

@@ -184,6 +184,9 @@ def export_cmd(checkpoint, out_path, half, as_json):
 @click.option("--checkpoint-every", default=None, type=click.IntRange(min=1),
               help="Steps between saves of the resumable state.pt (also saved at the end and on Ctrl-C/SIGTERM).  "
                    "[default: 500]")
+@click.option("--init", "init_path", default=None, type=click.Path(dir_okay=False, path_type=Path),
+              help="Fine-tune this mask network (.pt from `ibsr-train mask`, e.g. the shipped "
+                   "ibsr/model/weights/mask.pt) instead of starting from ImageNet; --size must be its size.")
 @click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False, path_type=Path),
               help="Config file (TOML): its seed and [mask] table; the flags above override it.")
 @click.option("--resume", is_flag=True,
@@ -191,7 +194,7 @@ def export_cmd(checkpoint, out_path, half, as_json):
                    "checkpoint cadence may change.")
 @json_option
 def mask_cmd(data_dirs, out_dir, val_dir, steps, batch_size, lr, size, seed, device, threads, cache_dir,
-             checkpoint_every, config_path, resume, as_json):
+             checkpoint_every, init_path, config_path, resume, as_json):
     """Train the automatic-mask network (EfficientNet-Lite0 encoder from ImageNet + FPN decoder) on
     the exact masks of synthetic photos; the searcher uses it for photos without mask or alpha."""
     from ibsr.train.config import MaskTrainConfig, command_config, override, read_config_file
@@ -200,7 +203,7 @@ def mask_cmd(data_dirs, out_dir, val_dir, steps, batch_size, lr, size, seed, dev
     tables = override(read_config_file(config_path) if config_path else {}, "mask",
                       data=[str(d) for d in data_dirs] or None, val=_text(val_dir), steps=steps,
                       batch_size=batch_size, lr=lr, size=size, seed=seed, device=device, threads=threads,
-                      cache=_text(cache_dir), checkpoint_every=checkpoint_every)
+                      cache=_text(cache_dir), checkpoint_every=checkpoint_every, init=_text(init_path))
     config = command_config(MaskTrainConfig, tables, str(config_path or "the command line"))
     command = " ".join(shlex.quote(a) for a in ["ibsr-train", *sys.argv[1:]])
     summary = train_mask(config, out_dir, resume=resume, command=command, progress=not as_json)

@@ -83,6 +83,7 @@ and their flags override its values (`override`).
     cache = "data/cache"         # decoded, resized photos and masks
     checkpoint_every = 500
     threads = 0                  # torch CPU threads (0 = torch's default)
+    init = ""                    # a mask checkpoint to fine-tune ("" = ImageNet encoder, new decoder)
 
     [adapt]                      # `ibsr-train adapt` (ibsr/train/adapt.py), seeded by `seed` too
     photos_per_shape = 6         # K photos of each catalog shape: K-1 to train on, the last held out
@@ -233,6 +234,7 @@ class MaskTrainConfig:
     cache: str = "data/cache"
     checkpoint_every: int = 500
     threads: int = 0  # torch CPU threads; 0 = torch's default
+    init: str = ""  # a mask checkpoint to fine-tune; "" = ImageNet encoder, decoder from `seed`
 
     TABLE = "mask"
 

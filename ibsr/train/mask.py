@@ -42,7 +42,7 @@ from ibsr.errors import IbsrError
 from ibsr.eval.queries import read_queries
 from ibsr.geometry.mesh import file_hash
 from ibsr.model.inputs import scale_pixels
-from ibsr.model.segmenter import MaskConfig, MaskNet, init_mask_net, save_mask_checkpoint
+from ibsr.model.segmenter import MaskConfig, MaskNet, init_mask_net, load_mask_checkpoint, save_mask_checkpoint
 from ibsr.photos.image import load_image, load_mask
 from ibsr.train.augment import affines, resample
 from ibsr.train.config import MaskTrainConfig
@@ -222,13 +222,26 @@ class MaskTask(Task):
         self.images = _place(self.train_photos.images, self.device)
         self.masks = _place(self.train_photos.masks, self.device)
         torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick its fastest kernels
-        self.model = init_mask_net(MaskConfig(size=config.size), config.seed, imagenet=not run_dir.resume)
+        self.model = self.start_model(resume=run_dir.resume)
         self.model.to(self.device, memory_format=torch.channels_last).train()
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         if run_dir.resume:
             run_dir.restore(self)
         else:
             run_dir.start(self.record())
+
+    def start_model(self, resume: bool) -> MaskNet:
+        """The network training starts from: the --init checkpoint (fine-tuning a shipped mask on
+        new photos keeps what it learnt, at a CPU's budget), else ImageNet + a seeded decoder. A
+        resumed run loads its own state over it, so nothing is read then."""
+        c = self.config
+        if not c.init or resume:
+            return init_mask_net(MaskConfig(size=c.size), c.seed, imagenet=not resume)
+        model, _ = load_mask_checkpoint(c.init)
+        if model.config.size != c.size:
+            raise IbsrError(f"this --init network takes {model.config.size} px photos, the run asks for --size "
+                            f"{c.size}; pass --size {model.config.size}", c.init)
+        return model
 
     def train_step(self) -> dict[str, torch.Tensor]:
         c = self.config
