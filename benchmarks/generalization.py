@@ -115,8 +115,10 @@ def index_builder(models: dict) -> dict:
     return builder
 
 
-def evaluate(work: Path, model: str, weights: str, mask_method: str, name: str, builder: str | None = None) -> dict:
-    """One model on one set; the index is built with `builder` (default: the model's own weights)."""
+def evaluate(work: Path, model: str, weights: str, mask_method: str, name: str, builder: str | None = None,
+             mask_weights: str | None = None) -> dict:
+    """One model on one set; the index is built with `builder` (default: the model's own weights),
+    the automatic masks made by `mask_weights` (default: the shipped mask network)."""
     real = name in REAL_SETS
     catalog = work / "data" / (REAL_CATALOG if real else SETS[name][3])
     builder = builder or weights
@@ -129,13 +131,15 @@ def evaluate(work: Path, model: str, weights: str, mask_method: str, name: str, 
     if real:
         families = {r["image"]: r.get("family") or family(r["shape_id"])
                     for r in map(json.loads, queries.read_text().splitlines())}
-    modes = (("given", []), ("auto", ["--ignore-masks", "--mask-method", mask_method]))
+    mask_options = ["--mask-weights", mask_weights] if mask_weights else []
+    modes = (("given", []), ("auto", ["--ignore-masks", "--mask-method", mask_method, *mask_options]))
     out = {}
     for masks, options in modes[1:] if name == "real-photos" else modes:  # real photos have no mask
         command = [sys.executable, "-m", "ibsr.cli.eval", "--index", str(index), "--queries", str(queries),
                    "--weights", weights, "--prefilter", "none", "--json", "--per-query", "--no-progress",
                    *(["--shape-metrics"] if real else []), *options]
-        report = cached_report(work, command, [weights, builder, queries])
+        mask_file = [mask_weights] if mask_weights and masks == "auto" else []  # its contents, in the key
+        report = cached_report(work, command, [weights, builder, queries, *mask_file])
         s = report["summary"]
         out[masks] = {"top1": s["top1"], "top10": s["top10"], "category": s["category"], "queries": s["count"],
                       "shapes": report["shapes"], "seconds": report["timings"]["total_s"],
@@ -148,8 +152,8 @@ def evaluate(work: Path, model: str, weights: str, mask_method: str, name: str, 
 def cached_report(work: Path, command: list[str], inputs: list) -> dict:
     """The JSON report of an ibsr-eval command, kept under work/reports/ by a hash of the
     command, its input files' contents and the runtime settings (IBSR_RUNTIME, IBSR_PRECISION):
-    a rerun that adds a model scores only that model. A change of ibsr's own code is not in the
-    key: clear work/reports/ after one."""
+    a rerun that adds a model scores only that model. A change of ibsr's own code, or of the
+    shipped mask network, is not in the key: clear work/reports/ after one."""
     settings = {k: os.environ.get(k, "") for k in ("IBSR_RUNTIME", "IBSR_PRECISION")}
     key = hashlib.sha256(json.dumps([command[1:], [_file_hash(Path(f)) for f in inputs], settings]).encode()
                          ).hexdigest()[:16]
@@ -214,6 +218,9 @@ def main():
                         help="A model to score (repeat to compare, e.g. old=... new=...).")
     parser.add_argument("--mask-method", action="append", default=[], metavar="NAME=METHOD",
                         help="Automatic mask for a model's 'auto' rows: grabcut, model or auto (default).")
+    parser.add_argument("--mask-weights", action="append", default=[], metavar="NAME=FILE",
+                        help="Mask network for a model's 'auto' rows (default: the shipped one); to compare "
+                             "mask networks, name the same weights twice: --model a=W --model b=W --mask-weights b=M.")
     parser.add_argument("--work", type=Path, default=Path("data/generalization"),
                         help="Folder for the generated sets and indexes (reused when present).")
     parser.add_argument("--shapes-per-category", type=int, default=8,
@@ -232,6 +239,7 @@ def main():
     args = parser.parse_args()
     models = dict(m.split("=", 1) for m in args.model)
     mask_methods = {name: "auto" for name in models} | dict(m.split("=", 1) for m in args.mask_method)
+    mask_weights = dict(m.split("=", 1) for m in args.mask_weights)
     sets = [s for s in args.sets.split(",") if s]
     unknown = [s for s in sets if s not in SETS and s not in REAL_SETS]
     if unknown:
@@ -244,7 +252,8 @@ def main():
         made = make_real_sets(args.work, args)
         sets = [s for s in sets if s not in REAL_SETS or s in made]
     builders = index_builder(models)
-    results = {model: {name: evaluate(args.work, model, weights, mask_methods[model], name, builders[model])
+    results = {model: {name: evaluate(args.work, model, weights, mask_methods[model], name, builders[model],
+                                      mask_weights.get(model))
                        for name in sets}
                for model, weights in models.items()}
     print_table(results)
@@ -258,7 +267,7 @@ def main():
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({
-            "results": results, "paired": comparison, "models": models, "mask_methods": mask_methods, "seed": args.seed, "shapes_per_category": args.shapes_per_category,
+            "results": results, "paired": comparison, "models": models, "mask_methods": mask_methods, "mask_weights": mask_weights, "seed": args.seed, "shapes_per_category": args.shapes_per_category,
             "photos_per_shape": args.photos_per_shape, "cpu": cpu_name(), "python": platform.python_version(),
             "seconds": round(time.perf_counter() - start, 1)}, indent=2) + "\n")
 

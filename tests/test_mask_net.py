@@ -7,6 +7,8 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,13 +23,16 @@ from ibsr.cli import search as search_cli
 from ibsr.cli import train as train_cli
 from ibsr.errors import IbsrError
 from ibsr.model import scale_pixels, segmenter
-from ibsr.model.segmenter import MaskConfig, MaskNet, init_mask_net, load_mask_checkpoint, save_mask_checkpoint
+from ibsr.model.segmenter import (MaskConfig, MaskNet, init_mask_net, load_mask_checkpoint, mask_certainty,
+                                  save_mask_checkpoint)
 from ibsr.photos import mask_model
+from ibsr.photos.box import Box
 from ibsr.photos.mask import grabcut_mask
 from ibsr.photos.query import load_query
 from ibsr.train.config import MaskTrainConfig
 from ibsr.train.mask import MaskTask, load_mask_photos, mask_loss
 
+REPO = Path(__file__).resolve().parent.parent
 SIZE = 64  # network input side in these tests (the shipped one uses 224)
 
 
@@ -43,14 +48,14 @@ def assert_one_line_error(result, *needles):
         assert needle in lines[0], lines[0]
 
 
-def constant_net(tmp_path, logit: float):
+def constant_net(tmp_path, logit: float, certainty_floor: float = 0.0):
     """A real MaskNet checkpoint whose output is `logit` everywhere (last conv zero, bias set):
     +8 = the whole photo is the object, -8 = nothing is."""
-    model = MaskNet(MaskConfig(size=SIZE)).eval()
+    model = MaskNet(MaskConfig(size=SIZE, certainty_floor=certainty_floor)).eval()
     with torch.no_grad():
         model.head[-1].weight.zero_()
         model.head[-1].bias.fill_(logit)
-    return save_mask_checkpoint(model, tmp_path / f"const{logit:+.0f}.pt")
+    return save_mask_checkpoint(model, tmp_path / f"const{logit:+.1f}-floor{certainty_floor}.pt")
 
 
 def photo(tmp_path, name="q.png"):
@@ -92,7 +97,7 @@ def test_checkpoint_round_trip_stores_float16_and_predicts_the_same(tmp_path):
     path = save_mask_checkpoint(model, tmp_path / "mask.pt", {"note": "test"})
     raw = torch.load(path, weights_only=True)
     assert raw["format"] == "ibsr-mask" and raw["config"] == {"arch": "efficientnet_lite0", "size": SIZE,
-                                                              "decoder_channels": 64}
+                                                              "decoder_channels": 64, "certainty_floor": 0.0}
     dtypes = {k: v.dtype for k, v in raw["state_dict"].items()}
     assert dtypes["encoder._conv_stem.weight"] == dtypes["head.1.bias"] == torch.float16
     assert all(dtypes[k] == torch.float32 for k in dtypes if k.endswith(("running_mean", "running_var")))
@@ -156,6 +161,7 @@ def test_tiny_training_lowers_the_loss_and_resumes_exactly(tiny_set, tmp_path, m
     photos = load_mask_photos([tiny_set], SIZE, tmp_path / "cache", progress=False)
     trained, info = load_mask_checkpoint(tmp_path / "full" / "last.pt")
     assert info["step"] == 20 and info["val"] == summary["val"] and info["trained_by"] == "ibsr-train mask"
+    assert 0 < trained.config.certainty_floor < 1  # measured on its training photos at the end
     start = batch_stat_loss(init_mask_net(MaskConfig(size=SIZE), seed=0), photos)
     assert batch_stat_loss(trained, photos) < 0.8 * start
 
@@ -274,10 +280,65 @@ def test_a_tiny_network_mask_falls_back_to_grabcut(tmp_path, monkeypatch):
     def speck(model, rgb):
         mask = np.zeros(rgb.shape[:2], bool)
         mask[30, 35] = True  # 1 pixel of 4200: under the 0.5% floor
-        return mask
+        return mask, 1.0
 
-    monkeypatch.setattr(mask_model, "predict_mask", speck)
+    monkeypatch.setattr(mask_model, "predict_mask_and_certainty", speck)
     assert load_query(image).mask_source == "grabcut-fallback"
+
+
+def test_mask_certainty_counts_only_what_is_not_sure_background():
+    assert mask_certainty(np.array([0.0, 0.05, 1.0, 1.0])) == pytest.approx(1.0)  # sure background left out
+    assert mask_certainty(np.full((4, 4), 0.5)) == pytest.approx(0.0)
+    assert mask_certainty(np.array([0.02, 0.3, 0.9])) == pytest.approx((0.4 + 0.8) / 2)
+    assert mask_certainty(np.zeros((3, 3))) == 0.0  # nothing marked at all
+
+
+def test_an_uncertain_network_mask_gives_way_to_the_whole_photo(tmp_path, monkeypatch):
+    """Below its certainty floor the network's mask is not used: the photo is the object (a box:
+    the box is). A checkpoint without a floor (0, as before floors existed) never does this."""
+    image = photo(tmp_path)
+    unsure = constant_net(tmp_path, 0.5, certainty_floor=0.5)  # p = 0.62 everywhere: certainty 0.245
+    monkeypatch.setenv("IBSR_MASK_WEIGHTS", str(unsure))
+    query = load_query(image)
+    assert query.mask_source == "whole-photo" and query.mask.all() and query.mask.shape == (60, 70)
+    boxed = load_query(image, box=Box(10, 5, 40, 30))
+    expected = np.zeros((60, 70), bool)
+    expected[5:30, 10:40] = True
+    assert boxed.mask_source == "whole-photo" and np.array_equal(boxed.mask, expected)
+    monkeypatch.setenv("IBSR_MASK_WEIGHTS", str(constant_net(tmp_path, 0.5)))  # no floor
+    assert load_query(image).mask_source == "model"
+    sure = constant_net(tmp_path, 8.0, certainty_floor=0.5)  # certainty ~1: above its floor
+    monkeypatch.setenv("IBSR_MASK_WEIGHTS", str(sure))
+    assert load_query(image).mask_source == "model"
+    with pytest.raises(IbsrError, match="certainty_floor"):
+        MaskConfig.from_dict({"certainty_floor": 1.5})
+
+
+def test_mask_floor_script_writes_the_network_with_its_floor(tiny_set, tmp_path):
+    """scripts/mask_floor.py: the floor is the 1st percentile of the network's certainty on the
+    photos (here all 12, so between the two least certain), the weights are the same."""
+    start = constant_net(tmp_path, 0.0)
+    start_model, _ = load_mask_checkpoint(start)
+    with torch.no_grad():  # a decoder that answers per photo: certainties differ
+        start_model.head[-1].weight.normal_(0, 0.5, generator=torch.Generator().manual_seed(0))
+    save_mask_checkpoint(start_model, start)
+    start_model, _ = load_mask_checkpoint(start)  # as stored: float16 weights
+    out = tmp_path / "floor.pt"
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "mask_floor.py"), str(start), "--data",
+                             str(tiny_set), "--out", str(out)], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout.strip().splitlines()[-1])
+    model, info = load_mask_checkpoint(out)
+    assert model.config.certainty_floor == printed["certainty_floor"] and info["certainty_floor"]["photos"] == 12
+    photos = load_mask_photos([tiny_set], SIZE, tmp_path / "cache", progress=False)
+    with torch.no_grad():
+        prob = torch.sigmoid(model(scale_pixels(torch.from_numpy(photos.images))))
+    certainties = sorted(mask_certainty(p) for p in prob)
+    assert certainties[0] - 1e-3 <= model.config.certainty_floor <= certainties[1] + 1e-3
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), start_model.state_dict().values()))
+    bad = subprocess.run([sys.executable, str(REPO / "scripts" / "mask_floor.py"), str(tmp_path / "none.pt"),
+                          "--data", str(tiny_set), "--out", str(out)], capture_output=True, text=True)
+    assert bad.returncode == 1 and bad.stderr.strip().startswith("error: ") and "Traceback" not in bad.stderr
 
 
 def test_search_and_eval_mask_options(built_index, tiny_weights, catalog, tmp_path, monkeypatch):

@@ -49,6 +49,10 @@ class MaskConfig:
     arch: str = "efficientnet_lite0"  # encoder (an ibsr.model.backbones.efficientnet_lite variant)
     size: int = 224  # side of the square the predictor resizes photos to
     decoder_channels: int = 64
+    # Below this certainty (`mask_certainty`) the photo is outside what the network learnt, and
+    # the searcher takes the whole photo as the object; 0 = never. `ibsr-train mask` sets it to
+    # the 1st percentile over its training photos.
+    certainty_floor: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -61,6 +65,8 @@ class MaskConfig:
         config = cls(**data)
         if config.arch not in PACKAGES or not (isinstance(config.size, int) and 32 <= config.size <= 1024):
             raise IbsrError(f"bad mask config {data!r}: arch one of {', '.join(PACKAGES)}, size 32-1024 px")
+        if not (isinstance(config.certainty_floor, (int, float)) and 0 <= config.certainty_floor < 1):
+            raise IbsrError(f"bad mask config {data!r}: certainty_floor must be at least 0 and below 1")
         return config
 
 
@@ -115,6 +121,16 @@ def init_mask_net(config: MaskConfig = MaskConfig(), seed: int = 0, imagenet: bo
     if imagenet:
         model.load_imagenet()
     return model
+
+
+def mask_certainty(probability) -> float:
+    """How sure the network is of its mask: the mean of |2p - 1| over the pixels it gives at
+    least 0.1 (1 = every such pixel certain). The background it is sure of is left out, so a
+    photo that is mostly background does not look certain. Synthetic photos like its training
+    ones score ~0.9; real photos it half-understands (a fragment of the object marked) far less."""
+    p = torch.as_tensor(probability, dtype=torch.float32)
+    considered = p[p >= 0.1]
+    return float((2 * considered - 1).abs().mean()) if considered.numel() else 0.0
 
 
 def default_mask_weights_path() -> pathlib.Path:

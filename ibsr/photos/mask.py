@@ -70,7 +70,10 @@ def automatic_mask(rgb: np.ndarray, method: str = "auto", weights: str | Path | 
 
     "auto" uses the mask network when its weights exist (`weights`, default the shipped
     mask.pt), "model" requires them; both fall back to GrabCut when the network's mask is empty
-    or tiny ("grabcut-fallback"). "grabcut", or "auto" without weights, is GrabCut.
+    or tiny ("grabcut-fallback"), and take the whole photo as the object when the network is
+    less certain of its mask than its `certainty_floor` ("whole-photo"): on photos unlike its
+    training ones it marks a fragment, and the crop around a fragment cuts the object away.
+    "grabcut", or "auto" without weights, is GrabCut.
     """
     check_mask_method(method)
     if method != "grabcut":
@@ -78,10 +81,12 @@ def automatic_mask(rgb: np.ndarray, method: str = "auto", weights: str | Path | 
 
         model = mask_model.load_mask_model(weights, required=method == "model" or weights is not None)
         if model is not None:
-            mask = mask_model.predict_mask(model, rgb)
-            if mask.mean() >= MIN_MODEL_MASK_FRACTION:
-                return mask, "model"
-            return grabcut_mask(rgb), "grabcut-fallback"
+            mask, certainty = mask_model.predict_mask_and_certainty(model, rgb)
+            if mask.mean() < MIN_MODEL_MASK_FRACTION:
+                return grabcut_mask(rgb), "grabcut-fallback"
+            if certainty < model.config.certainty_floor:
+                return np.ones_like(mask), "whole-photo"
+            return mask, "model"
     return grabcut_mask(rgb), "grabcut"
 
 

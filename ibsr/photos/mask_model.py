@@ -22,7 +22,7 @@ from ibsr.cpus import parallel_map
 from ibsr.errors import IbsrError
 from ibsr.model import segmenter
 from ibsr.model.inputs import scale_pixels
-from ibsr.model.segmenter import MaskNet, load_mask_checkpoint
+from ibsr.model.segmenter import MaskNet, load_mask_checkpoint, mask_certainty
 from ibsr.runtime import onnx_encoder
 
 _cache: dict[tuple[str, int], MaskNet] = {}  # (resolved path, mtime_ns) -> model
@@ -47,9 +47,9 @@ def load_mask_model(path: str | Path | None = None, required: bool = False) -> M
 
 
 @torch.no_grad()
-def mask_probability(model: MaskNet, rgb: np.ndarray, runtime: str | None = None) -> np.ndarray:
-    """H x W float32 object probability of an H x W x 3 uint8 photo."""
-    h, w = rgb.shape[:2]
+def network_probability(model: MaskNet, rgb: np.ndarray, runtime: str | None = None) -> np.ndarray:
+    """size x size float32 object probability of an H x W x 3 uint8 photo, at the network's input
+    resolution (`MaskConfig.size`)."""
     size = model.config.size
     x = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
     x = scale_pixels(torch.from_numpy(x).permute(2, 0, 1)[None])
@@ -57,12 +57,24 @@ def mask_probability(model: MaskNet, rgb: np.ndarray, runtime: str | None = None
     if net is None:
         net, x = model, x.contiguous(memory_format=torch.channels_last)  # torch: the model's layout
     logits = next(iter(parallel_map(lambda item: net(item)[0, 0], [x])))
-    prob = torch.sigmoid(logits).numpy()
-    return cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR)
+    return torch.sigmoid(logits).numpy()
+
+
+def mask_probability(model: MaskNet, rgb: np.ndarray, runtime: str | None = None) -> np.ndarray:
+    """H x W float32 object probability of an H x W x 3 uint8 photo."""
+    h, w = rgb.shape[:2]
+    return cv2.resize(network_probability(model, rgb, runtime), (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def predict_mask_and_certainty(model: MaskNet, rgb: np.ndarray, runtime: str | None = None) -> tuple[np.ndarray, float]:
+    """(H x W bool object mask of the photo, the network's certainty of it: `mask_certainty`)."""
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise IbsrError(f"mask network needs an H x W x 3 RGB image, got shape {rgb.shape}")
+    prob = network_probability(model, rgb, runtime)
+    h, w = rgb.shape[:2]
+    return cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR) >= 0.5, mask_certainty(prob)
 
 
 def predict_mask(model: MaskNet, rgb: np.ndarray, runtime: str | None = None) -> np.ndarray:
     """H x W bool: the network's object mask of the photo."""
-    if rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise IbsrError(f"mask network needs an H x W x 3 RGB image, got shape {rgb.shape}")
-    return mask_probability(model, rgb, runtime) >= 0.5
+    return predict_mask_and_certainty(model, rgb, runtime)[0]

@@ -29,7 +29,7 @@ class Query:
     path: str
     rgb: np.ndarray  # H x W x 3 uint8
     mask: np.ndarray  # H x W bool
-    mask_source: str  # "file", "alpha", "model", "grabcut", or "grabcut-fallback"
+    mask_source: str  # "file", "alpha", "model", "grabcut", "grabcut-fallback" or "whole-photo"
     box: Box | None = None  # the box searched (checked: whole pixels inside the photo); None: all of it
 
 

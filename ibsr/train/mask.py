@@ -21,14 +21,16 @@ channels_last. Every random draw comes from a generator seeded by (seed, step), 
 from `state.pt` continues the same run. The run folder holds config.json (`MaskTrainConfig`'s
 record), state.pt (model and optimizer), metrics.jsonl (losses at step 1, every 25 steps and the
 last; the validation) and last.pt (the shipped format, float16), whose info carries the
-validation IoU measured at the end on --val (the cached input resolution, threshold 0.5).
+validation IoU measured at the end on --val (the cached input resolution, threshold 0.5), and
+whose config carries its certainty floor (`certainty_floor`: below it the searcher searches the
+whole photo), measured at the end on 1000 of its training photos.
 """
 
 from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -42,7 +44,8 @@ from ibsr.errors import IbsrError
 from ibsr.eval.queries import read_queries
 from ibsr.geometry.mesh import file_hash
 from ibsr.model.inputs import scale_pixels
-from ibsr.model.segmenter import MaskConfig, MaskNet, init_mask_net, load_mask_checkpoint, save_mask_checkpoint
+from ibsr.model.segmenter import (MaskConfig, MaskNet, init_mask_net, load_mask_checkpoint, mask_certainty,
+                                  save_mask_checkpoint)
 from ibsr.photos.image import load_image, load_mask
 from ibsr.train.augment import affines, resample
 from ibsr.train.config import MaskTrainConfig
@@ -58,6 +61,8 @@ WARMUP_STEPS = 100  # linear warm-up (the decoder starts random on a pretrained 
 CROP_AREA = (0.35, 1.0)
 CROP_RATIO = (0.5, 2.0)
 LOG_EVERY = 25  # steps between metrics lines (and the first and last step's)
+FLOOR_PHOTOS = 1000  # training photos the certainty floor is measured on
+FLOOR_PERCENTILE = 1.0  # the share (%) of in-domain photos below the floor
 # Keys a resumed run may change: its length (if the steps taken keep their rates), where it
 # runs, and its checkpoint cadence.
 RESUMABLE = frozenset({"steps", "device", "threads", "checkpoint_every", "cache"})
@@ -183,6 +188,25 @@ def mask_iou(model: MaskNet, photos: MaskPhotos, device: torch.device, batch_siz
             "iou_below_0.5": round(float((iou < 0.5).mean()), 4)}
 
 
+@torch.no_grad()
+def certainty_floor(model: MaskNet, images: np.ndarray, device: torch.device, seed: int = 0,
+                    photos: int = FLOOR_PHOTOS, batch_size: int = 64) -> float:
+    """The `MaskConfig.certainty_floor` of a network: the FLOOR_PERCENTILE-th percentile of its
+    `mask_certainty` over up to `photos` of `images` (N x 3 x S x S uint8, photos like the ones it
+    trained on, un-augmented, in float32 as the searcher runs it): about 1% of photos from its own
+    domain then go whole, and photos it does not understand far more often."""
+    pick = np.sort(np.random.default_rng([seed, 1]).choice(len(images), min(photos, len(images)), replace=False))
+    was_training = model.training
+    model.eval()
+    certainties = []
+    for start in range(0, len(pick), batch_size):
+        x = scale_pixels(torch.from_numpy(images[pick[start:start + batch_size]]).to(device))
+        prob = torch.sigmoid(model(x.contiguous(memory_format=torch.channels_last)).float()).cpu()
+        certainties += [mask_certainty(p) for p in prob]
+    model.train(was_training)
+    return round(float(np.percentile(certainties, FLOOR_PERCENTILE)), 4)
+
+
 # --------------------------------------------------------------------------- the run
 
 
@@ -272,6 +296,8 @@ class MaskTask(Task):
         val = mask_iou(self.model, self.val_photos, self.device) if self.val_photos is not None else None
         if val is not None:
             self.run_dir.log({"step": self.step, "val": val})
+        floor = certainty_floor(self.model, self.train_photos.images, self.device, c.seed)
+        self.model.config = replace(self.model.config, certainty_floor=floor)
         info = {"trained_by": "ibsr-train mask", "command": self.command, "config": c.to_dict(), "step": self.step,
                 "train_data": {"queries": self.train_photos.sources, "photos": len(self.train_photos.images)},
                 "val": val, "seconds_per_step": round(seconds_per_step, 4), "device": str(self.device)}
