@@ -138,8 +138,7 @@ def evaluate(work: Path, model: str, weights: str, mask_method: str, name: str, 
         command = [sys.executable, "-m", "ibsr.cli.eval", "--index", str(index), "--queries", str(queries),
                    "--weights", weights, "--prefilter", "none", "--json", "--per-query", "--no-progress",
                    *(["--shape-metrics"] if real else []), *options]
-        mask_file = [mask_weights] if mask_weights and masks == "auto" else []  # its contents, in the key
-        report = cached_report(work, command, [weights, builder, queries, *mask_file])
+        report = cached_report(work, command, [weights, builder, queries, *automatic_mask_files(masks, mask_weights)])
         s = report["summary"]
         out[masks] = {"top1": s["top1"], "top10": s["top10"], "category": s["category"], "queries": s["count"],
                       "shapes": report["shapes"], "seconds": report["timings"]["total_s"],
@@ -149,11 +148,21 @@ def evaluate(work: Path, model: str, weights: str, mask_method: str, name: str, 
     return out
 
 
+def automatic_mask_files(masks: str, mask_weights: str | None) -> list:
+    """The mask network an 'auto' row's masks come from (the given one, else the installed one,
+    if any), so that its contents are part of the report's key: a new shipped mask.pt scores
+    again."""
+    from ibsr.model.segmenter import default_mask_weights_path
+
+    network = Path(mask_weights) if mask_weights else default_mask_weights_path()
+    return [network] if masks == "auto" and network.is_file() else []
+
+
 def cached_report(work: Path, command: list[str], inputs: list) -> dict:
     """The JSON report of an ibsr-eval command, kept under work/reports/ by a hash of the
     command, its input files' contents and the runtime settings (IBSR_RUNTIME, IBSR_PRECISION):
-    a rerun that adds a model scores only that model. A change of ibsr's own code, or of the
-    shipped mask network, is not in the key: clear work/reports/ after one."""
+    a rerun that adds a model scores only that model. A change of ibsr's own code is not in the
+    key: clear work/reports/ after one."""
     settings = {k: os.environ.get(k, "") for k in ("IBSR_RUNTIME", "IBSR_PRECISION")}
     key = hashlib.sha256(json.dumps([command[1:], [_file_hash(Path(f)) for f in inputs], settings]).encode()
                          ).hexdigest()[:16]

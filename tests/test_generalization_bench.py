@@ -66,3 +66,17 @@ def test_real_rows_are_skipped_with_a_message_without_the_real_folders(tmp_path,
     assert generalization.make_real_sets(tmp_path / "work", args) == []
     assert "real rows skipped" in capsys.readouterr().err
     assert not (tmp_path / "work").exists()
+
+
+def test_the_mask_network_of_auto_rows_is_part_of_the_report_key(tmp_path, monkeypatch):
+    """A report of automatic masks is keyed by the mask network that made them: the given one,
+    else the installed one; rows with the exact masks do not depend on it."""
+    installed, given = tmp_path / "installed.pt", tmp_path / "given.pt"
+    installed.write_bytes(b"a")
+    given.write_bytes(b"b")
+    monkeypatch.setenv("IBSR_MASK_WEIGHTS", str(installed))
+    assert generalization.automatic_mask_files("auto", None) == [installed]
+    assert generalization.automatic_mask_files("auto", str(given)) == [given]
+    assert generalization.automatic_mask_files("given", str(given)) == []
+    monkeypatch.setenv("IBSR_MASK_WEIGHTS", str(tmp_path / "absent.pt"))  # GrabCut: no network file
+    assert generalization.automatic_mask_files("auto", None) == []
