@@ -253,6 +253,10 @@ def _text(path: Path | None) -> str | None:
               help="Train CMIC's category term on the catalog's categories (its folder names); turn it off "
                    "when folders are not categories (e.g. a 'misc' folder of unrelated objects).  "
                    "[default: --category-loss]")
+@click.option("--whole-copies/--no-whole-copies", default=None,
+              help="Train on every photo a second time searched whole (crop = photo), the input the mask "
+                   "network gives a photo it cannot segment; keeps the right-category rate of real photos "
+                   "from falling.  [default: --no-whole-copies]")
 @click.option("--up-axis", type=click.Choice(UP_AXES), default=None,
               help="Which axis of the mesh files points up, as for ibsr-index build.  [default: y]")
 @click.option("--work", "work_path", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -271,7 +275,7 @@ def _text(path: Path | None) -> str | None:
                    "--resume, both override the run's own settings).")
 @json_option
 def adapt_cmd(catalog, out_path, weights, minutes, max_steps, photos_per_shape, photo_size, side, lr, batch_size,
-              seed, category_loss, up_axis, work_path, resume, workers, threads, device, config_path, as_json):
+              seed, category_loss, whole_copies, up_axis, work_path, resume, workers, threads, device, config_path, as_json):
     """Adapt a model to CATALOG (a folder of meshes or a manifest, as for ibsr-index build) with
     no labelled photo: make synthetic photos of every catalog mesh, fine-tune on them, score the
     held-out photos before and after, and write --out. What is done survives Ctrl-C, SIGTERM
@@ -282,7 +286,8 @@ def adapt_cmd(catalog, out_path, weights, minutes, max_steps, photos_per_shape, 
 
     tables = override(read_config_file(config_path) if config_path else {}, "adapt", minutes=minutes,
                       max_steps=max_steps, photos_per_shape=photos_per_shape, photo_size=photo_size, side=side,
-                      lr=lr, batch_size=batch_size, seed=seed, category_loss=category_loss, up_axis=up_axis,
+                      lr=lr, batch_size=batch_size, seed=seed, category_loss=category_loss, whole_copies=whole_copies,
+                      up_axis=up_axis,
                       workers=workers, threads=threads, device=device)
     base = AdaptOptions()
     if resume:  # options given neither on the command line nor in --config are the run's own

@@ -49,6 +49,7 @@ import time
 from dataclasses import asdict, fields
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -78,7 +79,8 @@ FALLBACK_LR = 2e-5  # ... for a base whose info does not say (imported or hand-m
 SAVE_EVERY_SECONDS = 60  # resumable state written about this often
 TOPK = 10
 # What makes a run: `--resume` refuses to continue with any of these changed.
-RUN_KEYS = ("photos_per_shape", "photo_size", "seed", "side", "lr", "batch_size", "up_axis", "category_loss")
+RUN_KEYS = ("photos_per_shape", "photo_size", "seed", "side", "lr", "batch_size", "up_axis", "category_loss",
+            "whole_copies")
 
 
 def work_dir(out, work=None) -> Path:
@@ -223,16 +225,30 @@ class Adaptation:
         if len(done) < 2:
             raise IbsrError(f"adaptation needs at least 2 usable meshes; {len(done)} of {len(entries)} could be "
                             f"loaded and photographed", self.catalog)
-        self._write_datasets(done)
-        self.record.update(shapes=len(done), skipped=skipped,
-                           photos={"train": len(done) * (o.photos_per_shape - 1), "heldout": len(done)})
+        train_photos = self._write_datasets(done)
+        self.record.update(shapes=len(done), skipped=skipped, photos={"train": train_photos, "heldout": len(done)})
         self._save_record()
 
-    def _write_datasets(self, done: list) -> None:
+    def _write_datasets(self, done: list) -> int:
         """train/ and heldout/: the usable shapes as a manifest, and the photos split by k
-        (the last photo of every shape held out)."""
-        write_dataset(self.work / "train", done, lambda photos: photos[:-1], "../photos")
+        (the last photo of every shape held out). Returns the number of training photos."""
+        whole = self._whole_mask() if self.options.whole_copies else None
+
+        def train_photos(photos):
+            kept = photos[:-1]
+            return kept + [(image, whole) for image, _ in kept] if whole else kept
+
         write_dataset(self.work / "heldout", done, lambda photos: photos[-1:], "../photos")
+        return write_dataset(self.work / "train", done, train_photos, "../photos")
+
+    def _whole_mask(self) -> str:
+        """An all-object mask of the photos' size in photos/ (its name there): the photos are
+        square, `photo_size` px."""
+        size = self.options.photo_size
+        name = f"whole-{size}.png"
+        _, png = cv2.imencode(".png", np.full((size, size), 255, np.uint8))
+        atomic_write(self.work / "photos" / name, png.tobytes())
+        return name
 
     def _before(self, heldout: Dataset) -> dict:
         if self.record.get("before"):

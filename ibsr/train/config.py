@@ -267,6 +267,9 @@ class AdaptOptions:
     minutes: float = 10.0  # wall-clock budget of the whole command
     max_steps: int = 0  # > 0: at most this many training steps, whatever the budget
     category_loss: bool = True  # CMIC's category term on the catalog's categories (its folder names)
+    # every training photo a second time with an all-object mask (crop = photo): the input the
+    # mask network's certainty floor gives a photo it cannot segment (ibsr.photos.mask)
+    whole_copies: bool = False
     threads: int = 0  # torch CPU threads (0 = every CPU this process may use)
     workers: int = 2  # photo worker processes (0 = in this process)
     device: str = "auto"
