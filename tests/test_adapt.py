@@ -16,6 +16,8 @@ import signal
 import time
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import torch
 import trimesh
@@ -112,6 +114,35 @@ def test_category_loss_can_be_turned_off_for_catalogs_whose_folders_are_not_cate
     _, info = load_checkpoint_with_info(report["out"])
     assert info["config"]["method"]["category_loss"] is False
     assert read_record(report["work"])["options"]["category_loss"] is False  # --resume keeps it
+
+
+def test_whole_copies_train_on_every_photo_searched_whole_too(tiny_weights, user_catalog, tmp_path):
+    from ibsr.photos.query import CROP_MARGIN
+    from ibsr.train.data import query_input
+
+    result = run_cli(user_catalog, "--out", tmp_path / "whole.pt", "--weights", tiny_weights,
+                     *cli_options(max_steps=2), "--whole-copies", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output[result.output.index("{"):])
+    work = Path(report["work"])
+    train = [json.loads(x) for x in open(work / "train" / "queries.jsonl")]
+    exact = [q for q in train if not q["mask"].endswith("whole-64.png")]
+    whole = [q for q in train if q["mask"].endswith("whole-64.png")]
+    assert len(exact) == len(whole) == 2 * SHAPES
+    assert sorted((q["image"], q["shape_id"]) for q in exact) == sorted((q["image"], q["shape_id"]) for q in whole)
+    heldout = [json.loads(x) for x in open(work / "heldout" / "queries.jsonl")]
+    assert len(heldout) == SHAPES and not any(q["mask"].endswith("whole-64.png") for q in heldout)
+    rgb = cv2.cvtColor(cv2.imread(str(work / "train" / whole[0]["image"])), cv2.COLOR_BGR2RGB)
+    mask = cv2.imread(str(work / "train" / whole[0]["mask"]), cv2.IMREAD_GRAYSCALE)
+    assert mask.shape == rgb.shape[:2] == (64, 64) and (mask == 255).all()
+    # searched whole, as the mask floor searches a photo: the crop holds all of the photo (and
+    # the margin), not a crop around the object
+    x = query_input(rgb, mask > 127, 64)
+    assert np.array_equal(x, query_input(rgb, np.ones((64, 64), bool), 64))
+    assert (x[3] > 127).mean() == pytest.approx(1 / (1 + 2 * CROP_MARGIN) ** 2, abs=0.05)
+    record = read_record(work)
+    assert record["options"]["whole_copies"] is True and record["photos"]["train"] == 4 * SHAPES
+    assert "whole_copies" in adapt_module.RUN_KEYS  # --resume refuses to change it
 
 
 def test_photos_and_held_out_split(adapted):
