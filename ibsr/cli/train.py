@@ -255,8 +255,8 @@ def _text(path: Path | None) -> str | None:
                    "[default: --category-loss]")
 @click.option("--whole-copies/--no-whole-copies", default=None,
               help="Train on every photo a second time searched whole (crop = photo), the input the mask "
-                   "network gives a photo it cannot segment; keeps the right-category rate of real photos "
-                   "from falling.  [default: --no-whole-copies]")
+                   "network gives a photo it cannot segment. Measured on real photos: more right shapes "
+                   "first, fewer right categories (benchmarks/RESULTS.md).  [default: --no-whole-copies]")
 @click.option("--up-axis", type=click.Choice(UP_AXES), default=None,
               help="Which axis of the mesh files points up, as for ibsr-index build.  [default: y]")
 @click.option("--work", "work_path", type=click.Path(file_okay=False, path_type=Path), default=None,
