@@ -275,7 +275,8 @@ def _text(path: Path | None) -> str | None:
                    "--resume, both override the run's own settings).")
 @json_option
 def adapt_cmd(catalog, out_path, weights, minutes, max_steps, photos_per_shape, photo_size, side, lr, batch_size,
-              seed, category_loss, whole_copies, up_axis, work_path, resume, workers, threads, device, config_path, as_json):
+              seed, category_loss, whole_copies, up_axis, work_path, resume, workers, threads, device, config_path,
+              as_json):
     """Adapt a model to CATALOG (a folder of meshes or a manifest, as for ibsr-index build) with
     no labelled photo: make synthetic photos of every catalog mesh, fine-tune on them, score the
     held-out photos before and after, and write --out. What is done survives Ctrl-C, SIGTERM
@@ -287,8 +288,7 @@ def adapt_cmd(catalog, out_path, weights, minutes, max_steps, photos_per_shape, 
     tables = override(read_config_file(config_path) if config_path else {}, "adapt", minutes=minutes,
                       max_steps=max_steps, photos_per_shape=photos_per_shape, photo_size=photo_size, side=side,
                       lr=lr, batch_size=batch_size, seed=seed, category_loss=category_loss, whole_copies=whole_copies,
-                      up_axis=up_axis,
-                      workers=workers, threads=threads, device=device)
+                      up_axis=up_axis, workers=workers, threads=threads, device=device)
     base = AdaptOptions()
     if resume:  # options given neither on the command line nor in --config are the run's own
         base, recorded_weights = recorded_options(work_dir(out_path, work_path))
