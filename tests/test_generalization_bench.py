@@ -31,17 +31,56 @@ def test_sign_test_is_the_two_sided_binomial_tail():
 
 def test_paired_counts_the_photos_only_one_model_puts_first():
     def first(*flags):
-        return {"first": {f"p{i}.jpg": f for i, f in enumerate(flags)}}
+        return {"per_photo": {"top1": {f"p{i}.jpg": f for i, f in enumerate(flags)}}}
 
     results = {
         "old": {"set": {"given": first(True, True, False, False), "auto": first(True, False, False, False)}},
-        "new": {"set": {"given": first(True, False, True, True), "auto": {"first": {"p0.jpg": False, "p9.jpg": True}}}},
+        "new": {"set": {"given": first(True, False, True, True),
+                        "auto": {"per_photo": {"top1": {"p0.jpg": False, "p9.jpg": True}}}}},
     }
     out = generalization.paired(results)
     assert out["new/set/given"] == {"only_old": 1, "only_new": 2, "sign_test_p": 1.0}
     # only the photos both runs scored are compared
     assert out["new/set/auto"] == {"only_old": 1, "only_new": 0, "sign_test_p": 1.0}
     assert generalization.paired({"only": results["old"]}) == {}
+
+
+def report(*records):
+    """An ibsr-eval --per-query report of real photos: (shape id, rank, category hit, first hit)."""
+    return {"records": [{"image": f"p{i}.jpg", "shape_id": shape, "rank": rank, "category_hit": category,
+                         "top": [top] if top else []}
+                        for i, (shape, rank, category, top) in enumerate(records)],
+            "shape_metrics": {"summary": {"chamfer": 0.1}}}
+
+
+def test_real_rows_compare_top10_category_and_family_photo_by_photo_too():
+    billy = "bookcase/pix3d_ikea_billy_1"
+    old = report((billy, 1, True, billy), (billy, 12, True, "bookcase/pix3d_ikea_billy_2"),
+                 ("chair/pix3d_ikea_poang_1", 3, True, "chair/other"), ("chair/pix3d_ikea_poang_1", None, False, None))
+    new = report((billy, 2, True, "bookcase/pix3d_ikea_billy_4"), (billy, 5, False, "desk/pix3d_ikea_galant_1"),
+                 ("chair/pix3d_ikea_poang_1", 1, True, "chair/pix3d_ikea_poang_1"),
+                 ("chair/pix3d_ikea_poang_1", 9, True, "chair/pix3d_ikea_poang_2"))
+    results = {name: {"real-photos": {"auto": {"per_photo": generalization.per_photo(r, {})}}}
+               for name, r in (("old", old), ("new", new))}
+    out = generalization.paired(results)
+    assert out["new/real-photos/auto"] == {"only_old": 1, "only_new": 1, "sign_test_p": 1.0}
+    assert out["new/real-photos/auto/top10"] == {"only_old": 0, "only_new": 2, "sign_test_p": 0.5}
+    assert out["new/real-photos/auto/category"] == {"only_old": 1, "only_new": 1, "sign_test_p": 1.0}
+    assert out["new/real-photos/auto/family"] == {"only_old": 1, "only_new": 2, "sign_test_p": 1.0}
+    # synthetic rows have no family
+    synthetic = {name: {"set": {"given": {"per_photo": generalization.per_photo(r, None)}}}
+                 for name, r in (("old", old), ("new", new))}
+    assert "new/set/given/family" not in generalization.paired(synthetic)
+
+
+def test_family_mean_top1_counts_each_family_once():
+    billy, poang = "bookcase/pix3d_ikea_billy_1", "chair/pix3d_ikea_poang_2"
+    r = report(*[(billy, 1, True, billy)] * 8, (poang, 4, True, "chair/x"), (poang, 1, True, poang))
+    metrics = generalization.real_metrics(r, {})
+    assert metrics["family"] == pytest.approx(9 / 10)  # per photo
+    assert metrics["family_mean_top1"] == pytest.approx((8 / 8 + 1 / 2) / 2)  # per family
+    assert metrics["per_family"] == {"billy": {"photos": 8, "top1": 8, "family": 8},
+                                     "poang": {"photos": 2, "top1": 1, "family": 1}}
 
 
 def test_query_side_variants_share_one_index(tiny_weights, other_weights, tmp_path):
