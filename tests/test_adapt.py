@@ -89,6 +89,24 @@ def test_adapt_writes_a_checkpoint_that_records_what_it_measured(adapted, tiny_w
     assert not torch.equal(model.attention.linear_in.weight, base.attention.linear_in.weight)
     assert not adapted["rebuild_index"]
     assert info["lr"] == adapt_module.FALLBACK_LR  # the tiny base's info does not say its training rate
+    assert adapted["worse_on_held_out"] == (info["after"]["top1"] < info["before"]["top1"])
+
+
+@pytest.mark.parametrize("after_top1, warned", [(0.5, True), (0.7, False)])
+def test_a_model_worse_on_its_held_out_photos_is_written_with_a_warning(tmp_path, monkeypatch, after_top1, warned):
+    metrics = {"top1": 0.6, "top10": 0.9, "category": 0.9, "queries": 10, "shapes": 10}
+
+    def finished(catalog, out, options, **kwargs):
+        return {"out": str(out), "encoder_id": "e", "base": {"path": "base.pt", "encoder_id": "b"}, "shapes": 10,
+                "steps": 3, "lr": 1e-5, "seconds_per_step": 1.0, "seconds": 3.0, "rebuild_index": False,
+                "before": metrics, "after": {**metrics, "top1": after_top1}, "worse_on_held_out": after_top1 < 0.6}
+
+    monkeypatch.setattr(adapt_module, "adapt", finished)
+    result = run_cli(tmp_path, "--out", tmp_path / "a.pt")
+    assert result.exit_code == 0, result.output
+    assert ("warning: the adapted model puts fewer held-out photos first" in result.output) is warned
+    assert ("(60.0% -> 50.0%)" in result.output) is warned
+    assert "wrote " in result.output  # written either way: the user chooses
 
 
 def test_default_learning_rate_is_a_fifth_of_the_bases(tiny_weights, user_catalog, tmp_path):

@@ -307,6 +307,10 @@ def adapt_cmd(catalog, out_path, weights, minutes, max_steps, photos_per_shape, 
                f"top-10 {before['top10']:.1%} -> {after['top10']:.1%}, "
                f"category {before['category']:.1%} -> {after['category']:.1%}")
     click.echo(f"wrote {report['out']} (encoder id {report['encoder_id']})")
+    if report["worse_on_held_out"]:  # a fine-tuned model is not always a better one: say so, keep both
+        click.echo(f"warning: the adapted model puts fewer held-out photos first than the base "
+                   f"({before['top1']:.1%} -> {after['top1']:.1%}); keep searching with the base, or adapt "
+                   f"again with more --photos-per-shape or a smaller --lr", err=True)
     if report["rebuild_index"]:
         click.echo(f"the rendering encoder changed: index the catalog with it, e.g. "
                    f"ibsr-index build {catalog} --weights {report['out']} --index NEW_INDEX")

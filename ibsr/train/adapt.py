@@ -399,7 +399,8 @@ class Adaptation:
                 "catalog": str(self.catalog), "shapes": self.record["shapes"], "skipped": self.record["skipped"],
                 "photos": info["photos"], "steps": task.step, "lr": self.lr,
                 "seconds_per_step": info["seconds_per_step"],
-                "plan": self.record["plan"], "before": before, "after": after, "work": str(self.work),
+                "plan": self.record["plan"], "before": before, "after": after,
+                "worse_on_held_out": after["top1"] < before["top1"], "work": str(self.work),
                 "seconds": round(time.perf_counter() - self.started, 1)}
 
     # ------------------------------------------------------------------ helpers
