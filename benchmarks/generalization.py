@@ -159,12 +159,16 @@ def per_photo(report: dict, families: dict | None) -> dict:
            "top10": {r["image"]: r["rank"] is not None and r["rank"] <= 10 for r in records},
            "category": {r["image"]: bool(r["category_hit"]) for r in records}}
     if families is not None:
-        out["family"] = {r["image"]: _family_hit(r, families) for r in records}
+        out["family"] = {r["image"]: _family_hit(r, _true_family(r, families)) for r in records}
     return out
 
 
-def _family_hit(record: dict, families: dict) -> bool:
-    truth = families.get(record["image"]) or family(record["shape_id"])
+def _true_family(record: dict, families: dict) -> str:
+    """The photo's product family: as its queries.jsonl line says, else from its shape id."""
+    return families.get(record["image"]) or family(record["shape_id"])
+
+
+def _family_hit(record: dict, truth: str) -> bool:
     return bool(record["top"]) and family(record["top"][0]) == truth
 
 
@@ -212,8 +216,8 @@ def real_metrics(report: dict, families: dict) -> dict:
     set's photos, as BILLY holds 44% of real_dev's; the kept-back photos are of other lines)."""
     by_family: dict[str, list] = {}
     for r in report["records"]:
-        truth = families.get(r["image"]) or family(r["shape_id"])
-        by_family.setdefault(truth, []).append((r["rank"] == 1, _family_hit(r, families)))
+        truth = _true_family(r, families)
+        by_family.setdefault(truth, []).append((r["rank"] == 1, _family_hit(r, truth)))
     hits = [h for rows in by_family.values() for _, h in rows]
     return {"family": sum(hits) / len(hits), "chamfer": report["shape_metrics"]["summary"]["chamfer"],
             "family_mean_top1": sum(sum(t for t, _ in rows) / len(rows) for rows in by_family.values())
