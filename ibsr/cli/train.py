@@ -4,6 +4,7 @@
     ibsr-train eval data/runs/*/last.pt --data data/eval-unseen [--json]
     ibsr-train import-jittor cmic_pix3d.pt --out weights/pix3d.pt
     ibsr-train export data/runs/lite/last.pt --out ibsr/model/weights/default.pt   (float16)
+    ibsr-train average base.pt finetuned.pt --out averaged.pt   (weights of one lineage)
     ibsr-train mask --data data/lite-train --val data/lite-val --out data/runs/mask
     ibsr-train adapt my_catalog/ --out adapted.pt --minutes 10   (no labelled photo needed)
 
@@ -153,6 +154,38 @@ def export_cmd(checkpoint, out_path, half, as_json):
         print_json(summary)
         return
     click.echo(f"wrote {out_path} ({summary['bytes'] / 1e6:.1f} MB, encoder id {summary['encoder_id']})")
+
+
+@main.command("average")
+@click.argument("checkpoints", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the averaged checkpoint.")
+@click.option("--weight", "weights", multiple=True, type=float,
+              help="One per checkpoint, in order (normalized to sum to 1), e.g. --weight 0.7 --weight 0.3.  "
+                   "[default: equal weights]")
+@click.option("--half/--no-half", default=True, show_default=True,
+              help="Store the weights in float16, as `export` does.")
+@json_option
+def average_cmd(checkpoints, out_path, weights, half, as_json):
+    """Average the weights of CHECKPOINTS of one lineage (a model and short fine-tunes of it;
+    WiSE-FT): one model that keeps much of each fine-tune's gain and of the start's behaviour.
+    The configs must match. Tensors equal in every input are copied unchanged, so when every
+    run froze the rendering encoder, indexes built with the first checkpoint stay valid."""
+    from ibsr.model import checkpoint_id, save_checkpoint
+    from ibsr.train.average import average_checkpoints
+
+    model, info = average_checkpoints(list(checkpoints), weights)
+    info["command"] = " ".join(shlex.quote(a) for a in ["ibsr-train", *sys.argv[1:]])
+    save_checkpoint(model, out_path, info, half=half)
+    summary = {"out": str(out_path), "encoder_id": checkpoint_id(out_path), **info}
+    if as_json:
+        print_json(summary)
+        return
+    for source in info["averaged_from"]:
+        click.echo(f"{source['weight']:.3f} x {source['path']} (encoder id {source['encoder_id']})")
+    kept = ("the first checkpoint's: its indexes stay valid" if info["same_rendering_as_first"]
+            else "averaged: rebuild indexes with the new checkpoint")
+    click.echo(f"wrote {out_path} (encoder id {summary['encoder_id']}); rendering encoder {kept}")
 
 
 @main.command("mask")
