@@ -53,6 +53,7 @@ def test_weighted_mean_of_the_query_side_and_the_frozen_rendering_encoder_kept(b
     assert rendering_id(averaged) == rendering_id(base)
     _, info = load_checkpoint_with_info(out)
     assert info["averaged_from"][1]["path"] == str(finetune_path)
+    assert info["averaged_from"][0]["info"] == load_checkpoint_with_info(base_path)[1]
     assert info["command"].startswith("ibsr-train")  # the command line that made it (sys.argv)
 
 

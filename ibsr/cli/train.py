@@ -177,11 +177,13 @@ def average_cmd(checkpoints, out_path, weights, half, as_json):
     model, info = average_checkpoints(list(checkpoints), weights)
     info["command"] = " ".join(shlex.quote(a) for a in ["ibsr-train", *sys.argv[1:]])
     save_checkpoint(model, out_path, info, half=half)
-    summary = {"out": str(out_path), "encoder_id": checkpoint_id(out_path), **info}
+    sources = [{k: v for k, v in source.items() if k != "info"} for source in info["averaged_from"]]
+    summary = {"out": str(out_path), "encoder_id": checkpoint_id(out_path), "averaged_from": sources,
+               "same_rendering_as_first": info["same_rendering_as_first"]}
     if as_json:
         print_json(summary)
         return
-    for source in info["averaged_from"]:
+    for source in sources:
         click.echo(f"{source['weight']:.3f} x {source['path']} (encoder id {source['encoder_id']})")
     kept = ("the first checkpoint's: its indexes stay valid" if info["same_rendering_as_first"]
             else "averaged: rebuild indexes with the new checkpoint")

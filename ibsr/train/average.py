@@ -32,7 +32,8 @@ def mixing_weights(count: int, weights: tuple[float, ...] | None) -> list[float]
 
 
 def average_checkpoints(paths: list[Path], weights: tuple[float, ...] | None = None) -> tuple[CMIC, dict]:
-    """The weighted mean of the checkpoints' weights, as a model, and the `info` that records it.
+    """The weighted mean of the checkpoints' weights, as a model, and the `info` that records it
+    (every input's path, encoder id, weight and own `info`).
 
     Floating tensors (weights and BatchNorm statistics) are averaged in float32; a tensor equal
     in every input is copied unchanged, so a part every run froze (the rendering encoder of a
@@ -42,7 +43,8 @@ def average_checkpoints(paths: list[Path], weights: tuple[float, ...] | None = N
     if len(paths) < 2:
         raise IbsrError("average needs at least two checkpoints")
     mix = mixing_weights(len(paths), weights)
-    models = [load_checkpoint_with_info(path)[0] for path in paths]
+    loaded = [load_checkpoint_with_info(path) for path in paths]
+    models = [model for model, _ in loaded]
     first = models[0]
     for path, model in zip(paths[1:], models[1:]):
         if model.config != first.config:
@@ -52,8 +54,9 @@ def average_checkpoints(paths: list[Path], weights: tuple[float, ...] | None = N
     states = [model.state_dict() for model in models]
     averaged = {name: _mean_tensor([state[name] for state in states], mix) for name in states[0]}
     first.load_state_dict(averaged)
-    info = {"averaged_from": [{"path": str(path), "encoder_id": checkpoint_id(path), "weight": w}
-                              for path, w in zip(paths, mix)],
+    # each input's own info (its training config, command, base) travels along: the provenance
+    info = {"averaged_from": [{"path": str(path), "encoder_id": checkpoint_id(path), "weight": w, "info": source}
+                              for path, w, (_, source) in zip(paths, mix, loaded)],
             "same_rendering_as_first": rendering_id(first) == first_rendering}
     return first.eval(), info
 
