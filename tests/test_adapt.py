@@ -116,6 +116,11 @@ def test_default_learning_rate_is_a_fifth_of_the_bases(tiny_weights, user_catalo
     assert adapt_module.Adaptation(user_catalog, tmp_path / "a.pt", options, trained).lr == pytest.approx(1e-4)
     chosen = dataclasses.replace(options, lr=3e-5)
     assert adapt_module.Adaptation(user_catalog, tmp_path / "a.pt", chosen, trained).lr == 3e-5
+    # a weight average (ibsr-train average, as the shipped model is) answers for its first model
+    averaged = save_checkpoint(load_checkpoint(tiny_weights), tmp_path / "averaged.pt",
+                               {"averaged_from": [{"weight": 0.7, "info": {"config": {"train": {"lr": 5e-4}}}},
+                                                  {"weight": 0.3, "info": {"config": {"train": {"lr": 1e-6}}}}]})
+    assert adapt_module.Adaptation(user_catalog, tmp_path / "a.pt", options, averaged).lr == pytest.approx(1e-4)
 
 
 def test_category_loss_can_be_turned_off_for_catalogs_whose_folders_are_not_categories(tiny_weights, user_catalog,

@@ -415,7 +415,12 @@ class Adaptation:
 
 
 def _base_lr(info: dict) -> float:
-    """The learning rate an `ibsr-train` checkpoint was trained at (0 when its info does not say)."""
+    """The learning rate an `ibsr-train` checkpoint was trained at (0 when its info does not say).
+    A weight average (`ibsr-train average`) answers for the first model it averaged: the lineage's
+    trained base, not the fine-tunes averaged into it."""
+    sources = info.get("averaged_from")
+    if isinstance(sources, list) and sources and isinstance(sources[0], dict):
+        return _base_lr(sources[0].get("info") or {})
     lr = info.get("config", {}).get("train", {}).get("lr") if isinstance(info.get("config"), dict) else None
     return float(lr) if isinstance(lr, (int, float)) and lr > 0 else 0.0
 
