@@ -58,7 +58,7 @@ def real_manifest(folder: Path) -> Path:
 def device_train(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=1800)  # a guard against a hang, not a speed test: ~30 s here
 
 
 def lines(path: Path) -> list[dict]:
