@@ -105,12 +105,17 @@ def test_batch_with_a_catalog_smaller_than_b():
 
 def test_config_files_load_and_typos_are_refused(tmp_path):
     from ibsr.train import load_config
+    from ibsr.train.config import AdaptOptions, command_config, read_config_file
 
     for name in ("small", "paper"):
         config = load_config(f"configs/{name}.toml")
         assert config.method.tau == 0.1 and config.method.beta1 == 0.2 and config.train.batch_size == 30
     assert load_config("configs/paper.toml").train.lr == 5e-5
     for path in sorted(Path("configs").rglob("*.toml")):  # every shipped config, extends chains included
+        tables = read_config_file(path)
+        if "adapt" in tables:  # `ibsr-train adapt --config` options (default-adapt.toml), not a training run
+            assert command_config(AdaptOptions, tables, str(path)).max_steps > 0, path
+            continue
         assert load_config(path).data.train, path  # loads: no unknown key, its extends chain resolves
     bad = tmp_path / "bad.toml"
     for text, message in [('[data]\ntrain = "x"\n[train]\nlr_rate = 1\n', "unknown keys in [train]"),
