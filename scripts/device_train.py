@@ -112,9 +112,9 @@ def prepare(args) -> None:
     ignore_device_folder()
     shutil.rmtree(DEVICE, ignore_errors=True)
     DEVICE.mkdir()
-    rows = read_manifest(Path(args.meshes))
-    raw = write_mesh_archive(rows, MESH_ARCHIVE)
-    print(f"meshes: {len(rows)} files, {raw / MIB:.1f} MiB -> {MESH_ARCHIVE.name} "
+    entries = read_manifest(Path(args.meshes))
+    raw = write_mesh_archive(entries, MESH_ARCHIVE)
+    print(f"meshes: {len(entries)} files, {raw / MIB:.1f} MiB -> {MESH_ARCHIVE.name} "
           f"{size_of(MESH_ARCHIVE) / MIB:.1f} MiB")
     with tempfile.TemporaryDirectory() as tmp:
         wheels = download_wheels(Path(tmp) / "wheels")
@@ -134,34 +134,35 @@ def ignore_device_folder() -> None:
         gitignore.write_text("\n".join([*lines, ".device/"]) + "\n")
 
 
-def read_manifest(path: Path) -> list[dict]:
-    """The manifest's rows, each mesh checked to exist (the archive must hold every one)."""
+def read_manifest(path: Path) -> list:
+    """The manifest's shapes (`ibsr.indexer.discover`), each mesh checked to exist (the archive
+    must hold every one)."""
+    from ibsr.indexer.discover import discover
+
     if not path.is_file():
         raise IbsrError("no mesh manifest: run `ibsr-data real-split ../shared/real_train --out data/real`", path)
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    for row in rows:
-        mesh = Path(row["path"]) if Path(row["path"]).is_absolute() else path.parent / row["path"]
-        if not mesh.is_file():
-            raise IbsrError(f"mesh {mesh} of shape {row['shape_id']} is missing: rerun `ibsr-data real-split`", path)
-        row["path"] = str(mesh)
-    return rows
+    entries = discover(path)
+    for entry in entries:
+        if not entry.path.is_file():
+            raise IbsrError(f"mesh {entry.path} of shape {entry.shape_id} is missing: rerun `ibsr-data real-split`",
+                            path)
+    return entries
 
 
-def write_mesh_archive(rows: list[dict], archive: Path) -> int:
+def write_mesh_archive(entries: list, archive: Path) -> int:
     """real_train/train.csv + real_train/meshes/<category>/<file> as xz; returns the meshes' bytes."""
-    names = [f"meshes/{row['category']}/{Path(row['path']).name}" for row in rows]
+    names = [f"meshes/{entry.category}/{entry.path.name}" for entry in entries]
     if len(set(names)) != len(names):
         raise IbsrError("two meshes of one category share a file name; rename one", REAL_TRAIN_CSV)
     manifest = io.StringIO()
     writer = csv.writer(manifest, lineterminator="\n")
     writer.writerow(["shape_id", "category", "path"])
-    writer.writerows([row["shape_id"], row["category"], name] for row, name in zip(rows, names))
+    writer.writerows([entry.shape_id, entry.category, name] for entry, name in zip(entries, names))
     with tarfile.open(archive, "w:xz", preset=6) as tar:
         add_bytes(tar, "real_train/train.csv", manifest.getvalue().encode())
-        for row, name in zip(rows, names):
-            tar.add(row["path"], arcname=f"real_train/{name}")
-    return sum(size_of(Path(row["path"])) for row in rows)
+        for entry, name in zip(entries, names):
+            tar.add(entry.path, arcname=f"real_train/{name}")
+    return sum(size_of(entry.path) for entry in entries)
 
 
 def add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:

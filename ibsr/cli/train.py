@@ -25,6 +25,11 @@ from ibsr.cli.common import IbsrGroup, json_option, print_json
 from ibsr.geometry.mesh import UP_AXES
 
 
+def _command_line() -> str:
+    """This command as typed (quoted), for the `info` of the checkpoint it writes."""
+    return " ".join(shlex.quote(a) for a in ["ibsr-train", *sys.argv[1:]])
+
+
 @click.group(cls=IbsrGroup)
 def main():
     """Train CMIC models (configs/*.toml) and convert the authors' Jittor checkpoints."""
@@ -46,7 +51,7 @@ def run(config_path, out_dir, resume, as_json):
     from ibsr.train import load_config, train
 
     config = load_config(config_path)
-    command = " ".join(shlex.quote(a) for a in ["ibsr-train", *sys.argv[1:]])
+    command = _command_line()
     summary = train(config, out_dir, resume=resume, command=command, progress=not as_json)
     if as_json:
         print_json(summary.to_dict())
@@ -122,7 +127,7 @@ def import_jittor_cmd(checkpoint, out_path, as_json):
 
     model = import_jittor(checkpoint)
     info = {"imported_from": str(checkpoint), "source": "jittor",
-            "command": " ".join(shlex.quote(a) for a in ["ibsr-train", *sys.argv[1:]])}
+            "command": _command_line()}
     save_checkpoint(model, out_path, info)
     config = model.config.to_dict()
     if as_json:
@@ -175,7 +180,7 @@ def average_cmd(checkpoints, out_path, weights, half, as_json):
     from ibsr.train.average import average_checkpoints
 
     model, info = average_checkpoints(list(checkpoints), weights)
-    info["command"] = " ".join(shlex.quote(a) for a in ["ibsr-train", *sys.argv[1:]])
+    info["command"] = _command_line()
     save_checkpoint(model, out_path, info, half=half)
     sources = [{k: v for k, v in source.items() if k != "info"} for source in info["averaged_from"]]
     summary = {"out": str(out_path), "encoder_id": checkpoint_id(out_path), "averaged_from": sources,
@@ -240,7 +245,7 @@ def mask_cmd(data_dirs, out_dir, val_dir, steps, batch_size, lr, size, seed, dev
                       batch_size=batch_size, lr=lr, size=size, seed=seed, device=device, threads=threads,
                       cache=_text(cache_dir), checkpoint_every=checkpoint_every, init=_text(init_path))
     config = command_config(MaskTrainConfig, tables, str(config_path or "the command line"))
-    command = " ".join(shlex.quote(a) for a in ["ibsr-train", *sys.argv[1:]])
+    command = _command_line()
     summary = train_mask(config, out_dir, resume=resume, command=command, progress=not as_json)
     if as_json:
         print_json(summary.to_dict())
@@ -329,7 +334,7 @@ def adapt_cmd(catalog, out_path, weights, minutes, max_steps, photos_per_shape, 
         base, recorded_weights = recorded_options(work_dir(out_path, work_path))
         weights = weights or recorded_weights
     options = command_config(AdaptOptions, tables, str(config_path or "the command line"), base=base)
-    command = " ".join(shlex.quote(a) for a in ["ibsr-train", *sys.argv[1:]])
+    command = _command_line()
     report = adapt(catalog, out_path, options, weights=weights, work=work_path, resume=resume, command=command,
                    progress=not as_json)
     if as_json:
