@@ -67,8 +67,9 @@ REAL_CATALOG = "real-catalog"  # the index of both real sets: real_dev's meshes 
 REAL_PHOTOS_PER_SHAPE = 2
 
 
-def run(cmd: list[str]) -> str:
-    result = subprocess.run(cmd, capture_output=True, text=True)
+def run(cmd: list[str], env: dict | None = None) -> str:
+    """The command's stdout; `env` overrides variables of this process's environment."""
+    result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **env} if env else None)
     if result.returncode != 0:
         sys.exit(f"command failed ({result.returncode}): {' '.join(cmd)}\n{result.stderr[-2000:]}")
     return result.stdout
@@ -119,9 +120,10 @@ def index_builder(models: dict) -> dict:
 
 
 def evaluate(work: Path, model: str, weights: str, mask_method: str, name: str, builder: str | None = None,
-             mask_weights: str | None = None) -> dict:
+             mask_weights: str | None = None, precision: str | None = None) -> dict:
     """One model on one set; the index is built with `builder` (default: the model's own weights),
-    the automatic masks made by `mask_weights` (default: the shipped mask network)."""
+    the automatic masks made by `mask_weights` (default: the shipped mask network), the searches
+    run with IBSR_PRECISION=`precision` (default: this process's)."""
     real = name in REAL_SETS
     catalog = work / "data" / (REAL_CATALOG if real else SETS[name][3])
     builder = builder or weights
@@ -141,7 +143,8 @@ def evaluate(work: Path, model: str, weights: str, mask_method: str, name: str, 
         command = [sys.executable, "-m", "ibsr.cli.eval", "--index", str(index), "--queries", str(queries),
                    "--weights", weights, "--prefilter", "none", "--json", "--per-query", "--no-progress",
                    *(["--shape-metrics"] if real else []), *options]
-        report = cached_report(work, command, [weights, builder, queries, *automatic_mask_files(masks, mask_weights)])
+        report = cached_report(work, command, [weights, builder, queries, *automatic_mask_files(masks, mask_weights)],
+                               {"IBSR_PRECISION": precision} if precision else {})
         s = report["summary"]
         out[masks] = {"top1": s["top1"], "top10": s["top10"], "category": s["category"], "queries": s["count"],
                       "shapes": report["shapes"], "seconds": report["timings"]["total_s"],
@@ -182,18 +185,19 @@ def automatic_mask_files(masks: str, mask_weights: str | None) -> list:
     return [network] if masks == "auto" and network.is_file() else []
 
 
-def cached_report(work: Path, command: list[str], inputs: list) -> dict:
-    """The JSON report of an ibsr-eval command, kept under work/reports/ by a hash of the
-    command, its input files' contents and the runtime settings (IBSR_RUNTIME, IBSR_PRECISION):
-    a rerun that adds a model scores only that model. A change of ibsr's own code is not in the
-    key: clear work/reports/ after one."""
-    settings = {k: os.environ.get(k, "") for k in ("IBSR_RUNTIME", "IBSR_PRECISION")}
+def cached_report(work: Path, command: list[str], inputs: list, env: dict | None = None) -> dict:
+    """The JSON report of an ibsr-eval command run with `env` over this process's environment,
+    kept under work/reports/ by a hash of the command, its input files' contents and the runtime
+    settings (IBSR_RUNTIME, IBSR_PRECISION): a rerun that adds a model scores only that model. A
+    change of ibsr's own code is not in the key: clear work/reports/ after one."""
+    env = env or {}
+    settings = {k: env.get(k, os.environ.get(k, "")) for k in ("IBSR_RUNTIME", "IBSR_PRECISION")}
     key = hashlib.sha256(json.dumps([command[1:], [_file_hash(Path(f)) for f in inputs], settings]).encode()
                          ).hexdigest()[:16]
     path = work / "reports" / f"{key}.json"
     if path.is_file():
         return json.loads(path.read_text())
-    report = json.loads(run(command))
+    report = json.loads(run(command, env))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report))
     return report
@@ -264,6 +268,9 @@ def main():
     parser.add_argument("--mask-weights", action="append", default=[], metavar="NAME=FILE",
                         help="Mask network for a model's 'auto' rows (default: the shipped one); to compare "
                              "mask networks, name the same weights twice: --model a=W --model b=W --mask-weights b=M.")
+    parser.add_argument("--precision", action="append", default=[], metavar="NAME=PRECISION",
+                        help="IBSR_PRECISION for a model's searches (default: this process's); to compare "
+                             "precisions, name the same weights twice: --model a=W --model b=W --precision b=int8.")
     parser.add_argument("--work", type=Path, default=Path("data/generalization"),
                         help="Folder for the generated sets and indexes (reused when present).")
     parser.add_argument("--shapes-per-category", type=int, default=8,
@@ -283,6 +290,7 @@ def main():
     models = dict(m.split("=", 1) for m in args.model)
     mask_methods = {name: "auto" for name in models} | dict(m.split("=", 1) for m in args.mask_method)
     mask_weights = dict(m.split("=", 1) for m in args.mask_weights)
+    precisions = dict(m.split("=", 1) for m in args.precision)
     sets = [s for s in args.sets.split(",") if s]
     unknown = [s for s in sets if s not in SETS and s not in REAL_SETS]
     if unknown:
@@ -296,7 +304,7 @@ def main():
         sets = [s for s in sets if s not in REAL_SETS or s in made]
     builders = index_builder(models)
     results = {model: {name: evaluate(args.work, model, weights, mask_methods[model], name, builders[model],
-                                      mask_weights.get(model))
+                                      mask_weights.get(model), precisions.get(model))
                        for name in sets}
                for model, weights in models.items()}
     print_table(results)
@@ -310,7 +318,7 @@ def main():
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({
-            "results": results, "paired": comparison, "models": models, "mask_methods": mask_methods, "mask_weights": mask_weights, "seed": args.seed, "shapes_per_category": args.shapes_per_category,
+            "results": results, "paired": comparison, "models": models, "mask_methods": mask_methods, "mask_weights": mask_weights, "precisions": precisions, "seed": args.seed, "shapes_per_category": args.shapes_per_category,
             "photos_per_shape": args.photos_per_shape, "cpu": cpu_name(), "python": platform.python_version(),
             "seconds": round(time.perf_counter() - start, 1)}, indent=2) + "\n")
 

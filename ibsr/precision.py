@@ -17,6 +17,9 @@ One place decides (`precision(component)`), from `$IBSR_PRECISION`:
 - `float32`: float32 everywhere (the same numbers on every CPU).
 - `bf16`: bf16 wherever it is offered (query and rendering encoders, the rerank GEMM),
   whatever the CPU (for measuring).
+- `int8`: the *mask network* in int8 wherever ONNX Runtime runs it (`ibsr.runtime.quantize`),
+  whatever the CPU, everything else float32 (for measuring). int8 exists only in ONNX Runtime:
+  where torch runs the mask network (IBSR_RUNTIME=torch), it runs in float32.
 
 Tolerance of the bf16 query encoder against float32 (shipped model, generated photos;
 tests/test_precision.py): query cosine >= 0.99, attention scores within 0.05, top-5 overlap
@@ -32,7 +35,7 @@ import os
 from contextlib import nullcontext
 
 PRECISION_ENV = "IBSR_PRECISION"
-PRECISIONS = ("auto", "float32", "bf16")
+PRECISIONS = ("auto", "float32", "bf16", "int8")
 
 
 @functools.cache  # asked at every step and every search; the CPU does not change
@@ -55,14 +58,18 @@ def requested() -> str:
     return value
 
 
-COMPONENTS = ("queries", "views", "rerank")
+COMPONENTS = ("queries", "views", "rerank", "mask")
 
 
 def precision(component: str, device_type: str = "cpu") -> str:
-    """"bf16" or "float32" for `component` (one of COMPONENTS) on `device_type`."""
+    """"bf16", "int8" or "float32" for `component` (one of COMPONENTS) on `device_type`."""
     if component not in COMPONENTS:
         raise ValueError(f"component must be one of {COMPONENTS}, not {component!r}")
     want = requested()
+    if want == "int8":
+        return "int8" if component == "mask" and device_type == "cpu" else "float32"
+    if want == "bf16" and component == "mask":
+        return "float32"  # the mask network has no bf16 path
     if want != "auto":
         return want
     if component == "queries" and device_type == "cpu" and cpu_has_bf16():

@@ -36,8 +36,14 @@ def test_override_and_choice_per_component(monkeypatch):
     assert {precision.precision(c) for c in precision.COMPONENTS} == {"float32"}
     assert precision.rerank_dtype() is None
     monkeypatch.setenv(precision.PRECISION_ENV, "bf16")
-    assert {precision.precision(c) for c in precision.COMPONENTS} == {"bf16"}
+    assert {c: precision.precision(c) for c in precision.COMPONENTS} == {
+        "queries": "bf16", "views": "bf16", "rerank": "bf16", "mask": "float32"}  # no bf16 mask path
     assert precision.rerank_dtype() == torch.bfloat16
+    monkeypatch.setenv(precision.PRECISION_ENV, "int8")  # the mask network only, and only on a CPU
+    assert {c: precision.precision(c) for c in precision.COMPONENTS} == {
+        "queries": "float32", "views": "float32", "rerank": "float32", "mask": "int8"}
+    assert precision.precision("mask", "cuda") == "float32"
+    assert precision.rerank_dtype() is None
     monkeypatch.setenv(precision.PRECISION_ENV, "auto")
     monkeypatch.setattr(precision, "cpu_has_bf16", lambda: True)  # AVX512-BF16 or AMX
     assert precision.precision("queries") == "bf16"

@@ -70,7 +70,7 @@ def test_onnx_matches_torch_on_the_shipped_model(float32):
     assert_agree(model, torch.from_numpy(photos), views)
 
 
-def test_the_mask_network_runs_in_onnx(cache):
+def test_the_mask_network_runs_in_onnx(cache, float32):
     from ibsr.model.segmenter import MaskConfig, init_mask_net
     from ibsr.photos.mask_model import mask_probability
 
@@ -217,3 +217,26 @@ def test_a_forked_child_loads_its_own_session(tiny_weights, cache, float32):
         loaded, q = pickle.loads(f.read())
     os.waitpid(pid, 0)
     assert not loaded and torch.equal(q, parent)
+
+
+def test_the_mask_network_in_int8(cache, monkeypatch):
+    """IBSR_PRECISION=int8: a separate, quantized cache file whose mask agrees with float32's."""
+    import onnx
+
+    from ibsr.model.segmenter import MaskConfig, init_mask_net
+    from ibsr.photos.mask_model import mask_probability
+
+    net = init_mask_net(MaskConfig(size=64), imagenet=True).eval()
+    rgb = np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8)
+    monkeypatch.setenv("IBSR_PRECISION", "float32")
+    p_float = mask_probability(net, rgb, runtime="onnx")
+    monkeypatch.setenv("IBSR_PRECISION", "int8")
+    p_int8 = mask_probability(net, rgb, runtime="onnx")
+    files = sorted(p.name for p in cache.iterdir())
+    assert len(files) == 2 and files[0].endswith(f"-int8q{runtime.quantize.VERSION}.onnx")
+    ops = {node.op_type for node in onnx.load(cache / files[0]).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # really quantized
+    assert 0 < np.abs(p_int8 - p_float).max() < 0.1
+    assert ((p_int8 >= 0.5) == (p_float >= 0.5)).mean() > 0.95
+    monkeypatch.setenv(runtime.RUNTIME_ENV, "torch")  # int8 exists only in ONNX Runtime
+    assert np.array_equal(mask_probability(net, rgb), mask_probability(net, rgb, runtime="torch"))

@@ -7,7 +7,10 @@ One place decides (`choose(component)`), from `$IBSR_RUNTIME` or a `runtime=` ar
   torch elsewhere, and torch with a one-line warning when onnxruntime does not import or a
   network fails to export.
 - `torch`: torch for everything (with `ibsr.precision`'s bf16 autocast where it applies).
-- `onnx`: ONNX Runtime, float32, for every component; an error when it cannot run.
+- `onnx`: ONNX Runtime for every component; an error when it cannot run.
+
+ONNX Runtime runs float32, and the mask network in int8 where `ibsr.precision` says so
+(IBSR_PRECISION=int8).
 
 Components: "queries" (the query encoder, L2-normalized output: `CMIC.embed_queries`),
 "views" (the rendering encoder, one view per row: `CMIC.embed_views` without the reshape),
@@ -101,11 +104,12 @@ def onnx_encoder(module: torch.nn.Module, component: str, input_shape: tuple, ru
     if module.training or choose(component, runtime) != "onnx":
         return None
     explicit = requested(runtime) == "onnx"
-    key = (component, tuple(input_shape), _weights_version(module))
+    int8 = precision(component) == "int8"
+    key = (component, tuple(input_shape), int8, _weights_version(module))
     with _lock:
         entry = _loaded.get(module)
         if entry is None or entry[0] != key:
-            entry = (key, *_load(module, component, tuple(input_shape)))
+            entry = (key, *_load(module, component, tuple(input_shape), int8))
             _loaded[module] = entry
     encoder, failure = entry[1], entry[2]
     if failure:
@@ -131,11 +135,18 @@ def _weights_version(module: torch.nn.Module) -> tuple:
     return tuple(versions)
 
 
-def _load(module, component: str, input_shape: tuple) -> tuple:
+def precision(component: str) -> str:
+    """"int8" or "float32": what ONNX Runtime runs `component` in (`ibsr.precision`)."""
+    from ibsr.precision import precision as wanted
+
+    return "int8" if wanted(component) == "int8" else "float32"
+
+
+def _load(module, component: str, input_shape: tuple, int8: bool) -> tuple:
     """(encoder, None) or (None, one-line reason)."""
     if not onnx_backend.available():
         return None, "onnxruntime is not installed (pip install onnxruntime)"
     try:
-        return onnx_backend.load(module, component, input_shape, warn=warn_once), None
+        return onnx_backend.load(module, component, input_shape, warn=warn_once, int8=int8), None
     except onnx_backend.ExportError as e:
         return None, str(e)

@@ -10,7 +10,9 @@ in ONNX Runtime; the new one folds it into constant pads (benchmarks/RESULTS.md,
 which exporter, and what an export costs, once per weights).
 
 Cache: `$IBSR_CACHE/onnx/` (default `~/.cache/ibsr/onnx/`), one file per
-`<component>-<weights id>-<C>x<H>x<W>-opset<OPSET>-v<EXPORT_VERSION>.onnx`; the weights id is
+`<component>-<weights id>-<C>x<H>x<W>-opset<OPSET>-v<EXPORT_VERSION>[-int8q<quantize.VERSION>].onnx`
+(the int8 files: `ibsr.runtime.quantize`, checked against torch float32 with the looser
+`INT8_PROBE_COSINE`); the weights id is
 `digest.module_digest` of the module and the input size (the digest behind
 `rendering_id`), so a file can only ever be reused for the same numbers. Files are
 written atomically (temp file + rename). Each file carries its name and torch float32's output
@@ -41,12 +43,14 @@ import torch
 import torch.nn.functional as F
 
 from ibsr.files import atomic_write
+from ibsr.runtime import quantize
 from ibsr.runtime.digest import module_digest
 
 OPSET = 18
 EXPORT_VERSION = 1  # bump when the export changes what a file holds: the file name changes with it
 CACHE_ENV = "IBSR_CACHE"
 PROBE_COSINE = 0.999  # ONNX vs torch float32 on the probe: measured >= 0.99999 for healthy files
+INT8_PROBE_COSINE = 0.99  # an int8 file against the same: 0.9997 for the shipped mask network
 PROBE_KEY = "ibsr.probe_output"  # metadata: torch float32's output fingerprint on probe_input
 NAME_KEY = "ibsr.name"  # metadata: the cache file's name (stem) it was exported for
 
@@ -64,10 +68,11 @@ def cache_dir() -> Path:
     return (Path(root) if root else Path.home() / ".cache" / "ibsr") / "onnx"
 
 
-def cache_path(module: torch.nn.Module, component: str, input_shape: tuple) -> Path:
+def cache_path(module: torch.nn.Module, component: str, input_shape: tuple, int8: bool = False) -> Path:
     shape = "x".join(map(str, input_shape))
     wid = module_digest(module, f"{component}/{shape}")
-    return cache_dir() / f"{component}-{wid}-{shape}-opset{OPSET}-v{EXPORT_VERSION}.onnx"
+    suffix = f"-int8q{quantize.VERSION}" if int8 else ""
+    return cache_dir() / f"{component}-{wid}-{shape}-opset{OPSET}-v{EXPORT_VERSION}{suffix}.onnx"
 
 
 class OnnxEncoder:
@@ -138,9 +143,9 @@ def _fingerprint(y: torch.Tensor) -> torch.Tensor:
     return flat[:, ::max(1, flat.shape[1] // 1024)].contiguous()
 
 
-def agrees(encoder: OnnxEncoder, input_shape: tuple, name: str = "") -> bool:
+def agrees(encoder: OnnxEncoder, input_shape: tuple, name: str = "", minimum: float = PROBE_COSINE) -> bool:
     """Whether the model was exported for `name` and its output on the probe matches the torch
-    float32 output it carries (cosine per row >= PROBE_COSINE): checks a fresh export and every
+    float32 output it carries (cosine per row >= `minimum`): checks a fresh export and every
     cached file it loads, without running torch (whose first call costs seconds of warm-up)."""
     meta = encoder.session.get_modelmeta().custom_metadata_map
     stored = meta.get(PROBE_KEY)
@@ -150,16 +155,16 @@ def agrees(encoder: OnnxEncoder, input_shape: tuple, name: str = "") -> bool:
     ref = torch.from_numpy(np.frombuffer(base64.b64decode(stored), dtype=np.float32).copy())
     if ref.numel() != got.numel():
         return False
-    return bool(F.cosine_similarity(got, ref.reshape(got.shape), dim=1).min() >= PROBE_COSINE)
+    return bool(F.cosine_similarity(got, ref.reshape(got.shape), dim=1).min() >= minimum)
 
 
-def _cached(path: Path, input_shape: tuple, threads: int) -> OnnxEncoder | None:
+def _cached(path: Path, input_shape: tuple, threads: int, minimum: float) -> OnnxEncoder | None:
     """The cached file's encoder, or None when it is missing, unreadable or disagrees with torch."""
     try:
         encoder = OnnxEncoder(session(path.read_bytes(), threads))
     except Exception:  # missing, truncated, not a model: all mean "export again"
         return None
-    return encoder if agrees(encoder, input_shape, path.stem) else None
+    return encoder if agrees(encoder, input_shape, path.stem, minimum) else None
 
 
 class ExportError(Exception):
@@ -167,19 +172,23 @@ class ExportError(Exception):
 
 
 def load(module: torch.nn.Module, component: str, input_shape: tuple, threads: int = 1,
-         warn=lambda message: None) -> OnnxEncoder:
-    """The module as an OnnxEncoder: from the cache, else exported, checked and cached."""
-    path = cache_path(module, component, input_shape)
-    encoder = _cached(path, input_shape, threads)
+         warn=lambda message: None, int8: bool = False) -> OnnxEncoder:
+    """The module as an OnnxEncoder: from the cache, else exported (and quantized to int8 when
+    `int8`: `ibsr.runtime.quantize`), checked against torch float32 and cached."""
+    path = cache_path(module, component, input_shape, int8)
+    minimum = INT8_PROBE_COSINE if int8 else PROBE_COSINE
+    encoder = _cached(path, input_shape, threads, minimum)
     if encoder is not None:
         return encoder
     try:
         data = export_bytes(module, input_shape, path.stem)
+        if int8:
+            data = quantize.int8_bytes(data, component, input_shape)
         encoder = OnnxEncoder(session(data, threads))
     except Exception as e:
         reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
         raise ExportError(f"ONNX export of the {component} network failed ({reason})") from None
-    if not agrees(encoder, input_shape, path.stem):
+    if not agrees(encoder, input_shape, path.stem, minimum):
         raise ExportError(f"the ONNX export of the {component} network disagrees with torch")
     try:
         atomic_write(path, data, fsync=True, mode=0o644)  # 0o644: a shared cache, readable by other users
