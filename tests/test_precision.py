@@ -51,6 +51,12 @@ def test_override_and_choice_per_component(monkeypatch):
     assert precision.precision("queries", "cuda") == "float32"
     monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)  # e.g. an AVX2-only EPYC
     assert precision.precision("queries") == "float32"
+    monkeypatch.setattr(precision, "cpu_has_int8_dot", lambda: True)  # AVX512-VNNI, AVX-VNNI or AMX
+    assert precision.precision("mask") == "int8"
+    assert precision.precision("mask", "cuda") == "float32"
+    assert {precision.precision(c) for c in ("queries", "views", "rerank")} == {"float32"}
+    monkeypatch.setattr(precision, "cpu_has_int8_dot", lambda: False)  # e.g. a Zen 3
+    assert precision.precision("mask") == "float32"
     monkeypatch.setenv(precision.PRECISION_ENV, "fp8")
     with pytest.raises(IbsrError, match="IBSR_PRECISION"):
         precision.precision("queries")

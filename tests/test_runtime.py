@@ -234,9 +234,33 @@ def test_the_mask_network_in_int8(cache, monkeypatch):
     p_int8 = mask_probability(net, rgb, runtime="onnx")
     files = sorted(p.name for p in cache.iterdir())
     assert len(files) == 2 and files[0].endswith(f"-int8q{runtime.quantize.VERSION}.onnx")
+    monkeypatch.setattr(runtime.quantize, "int8_bytes", None)  # from here on, the cached file serves
+    assert np.array_equal(mask_probability(net, rgb, runtime="onnx"), p_int8)
     ops = {node.op_type for node in onnx.load(cache / files[0]).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # really quantized
     assert 0 < np.abs(p_int8 - p_float).max() < 0.1
     assert ((p_int8 >= 0.5) == (p_float >= 0.5)).mean() > 0.95
     monkeypatch.setenv(runtime.RUNTIME_ENV, "torch")  # int8 exists only in ONNX Runtime
     assert np.array_equal(mask_probability(net, rgb), mask_probability(net, rgb, runtime="torch"))
+
+
+def test_the_packaged_calibration_photos_are_the_scripts_photos():
+    """ibsr/runtime/mask_calibration.npz holds what scripts/mask_calibration.py renders (JPEG aside)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "mask_calibration.py"
+    spec = importlib.util.spec_from_file_location("mask_calibration", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    photos = runtime.quantize.calibration_photos()
+    assert len(photos) == script.PHOTOS and {p.shape for p in photos} == {(script.SIZE, script.SIZE, 3)}
+    import cv2
+
+    def small(rgb):  # 32 x 32 means: JPEG's error on the photos' sensor noise averages out
+        return cv2.resize(rgb.astype(np.float32), (32, 32), interpolation=cv2.INTER_AREA)
+
+    for i in (0, 1, script.PHOTOS - 1):
+        rendered = small(script.calibration_photo(i))
+        assert np.abs(small(photos[i]) - rendered).mean() < 2  # measured 0.41-0.47
+        assert np.abs(small(photos[(i + 1) % script.PHOTOS]) - rendered).mean() > 20  # another photo: 61-74

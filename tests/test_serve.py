@@ -275,6 +275,20 @@ def test_openapi_describes_the_api(client):
 # --------------------------------------------------------------------------- batching, overload, timeout
 
 
+def test_prepare_makes_the_networks_first_use_before_any_request(built_index, tiny_weights, tmp_path, monkeypatch):
+    """`ibsr-serve` calls prepare() before it listens: the ONNX export happens there, not inside
+    the first request's timeout."""
+    from ibsr import runtime
+
+    monkeypatch.setenv("IBSR_CACHE", str(tmp_path / "cache"))
+    service = make_service(built_index, tiny_weights)
+    assert service.prepare() > 0
+    exported = [p.name.split("-")[0] for p in (tmp_path / "cache" / "onnx").glob("*.onnx")]
+    expected = ["queries"] if runtime.choose("queries") == "onnx" and runtime.onnx_backend.available() else []
+    assert exported == expected
+    assert service.stats["requests"] == 0
+
+
 def test_thread_budget_gives_the_torch_pool_every_core():
     assert thread_budget(1) == (1, 2)
     assert thread_budget(2) == (2, 4)

@@ -92,10 +92,11 @@ def main(index, weights, host, port, api_key, insecure, cors_origins, device, ma
                          reload_interval_s=reload_interval, torch_threads=torch_threads,
                          decode_threads=decode_threads, api_key=api_key, cors_origins=cors_origins)
     service = SearchService(config)
+    prepared_s = service.prepare()
     health = service.health()
     click.echo(f"ibsr-serve: {config.index_dir} ({health['shapes']} shapes, table version {health['version']}, "
                f"{health['torch_threads']} torch + {health['decode_threads']} decode threads) loaded in "
-               f"{time.perf_counter() - STARTED:.1f} s; http://{host}:{port}/"
+               f"{time.perf_counter() - STARTED:.1f} s (networks {prepared_s:.1f} s); http://{host}:{port}/"
                f"{' (API key required: open /#key=KEY)' if api_key else ''}", err=True)
     uvicorn.run(create_app(service), host=host, port=port, log_level=log_level, access_log=log_level == "debug")
 

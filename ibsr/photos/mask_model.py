@@ -6,7 +6,8 @@ probability map is resized back to the photo's size (bilinear) and thresholded a
 The network runs on the CPU as one work item of the torch worker pool (`ibsr.cpus.parallel_map`):
 single-threaded, never an OpenMP team that stalls when another process takes a core (`ibsr.cpus`),
 and the calling thread's torch keeps one thread, as around the encoders. ONNX Runtime or torch
-runs it as `ibsr.runtime` picks (IBSR_RUNTIME, or `runtime=`).
+runs it as `ibsr.runtime` picks (IBSR_RUNTIME, or `runtime=`), ONNX Runtime in int8 where
+`ibsr.precision` says so, calibrated on the packaged photos fed as a search feeds them.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from ibsr.errors import IbsrError
 from ibsr.model import segmenter
 from ibsr.model.inputs import scale_pixels
 from ibsr.model.segmenter import MaskNet, load_mask_checkpoint, mask_certainty
-from ibsr.runtime import onnx_encoder
+from ibsr.runtime import onnx_encoder, quantize
 
 _cache: dict[tuple[str, int], MaskNet] = {}  # (resolved path, mtime_ns) -> model
 _lock = threading.Lock()
@@ -46,14 +47,24 @@ def load_mask_model(path: str | Path | None = None, required: bool = False) -> M
         return _cache[key]
 
 
+def network_input(rgb: np.ndarray, size: int) -> torch.Tensor:
+    """1 x 3 x size x size: an H x W x 3 uint8 photo as the network sees it."""
+    x = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
+    return scale_pixels(torch.from_numpy(x).permute(2, 0, 1)[None])
+
+
+def calibration_inputs(size: int) -> list[np.ndarray]:
+    """The int8 network's calibration photos (`ibsr.runtime.quantize`), fed as searches feed it."""
+    return [network_input(rgb, size).numpy() for rgb in quantize.calibration_photos()]
+
+
 @torch.no_grad()
 def network_probability(model: MaskNet, rgb: np.ndarray, runtime: str | None = None) -> np.ndarray:
     """size x size float32 object probability of an H x W x 3 uint8 photo, at the network's input
     resolution (`MaskConfig.size`)."""
     size = model.config.size
-    x = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
-    x = scale_pixels(torch.from_numpy(x).permute(2, 0, 1)[None])
-    net = onnx_encoder(model, "mask", tuple(x.shape[1:]), runtime)
+    x = network_input(rgb, size)
+    net = onnx_encoder(model, "mask", tuple(x.shape[1:]), runtime, calibration=lambda: calibration_inputs(size))
     if net is None:
         net, x = model, x.contiguous(memory_format=torch.channels_last)  # torch: the model's layout
     logits = next(iter(parallel_map(lambda item: net(item)[0, 0], [x])))

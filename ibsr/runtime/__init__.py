@@ -97,19 +97,22 @@ def choose(component: str, runtime: str | None = None, device_type: str = "cpu")
     return "onnx" if auto_prefers_onnx(component) else "torch"
 
 
-def onnx_encoder(module: torch.nn.Module, component: str, input_shape: tuple, runtime: str | None = None):
+def onnx_encoder(module: torch.nn.Module, component: str, input_shape: tuple, runtime: str | None = None,
+                 calibration=None):
     """The ONNX Runtime function that replaces `module(x)` for CPU inputs of shape
     B x `input_shape`, or None where torch runs it. Loaded (or exported) once per module and
-    weights; called from the thread that then hands the items to the workers."""
+    weights; called from the thread that then hands the items to the workers. `calibration`
+    (a function returning 1 x `input_shape` arrays as the caller feeds the network) lets the
+    module run in int8 where `ibsr.precision` asks for it; without one it runs float32."""
     if module.training or choose(component, runtime) != "onnx":
         return None
     explicit = requested(runtime) == "onnx"
-    int8 = precision(component) == "int8"
+    int8 = calibration is not None and precision(component) == "int8"
     key = (component, tuple(input_shape), int8, _weights_version(module))
     with _lock:
         entry = _loaded.get(module)
         if entry is None or entry[0] != key:
-            entry = (key, *_load(module, component, tuple(input_shape), int8))
+            entry = (key, *_load(module, component, tuple(input_shape), calibration if int8 else None))
             _loaded[module] = entry
     encoder, failure = entry[1], entry[2]
     if failure:
@@ -142,11 +145,11 @@ def precision(component: str) -> str:
     return "int8" if wanted(component) == "int8" else "float32"
 
 
-def _load(module, component: str, input_shape: tuple, int8: bool) -> tuple:
+def _load(module, component: str, input_shape: tuple, calibration) -> tuple:
     """(encoder, None) or (None, one-line reason)."""
     if not onnx_backend.available():
         return None, "onnxruntime is not installed (pip install onnxruntime)"
     try:
-        return onnx_backend.load(module, component, input_shape, warn=warn_once, int8=int8), None
+        return onnx_backend.load(module, component, input_shape, warn=warn_once, calibration=calibration), None
     except onnx_backend.ExportError as e:
         return None, str(e)

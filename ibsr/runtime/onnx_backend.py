@@ -172,9 +172,11 @@ class ExportError(Exception):
 
 
 def load(module: torch.nn.Module, component: str, input_shape: tuple, threads: int = 1,
-         warn=lambda message: None, int8: bool = False) -> OnnxEncoder:
-    """The module as an OnnxEncoder: from the cache, else exported (and quantized to int8 when
-    `int8`: `ibsr.runtime.quantize`), checked against torch float32 and cached."""
+         warn=lambda message: None, calibration=None) -> OnnxEncoder:
+    """The module as an OnnxEncoder: from the cache, else exported, checked against torch float32
+    and cached. With `calibration` (a function returning inputs of `input_shape`, called only
+    when the file is made), quantized to int8 (`ibsr.runtime.quantize`)."""
+    int8 = calibration is not None
     path = cache_path(module, component, input_shape, int8)
     minimum = INT8_PROBE_COSINE if int8 else PROBE_COSINE
     encoder = _cached(path, input_shape, threads, minimum)
@@ -183,7 +185,7 @@ def load(module: torch.nn.Module, component: str, input_shape: tuple, threads: i
     try:
         data = export_bytes(module, input_shape, path.stem)
         if int8:
-            data = quantize.int8_bytes(data, component, input_shape)
+            data = quantize.int8_bytes(data, calibration())
         encoder = OnnxEncoder(session(data, threads))
     except Exception as e:
         reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__

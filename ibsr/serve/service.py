@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ibsr.cpus import set_torch_workers, usable_cpus  # affinity and cgroup quota: one place for it
@@ -140,6 +141,21 @@ class SearchService:
             self._threads.append(threading.Thread(target=self._watch, name="ibsr-reload", daemon=True))
         for thread in self._threads:
             thread.start()
+
+    def prepare(self) -> float:
+        """Run the networks once on a blank photo, the automatic mask included; returns seconds.
+
+        A network's first use on a machine exports it to ONNX (and quantizes the mask network to
+        int8 on CPUs with VNNI): ~10-30 s each, once per weights, then cached. Done before the
+        server listens, that cost is not charged to the first request's --timeout."""
+        from ibsr.photos.mask import automatic_mask
+
+        started = time.perf_counter()
+        searcher = self.served.searcher
+        rgb = np.full((64, 64, 3), 128, np.uint8)
+        mask, source = automatic_mask(rgb, searcher.mask_method, searcher.mask_weights)
+        searcher.encode([Query("blank", rgb, mask, source)])
+        return time.perf_counter() - started
 
     def stop(self) -> None:
         self._stop.set()
