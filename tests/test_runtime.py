@@ -264,3 +264,21 @@ def test_the_packaged_calibration_photos_are_the_scripts_photos():
         rendered = small(script.calibration_photo(i))
         assert np.abs(small(photos[i]) - rendered).mean() < 2  # measured 0.41-0.47
         assert np.abs(small(photos[(i + 1) % script.PHOTOS]) - rendered).mean() > 20  # another photo: 61-74
+
+
+def test_a_failed_int8_export_falls_back_to_float32_onnx(cache, monkeypatch, capsys):
+    from ibsr.model.segmenter import MaskConfig, init_mask_net
+    from ibsr.photos.mask_model import mask_probability
+
+    def broken(model, inputs):
+        raise RuntimeError("no quantizer here")
+
+    net = init_mask_net(MaskConfig(size=64), imagenet=False).eval()
+    rgb = np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8)
+    monkeypatch.setattr(runtime.quantize, "int8_bytes", broken)
+    monkeypatch.setenv("IBSR_PRECISION", "int8")
+    p = mask_probability(net, rgb, runtime="onnx")  # explicit onnx: still no error, int8 is optional
+    assert "int8 ONNX export of the mask network failed (no quantizer here)" in capsys.readouterr().err
+    assert [f.name.endswith(f"-v{onnx_backend.EXPORT_VERSION}.onnx") for f in cache.iterdir()] == [True]  # float32 only
+    monkeypatch.setenv("IBSR_PRECISION", "float32")
+    assert np.array_equal(p, mask_probability(net, rgb, runtime="onnx"))

@@ -152,4 +152,7 @@ def _load(module, component: str, input_shape: tuple, calibration) -> tuple:
     try:
         return onnx_backend.load(module, component, input_shape, warn=warn_once, calibration=calibration), None
     except onnx_backend.ExportError as e:
-        return None, str(e)
+        if not e.int8:
+            return None, str(e)
+        warn_once(f"{e}; the {component} network runs in float32")  # int8 is a speed-up, never required
+        return _load(module, component, input_shape, None)

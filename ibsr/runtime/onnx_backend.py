@@ -168,7 +168,12 @@ def _cached(path: Path, input_shape: tuple, threads: int, minimum: float) -> Onn
 
 
 class ExportError(Exception):
-    """The export failed or its model disagrees with torch (the caller decides: warn or fail)."""
+    """The export failed or its model disagrees with torch (the caller decides: warn or fail);
+    `int8`: it was the int8 file (float32 ONNX may still work)."""
+
+    def __init__(self, message: str, int8: bool = False):
+        super().__init__(message)
+        self.int8 = int8
 
 
 def load(module: torch.nn.Module, component: str, input_shape: tuple, threads: int = 1,
@@ -189,9 +194,11 @@ def load(module: torch.nn.Module, component: str, input_shape: tuple, threads: i
         encoder = OnnxEncoder(session(data, threads))
     except Exception as e:
         reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-        raise ExportError(f"ONNX export of the {component} network failed ({reason})") from None
+        step = "int8 ONNX export" if int8 else "ONNX export"
+        raise ExportError(f"{step} of the {component} network failed ({reason})", int8=int8) from None
     if not agrees(encoder, input_shape, path.stem, minimum):
-        raise ExportError(f"the ONNX export of the {component} network disagrees with torch")
+        raise ExportError(f"the {'int8 ' if int8 else ''}ONNX export of the {component} network disagrees with torch",
+                          int8=int8)
     try:
         atomic_write(path, data, fsync=True, mode=0o644)  # 0o644: a shared cache, readable by other users
     except OSError as e:
