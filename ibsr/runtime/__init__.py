@@ -10,7 +10,8 @@ One place decides (`choose(component)`), from `$IBSR_RUNTIME` or a `runtime=` ar
 - `onnx`: ONNX Runtime for every component; an error when it cannot run.
 
 ONNX Runtime runs float32, and the mask network in int8 where `ibsr.precision` says so
-(IBSR_PRECISION=int8).
+(`auto` on CPUs with int8 dot products, or IBSR_PRECISION=int8); a failed int8 export falls
+back to the float32 file with a one-line warning.
 
 Components: "queries" (the query encoder, L2-normalized output: `CMIC.embed_queries`),
 "views" (the rendering encoder, one view per row: `CMIC.embed_views` without the reshape),
