@@ -1,7 +1,7 @@
 """Precision by CPU (ibsr.precision, issue 12): the override, the choice per component, and the
 bf16 query encoder against float32 on the shipped default model with generated photos, within
 the documented tolerance (ibsr/precision.py). Precision is the torch runtime's: these tests run
-with IBSR_RUNTIME=torch (ONNX Runtime is float32 only: tests/test_runtime.py)."""
+with IBSR_RUNTIME=torch (ONNX Runtime, float32 and the int8 mask network: tests/test_runtime.py)."""
 
 from __future__ import annotations
 
