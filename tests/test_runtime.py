@@ -189,6 +189,26 @@ def test_the_auto_rule(monkeypatch):
     assert runtime.choose("views", "onnx") == "onnx"
 
 
+def test_describe_says_what_runs_each_network(monkeypatch):
+    import platform
+
+    from ibsr import precision
+
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(precision, "cpu_has_int8_dot", lambda: True)
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: True)
+    monkeypatch.setenv(runtime.RUNTIME_ENV, "auto")
+    monkeypatch.setenv("IBSR_PRECISION", "auto")
+    assert [runtime.describe(c) for c in ("queries", "views", "mask")] == ["onnx float32", "onnx float32", "onnx int8"]
+    assert runtime.describe("queries", device_type="cuda") == "torch float32"
+    monkeypatch.setattr(precision, "cpu_has_int8_dot", lambda: False)
+    assert runtime.describe("mask") == "onnx float32"
+    monkeypatch.setenv(runtime.RUNTIME_ENV, "torch")
+    assert [runtime.describe(c) for c in ("queries", "mask")] == ["torch bf16", "torch float32"]
+    monkeypatch.setenv("IBSR_PRECISION", "int8")
+    assert runtime.describe("mask") == "torch float32"  # int8 exists only in ONNX Runtime
+
+
 def test_an_empty_batch_exports_nothing(tiny_weights, cache):
     model = load_checkpoint(tiny_weights)
     x, _ = random_inputs(model.config, photos=0)

@@ -104,6 +104,11 @@ def test_health_reports_the_served_index(client, built_index):
     assert health["shapes"] == N_SHAPES == info["shapes"]
     assert health["version"] == info["table_version"]
     assert health["encoder_id"] == info["encoder_id"]
+    from ibsr import runtime
+
+    # what runs each network, so that an operator can tell why two machines differ slightly;
+    # the tests run without the mask network (IBSR_MASK_WEIGHTS, conftest.py)
+    assert health["networks"] == {"queries": runtime.describe("queries"), "mask": "grabcut"}
 
 
 def test_search_answers_what_ibsr_search_json_prints(client, built_index, tiny_weights, photos, tmp_path, catalog):
@@ -287,6 +292,16 @@ def test_prepare_makes_the_networks_first_use_before_any_request(built_index, ti
     expected = ["queries"] if runtime.choose("queries") == "onnx" and runtime.onnx_backend.available() else []
     assert exported == expected
     assert service.stats["requests"] == 0
+
+
+def test_health_names_what_runs_the_mask_network_when_there_is_one(built_index, tiny_weights, tmp_path, monkeypatch):
+    from ibsr import runtime
+    from ibsr.model.segmenter import MaskConfig, MaskNet, save_mask_checkpoint
+
+    monkeypatch.setenv("IBSR_MASK_WEIGHTS", str(save_mask_checkpoint(MaskNet(MaskConfig(size=64)), tmp_path / "m.pt")))
+    networks = make_service(built_index, tiny_weights).health()["networks"]
+    assert networks["mask"] == runtime.describe("mask") != "grabcut"
+    assert networks["mask"].split()[1] in ("float32", "int8")
 
 
 def test_thread_budget_gives_the_torch_pool_every_core():

@@ -125,6 +125,16 @@ def onnx_encoder(module: torch.nn.Module, component: str, input_shape: tuple, ru
     return encoder
 
 
+def describe(component: str, runtime: str | None = None, device_type: str = "cpu") -> str:
+    """How `component` runs here, as chosen: "onnx float32", "onnx int8", "torch bf16", ...
+    (a failed export then falls back with a warning: see `onnx_encoder`)."""
+    from ibsr.precision import precision as wanted
+
+    if choose(component, runtime, device_type) == "onnx":
+        return f"onnx {precision(component)}"
+    return f"torch {'float32' if component == 'mask' else wanted(component, device_type)}"  # int8: ONNX only
+
+
 def _weights_version(module: torch.nn.Module) -> tuple:
     """Changes whenever a weight or buffer is replaced or changed in place (tensor versions).
 

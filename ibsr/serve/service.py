@@ -326,6 +326,18 @@ class SearchService:
 
     # ---------------------------------------------------------------- reporting
 
+    @staticmethod
+    def _networks(searcher: Searcher) -> dict:
+        """What runs each network (`ibsr.runtime.describe`): results differ slightly between a CPU
+        that runs the mask network in int8 and one that runs it in float32."""
+        from ibsr import runtime
+        from ibsr.photos.mask_model import load_mask_model
+
+        device = searcher.device.type
+        uses_network = searcher.mask_method != "grabcut" and load_mask_model(searcher.mask_weights) is not None
+        return {"queries": runtime.describe("queries", device_type=device),
+                "mask": runtime.describe("mask", device_type=device) if uses_network else "grabcut"}
+
     def health(self) -> dict:
         served = self.served
         return {
@@ -338,6 +350,7 @@ class SearchService:
             "in_flight": self._in_flight,
             "queue_size": self.config.queue_size,
             "max_batch": self.config.max_batch,
+            "networks": self._networks(served.searcher),
             "torch_threads": self.torch_threads,
             "decode_threads": self.decode_threads,
             **self.stats,
