@@ -43,6 +43,8 @@ def main() -> None:
     files = []
     for i in range(PHOTOS):
         ok, jpeg = cv2.imencode(".jpg", calibration_photo(i)[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, QUALITY])
+        if not ok:
+            raise SystemExit(f"OpenCV could not encode calibration photo {i} as JPEG; nothing was written")
         files.append(jpeg.ravel())
     np.savez(args.out, jpeg=np.concatenate(files), ends=np.cumsum([len(f) for f in files]))
     print(f"{args.out}: {PHOTOS} photos, {args.out.stat().st_size / 1e3:.0f} kB")

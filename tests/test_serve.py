@@ -104,11 +104,10 @@ def test_health_reports_the_served_index(client, built_index):
     assert health["shapes"] == N_SHAPES == info["shapes"]
     assert health["version"] == info["table_version"]
     assert health["encoder_id"] == info["encoder_id"]
-    from ibsr import runtime
-
     # what runs each network, so that an operator can tell why two machines differ slightly;
     # the tests run without the mask network (IBSR_MASK_WEIGHTS, conftest.py)
-    assert health["networks"] == {"queries": runtime.describe("queries"), "mask": "grabcut"}
+    assert health["networks"]["mask"] == "grabcut"
+    assert health["networks"]["queries"] in ("onnx float32", "torch float32", "torch bf16")
 
 
 def test_search_answers_what_ibsr_search_json_prints(client, built_index, tiny_weights, photos, tmp_path, catalog):
@@ -283,25 +282,27 @@ def test_openapi_describes_the_api(client):
 def test_prepare_makes_the_networks_first_use_before_any_request(built_index, tiny_weights, tmp_path, monkeypatch):
     """`ibsr-serve` calls prepare() before it listens: the ONNX export happens there, not inside
     the first request's timeout."""
-    from ibsr import runtime
-
     monkeypatch.setenv("IBSR_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("IBSR_RUNTIME", "onnx")  # onnxruntime is a dependency: the export must happen
     service = make_service(built_index, tiny_weights)
     assert service.prepare() > 0
     exported = [p.name.split("-")[0] for p in (tmp_path / "cache" / "onnx").glob("*.onnx")]
-    expected = ["queries"] if runtime.choose("queries") == "onnx" and runtime.onnx_backend.available() else []
-    assert exported == expected
+    assert exported == ["queries"]  # no mask network in the tests (conftest.py): GrabCut
     assert service.stats["requests"] == 0
 
 
 def test_health_names_what_runs_the_mask_network_when_there_is_one(built_index, tiny_weights, tmp_path, monkeypatch):
-    from ibsr import runtime
     from ibsr.model.segmenter import MaskConfig, MaskNet, save_mask_checkpoint
 
     monkeypatch.setenv("IBSR_MASK_WEIGHTS", str(save_mask_checkpoint(MaskNet(MaskConfig(size=64)), tmp_path / "m.pt")))
-    networks = make_service(built_index, tiny_weights).health()["networks"]
-    assert networks["mask"] == runtime.describe("mask") != "grabcut"
-    assert networks["mask"].split()[1] in ("float32", "int8")
+    service = make_service(built_index, tiny_weights)
+    monkeypatch.setenv("IBSR_RUNTIME", "onnx")
+    monkeypatch.setenv("IBSR_PRECISION", "int8")
+    assert service.health()["networks"] == {"queries": "onnx float32", "mask": "onnx int8"}
+    monkeypatch.setenv("IBSR_PRECISION", "float32")
+    assert service.health()["networks"]["mask"] == "onnx float32"
+    monkeypatch.setenv("IBSR_RUNTIME", "torch")
+    assert service.health()["networks"] == {"queries": "torch float32", "mask": "torch float32"}
 
 
 def test_thread_budget_gives_the_torch_pool_every_core():
