@@ -20,9 +20,10 @@ One place decides (`precision(component)`), from `$IBSR_PRECISION`:
 - `float32`: float32 everywhere (the same numbers on every CPU).
 - `bf16`: bf16 wherever it is offered (query and rendering encoders, the rerank GEMM),
   whatever the CPU (for measuring).
-- `int8`: the *mask network* in int8 wherever ONNX Runtime runs it (`ibsr.runtime.quantize`),
+- `int8`: the *mask network* and the *query encoder* in int8 wherever ONNX Runtime runs them
+  (`ibsr.runtime.quantize`; the query encoder's first convolutions and head stay float32),
   whatever the CPU, everything else float32 (for measuring). int8 exists only in ONNX Runtime:
-  where torch runs the mask network (IBSR_RUNTIME=torch), it runs in float32.
+  where torch runs them (IBSR_RUNTIME=torch), they run in float32.
 
 Tolerance of the bf16 query encoder against float32 (shipped model, generated photos;
 tests/test_precision.py): query cosine >= 0.99, attention scores within 0.05, top-5 overlap
@@ -72,6 +73,7 @@ def requested() -> str:
 
 
 COMPONENTS = ("queries", "views", "rerank", "mask")
+INT8_COMPONENTS = ("queries", "mask")  # those with an int8 file (`ibsr.runtime.quantize`)
 
 
 def precision(component: str, device_type: str = "cpu") -> str:
@@ -80,7 +82,7 @@ def precision(component: str, device_type: str = "cpu") -> str:
         raise ValueError(f"component must be one of {COMPONENTS}, not {component!r}")
     want = requested()
     if want == "int8":
-        return "int8" if component == "mask" and device_type == "cpu" else "float32"
+        return "int8" if component in INT8_COMPONENTS and device_type == "cpu" else "float32"
     if want == "bf16" and component == "mask":
         return "float32"  # the mask network has no bf16 path
     if want != "auto":

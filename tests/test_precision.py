@@ -39,9 +39,9 @@ def test_override_and_choice_per_component(monkeypatch):
     assert {c: precision.precision(c) for c in precision.COMPONENTS} == {
         "queries": "bf16", "views": "bf16", "rerank": "bf16", "mask": "float32"}  # no bf16 mask path
     assert precision.rerank_dtype() == torch.bfloat16
-    monkeypatch.setenv(precision.PRECISION_ENV, "int8")  # the mask network only, and only on a CPU
+    monkeypatch.setenv(precision.PRECISION_ENV, "int8")  # the mask network and the query encoder, on a CPU
     assert {c: precision.precision(c) for c in precision.COMPONENTS} == {
-        "queries": "float32", "views": "float32", "rerank": "float32", "mask": "int8"}
+        "queries": "int8", "views": "float32", "rerank": "float32", "mask": "int8"}
     assert precision.precision("mask", "cuda") == "float32"
     assert precision.rerank_dtype() is None
     monkeypatch.setenv(precision.PRECISION_ENV, "auto")

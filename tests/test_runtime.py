@@ -265,32 +265,36 @@ def test_the_mask_network_in_int8(cache, monkeypatch):
 
 
 def test_the_packaged_calibration_photos_are_the_scripts_photos():
-    """ibsr/runtime/mask_calibration.npz holds what scripts/mask_calibration.py renders (JPEG aside)."""
+    """ibsr/runtime/calibration_photos.npz holds what scripts/calibration_photos.py renders (JPEG aside)."""
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "mask_calibration.py"
-    spec = importlib.util.spec_from_file_location("mask_calibration", path)
+    path = Path(__file__).resolve().parents[1] / "scripts" / "calibration_photos.py"
+    spec = importlib.util.spec_from_file_location("calibration_photos", path)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    photos = runtime.quantize.calibration_photos()
+    packaged = runtime.quantize.calibration_photos()
+    photos, masks = [rgb for rgb, _ in packaged], [mask for _, mask in packaged]
     assert len(photos) == script.PHOTOS and {p.shape for p in photos} == {(script.SIZE, script.SIZE, 3)}
+    assert {m.shape for m in masks} == {(script.SIZE, script.SIZE)} and {m.dtype for m in masks} == {np.dtype(bool)}
     import cv2
 
     def small(rgb):  # 32 x 32 means: JPEG's error on the photos' sensor noise averages out
         return cv2.resize(rgb.astype(np.float32), (32, 32), interpolation=cv2.INTER_AREA)
 
     for i in (0, 1, script.PHOTOS - 1):
-        rendered = small(script.calibration_photo(i))
+        rgb, mask = script.calibration_photo(i)
+        rendered = small(rgb)
         assert np.abs(small(photos[i]) - rendered).mean() < 2  # measured 0.41-0.47
         assert np.abs(small(photos[(i + 1) % script.PHOTOS]) - rendered).mean() > 20  # another photo: 61-74
+        assert np.array_equal(masks[i], mask) and 0.01 < mask.mean() < 0.99  # PNG is lossless
 
 
 def test_a_failed_int8_export_falls_back_to_float32_onnx(cache, monkeypatch, capsys):
     from ibsr.model.segmenter import MaskConfig, init_mask_net
     from ibsr.photos.mask_model import mask_probability
 
-    def broken(model, inputs):
+    def broken(model, inputs, float32_convs=0):
         raise RuntimeError("no quantizer here")
 
     net = init_mask_net(MaskConfig(size=64), imagenet=False).eval()

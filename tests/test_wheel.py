@@ -28,7 +28,7 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 # What the installed package reads at run time besides its modules (checked by name too, in
 # case git is not there to list the tracked files).
-RUN_TIME_FILES = ["ibsr/model/weights/default.pt", "ibsr/runtime/mask_calibration.npz", "ibsr/serve/static/index.html", "ibsr/serve/static/app.js",
+RUN_TIME_FILES = ["ibsr/model/weights/default.pt", "ibsr/runtime/calibration_photos.npz", "ibsr/serve/static/index.html", "ibsr/serve/static/app.js",
                   "ibsr/serve/static/vendor/three/three.module.js", "ibsr/serve/static/vendor/three/three.core.js",
                   "ibsr/serve/static/vendor/three/LICENSE", "ibsr/serve/static/vendor/three/VERSION"]
 

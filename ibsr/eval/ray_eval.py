@@ -133,10 +133,11 @@ class QueryEncoder:
         import torch
 
         from ibsr.model.inference import embed_queries  # Searcher.encode's precision and worker pool
+        from ibsr.photos.query import calibration_inputs
 
         with torch.no_grad():
             x = torch.from_numpy(np.array(batch.pop("x"), dtype=np.float32)).to(self.device)  # a writable copy
-            q = embed_queries(self.model, x)
+            q = embed_queries(self.model, x, calibration=lambda: calibration_inputs(x.shape[-1]))
             wq = self.model.attend(q).float()
         batch["q"], batch["wq"] = q.cpu().numpy(), wq.cpu().numpy()
         return batch

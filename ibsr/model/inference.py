@@ -43,9 +43,9 @@ def _on_cpu(x: torch.Tensor) -> bool:
     return x.device.type == "cpu" and len(x) > 0  # an empty batch needs no export
 
 
-def _query_encoder(model: CMIC, x: torch.Tensor, runtime: str | None):
+def _query_encoder(model: CMIC, x: torch.Tensor, runtime: str | None, calibration=None):
     """x -> B x D float32: ONNX Runtime where `ibsr.runtime` picks it, else torch."""
-    onnx = _on_cpu(x) and onnx_encoder(model.query_encoder, "queries", tuple(x.shape[1:]), runtime)
+    onnx = _on_cpu(x) and onnx_encoder(model.query_encoder, "queries", tuple(x.shape[1:]), runtime, calibration)
     return onnx or (lambda item: encode(model.embed_queries, "queries", item))
 
 
@@ -58,11 +58,13 @@ def _view_encoder(model: CMIC, x: torch.Tensor, runtime: str | None):
 
 
 @torch.no_grad()
-def embed_queries(model: CMIC, x: torch.Tensor, runtime: str | None = None) -> torch.Tensor:
+def embed_queries(model: CMIC, x: torch.Tensor, runtime: str | None = None, calibration=None) -> torch.Tensor:
     """B x D float32 query embeddings, one photo per work item on a CPU.
 
-    runtime: "auto", "torch" or "onnx" (default: $IBSR_RUNTIME; `ibsr.runtime`)."""
-    return _per_item(_query_encoder(model, x, runtime), x)
+    runtime: "auto", "torch" or "onnx" (default: $IBSR_RUNTIME; `ibsr.runtime`). calibration: a
+    function returning query inputs made as `x` is (`ibsr.photos.query.calibration_inputs`), which
+    lets the encoder run in int8 where `ibsr.precision` asks for it; without one it runs float32."""
+    return _per_item(_query_encoder(model, x, runtime, calibration), x)
 
 
 @torch.no_grad()

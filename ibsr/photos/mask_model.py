@@ -55,7 +55,7 @@ def network_input(rgb: np.ndarray, size: int) -> torch.Tensor:
 
 def calibration_inputs(size: int) -> list[np.ndarray]:
     """The int8 network's calibration photos (`ibsr.runtime.quantize`), fed as searches feed it."""
-    return [network_input(rgb, size).numpy() for rgb in quantize.calibration_photos()]
+    return [network_input(rgb, size).numpy() for rgb, _ in quantize.calibration_photos()]
 
 
 @torch.no_grad()

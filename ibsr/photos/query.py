@@ -20,6 +20,7 @@ import numpy as np
 from ibsr.photos.box import Box, box_window
 from ibsr.photos.image import check_not_empty, load_image, load_mask
 from ibsr.photos.mask import automatic_mask, check_mask_method, mask_in_box
+from ibsr.runtime import quantize
 
 CROP_MARGIN = 0.1  # fraction of the mask box added on every side
 
@@ -65,6 +66,13 @@ def query_tensor(query: Query, size: int) -> np.ndarray:
     from ibsr.model.inputs import scale_pixels  # ibsr.model imports torch, which loading a query does without
 
     return scale_pixels(np.concatenate([rgb.transpose(2, 0, 1), mask[None]], axis=0))
+
+
+def calibration_inputs(size: int) -> list[np.ndarray]:
+    """The int8 query encoder's calibration inputs (`ibsr.runtime.quantize`): the packaged photos
+    with their exact masks, made into query tensors as a search makes them."""
+    return [query_tensor(Query("calibration", rgb, mask, "file"), size)[None]
+            for rgb, mask in quantize.calibration_photos()]
 
 
 def crop_to_mask(rgb: np.ndarray, mask: np.ndarray, margin: float = CROP_MARGIN) -> tuple[np.ndarray, np.ndarray]:

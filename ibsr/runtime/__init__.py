@@ -9,7 +9,7 @@ One place decides (`choose(component)`), from `$IBSR_RUNTIME` or a `runtime=` ar
 - `torch`: torch for everything (with `ibsr.precision`'s bf16 autocast where it applies).
 - `onnx`: ONNX Runtime for every component; an error when it cannot run.
 
-ONNX Runtime runs float32, and the mask network in int8 where `ibsr.precision` says so
+ONNX Runtime runs float32, and the mask network and the query encoder in int8 where `ibsr.precision` says so
 (`auto` on CPUs with int8 dot products, or IBSR_PRECISION=int8); a failed int8 export falls
 back to the float32 file with a one-line warning.
 
@@ -132,7 +132,8 @@ def describe(component: str, runtime: str | None = None, device_type: str = "cpu
 
     if choose(component, runtime, device_type) == "onnx":
         return f"onnx {precision(component)}"
-    return f"torch {'float32' if component == 'mask' else wanted(component, device_type)}"  # int8: ONNX only
+    torch_precision = wanted(component, device_type)
+    return f"torch {'float32' if torch_precision == 'int8' else torch_precision}"  # int8: ONNX only
 
 
 def _weights_version(module: torch.nn.Module) -> tuple:

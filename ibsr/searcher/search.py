@@ -26,7 +26,7 @@ from ibsr.model import checkpoint_id, default_weights_path, load_checkpoint_with
 from ibsr.model.inference import embed_queries
 from ibsr.photos.mask import check_mask_method
 from ibsr.photos.mask_model import load_mask_model
-from ibsr.photos.query import Query, load_query, query_tensor
+from ibsr.photos.query import Query, calibration_inputs, load_query, query_tensor
 from ibsr.searcher.options import SearchOptions, search_options
 from ibsr.searcher.prefilters import CandidateSet, SharedRows, ShapeLookup, get_prefilter
 from ibsr.searcher.results import Hit, SearchResult, html_section
@@ -163,7 +163,8 @@ class Searcher:
         qs = []
         for start in range(0, len(queries), ENCODE_BATCH):
             x = np.stack([query_tensor(query, size) for query in queries[start:start + ENCODE_BATCH]])
-            qs.append(embed_queries(self.model, torch.from_numpy(x).to(self.device)))
+            qs.append(embed_queries(self.model, torch.from_numpy(x).to(self.device),
+                                    calibration=lambda: calibration_inputs(size)))
         q = torch.cat(qs)
         return q, self.model.attend(q).float()  # attend stays float32: W q feeds the rerank's logits
 
