@@ -264,6 +264,41 @@ def test_the_mask_network_in_int8(cache, monkeypatch):
     assert np.array_equal(mask_probability(net, rgb), mask_probability(net, rgb, runtime="torch"))
 
 
+def test_the_query_encoder_in_int8(monkeypatch):
+    """IBSR_PRECISION=int8: the shipped query encoder from its own int8 file, its first
+    convolutions and head in float32, its embeddings of generated photos close to float32's;
+    float32 wherever no calibration is given or torch runs it. The suite's cache (made once)."""
+    import onnx
+
+    from ibsr.photos.query import Query, calibration_inputs, query_tensor
+    from ibsr.synth import catalog_shape, render_query_photo
+
+    model = load_default_model()
+    size = model.config.query_size
+    rng = np.random.default_rng(11)
+    x = torch.from_numpy(np.stack([query_tensor(Query(f"p{i}", *render_query_photo(catalog_shape(cat, i, 11), rng),
+                                                      "file"), size)
+                                   for i, cat in enumerate(("chair", "table", "sofa", "lamp", "bed", "chair"))]))
+
+    def embed(**kwargs):
+        return inference.embed_queries(model, x, calibration=lambda: calibration_inputs(size), **kwargs)
+
+    monkeypatch.setenv("IBSR_PRECISION", "float32")
+    q_float = embed(runtime="onnx")
+    monkeypatch.setenv("IBSR_PRECISION", "int8")
+    q_int8 = embed(runtime="onnx")
+    assert 0.99 <= (q_int8 * q_float).sum(-1).min() < 0.99999  # measured 0.994 min, 0.9985 mean on 480 photos
+    assert torch.equal(inference.embed_queries(model, x, runtime="onnx"), q_float)  # no calibration: float32
+    assert torch.equal(embed(runtime="torch"), inference.embed_queries(model, x, runtime="torch"))
+
+    path = onnx_backend.cache_path(model.query_encoder, "queries", tuple(x.shape[1:]), int8=True)
+    nodes = onnx.load(path).graph.node
+    made_by = {out: node.op_type for node in nodes for out in node.output}
+    quantized = [made_by.get(node.input[1]) == "DequantizeLinear" for node in nodes if node.op_type in ("Conv", "Gemm")]
+    kept = runtime.quantize.FLOAT32_CONVS["queries"]
+    assert quantized == [False] * kept + [True] * (len(quantized) - kept - 1) + [False]  # the last: the head's Gemm
+
+
 def test_the_packaged_calibration_photos_are_the_scripts_photos():
     """ibsr/runtime/calibration_photos.npz holds what scripts/calibration_photos.py renders (JPEG aside)."""
     import importlib.util
