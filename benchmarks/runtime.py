@@ -1,6 +1,6 @@
 """CPU runtime: the shipped model's networks in torch (float32, bf16 autocast), ONNX Runtime
-(float32, int8 dynamic quantization; the mask network also in static int8, the file ibsr runs
-on CPUs with VNNI: `ibsr.runtime.quantize`) and OpenVINO (float32, the same ONNX file; measured only
+(float32, int8 dynamic quantization; the mask network and the query encoder also in static int8,
+the files IBSR_PRECISION=int8 runs: `ibsr.runtime.quantize`) and OpenVINO (float32, the same ONNX file; measured only
 where `openvino` is installed: `pip install openvino`, not a dependency of ibsr), by batch,
 threads and load, in one run.
 
@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ibsr import cpus  # noqa: E402
 from ibsr.kernels import attention_scores  # noqa: E402
 from ibsr.model import load_default_model  # noqa: E402
-from ibsr.photos.mask_model import calibration_inputs, load_mask_model  # noqa: E402
+from ibsr.photos import mask_model, query  # noqa: E402
 from ibsr.runtime import onnx_backend  # noqa: E402
 from encoders import generated_inputs, top_overlap  # noqa: E402
 from threads import competing_process, cpu_model, timings_ms  # noqa: E402
@@ -63,11 +63,12 @@ def onnx_bytes(module, component: str, shape: tuple, int8: bool) -> bytes:
     return quantize_int8(data) if int8 else data
 
 
-def shipped_int8_bytes(mask, shape: tuple) -> bytes:
-    """The mask network's static int8 file, made (or read from the cache) as a search makes it."""
-    calibration = lambda: calibration_inputs(mask.config.size)  # noqa: E731
-    onnx_backend.load(mask, "mask", shape, calibration=calibration)
-    return onnx_backend.cache_path(mask, "mask", shape, int8=True).read_bytes()
+def shipped_int8_bytes(module, component: str, shape: tuple) -> bytes:
+    """The static int8 file of the mask network or the query encoder, made (or read from the
+    cache) as a search makes it."""
+    inputs = mask_model.calibration_inputs if component == "mask" else query.calibration_inputs
+    onnx_backend.load(module, component, shape, calibration=lambda: inputs(shape[-1]))
+    return onnx_backend.cache_path(module, component, shape, int8=True).read_bytes()
 
 
 def quantize_int8(data: bytes) -> bytes:
@@ -103,7 +104,7 @@ class Variant:
         self.name, self.module = name, module
         self.sessions = {}
         if name.startswith("onnx"):
-            data = (shipped_int8_bytes(module, shape) if name == "onnx int8 static"
+            data = (shipped_int8_bytes(module, component, shape) if name == "onnx int8 static"
                     else onnx_bytes(module, component, shape, name.endswith("int8")))
             self.sessions = {n: onnx_backend.OnnxEncoder(onnx_backend.session(data, n)) for n in (1, 2)}
         elif name.startswith("openvino"):
@@ -195,12 +196,12 @@ def main():
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    model, mask = load_default_model(), load_mask_model(required=True)  # channels_last, as ibsr runs it
+    model, mask = load_default_model(), mask_model.load_mask_model(required=True)  # channels_last, as ibsr runs it
     names = ("torch float32", "torch bf16", "onnx float32", "onnx int8", "openvino float32")
     c = model.config
-    variants = {comp: make_variants(names, mod, comp, shape) for comp, mod, shape in (
-        ("queries", model.query_encoder, (4, c.query_size, c.query_size)),
-        ("views", model.rendering_encoder, (1, c.render_size, c.render_size)))}
+    variants = {comp: make_variants(names + extra, mod, comp, shape) for comp, mod, shape, extra in (
+        ("queries", model.query_encoder, (4, c.query_size, c.query_size), ("onnx int8 static",)),
+        ("views", model.rendering_encoder, (1, c.render_size, c.render_size), ()))}
     variants["mask"] = make_variants(("torch float32", "onnx float32", "onnx int8 static", "openvino float32"), mask, "mask",
                                      (3, mask.config.size, mask.config.size))
     acc = accuracy(model, *generated_inputs(model, args.accuracy_shapes), variants)

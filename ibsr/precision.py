@@ -6,12 +6,16 @@ IBSR_PRECISION=bf16 makes `auto` pick torch, so that asking for bf16 still measu
 
 One place decides (`precision(component)`), from `$IBSR_PRECISION`:
 
-- `auto` (default): the *query encoder* (search, serve) runs under bf16 autocast on a CPU with
-  AVX512-BF16 or AMX (faster there), in float32 on any other CPU (where a bf16 matmul is
-  far *slower* than float32) and on CUDA (unchanged). The *mask network* runs in int8 in ONNX
-  Runtime on a CPU with int8 dot products (AVX512-VNNI, AVX-VNNI or AMX): 1.6-2.2x faster on a
-  Zen 4, its mask IoU 0.9341 -> 0.9335 and no search row worse on fresh sets
-  (benchmarks/RESULTS.md, "The mask network in int8"); float32 elsewhere.
+- `auto` (default): on a CPU with int8 dot products (AVX512-VNNI, AVX-VNNI or AMX) the *mask
+  network* and the *query encoder* (search, serve) run in int8 in ONNX Runtime (the query
+  encoder's first five convolutions and its head in float32). Each was adopted by a rule written
+  before its fresh sets were scored: the mask network 1.6-2.2x faster on a Zen 4, its mask IoU
+  0.9341 -> 0.9335, no search row worse (benchmarks/RESULTS.md, "The mask network in int8");
+  the query encoder 1.6-1.8x faster, embeddings at cosine >= 0.995 to float32's, no search row
+  worse ("The query encoder in int8 with its first convolutions in float32"). Elsewhere the
+  query encoder runs in float32, and under bf16 autocast where *torch* runs it on a CPU with
+  AVX512-BF16 or AMX (faster there; torch has no int8: `torch_precision`); a bf16 matmul is far
+  *slower* than float32 on other CPUs. CUDA runs float32 (unchanged).
   The *rendering encoder* (index builds) and the *CPU rerank* stay float32: bf16 view
   embeddings drifted to cosine 0.93 from float32 ones (a stored index would then depend on the
   CPU that built it), and the rerank gained nothing for one query while bf16 logits would break
@@ -87,17 +91,27 @@ def precision(component: str, device_type: str = "cpu") -> str:
         return "float32"  # the mask network has no bf16 path
     if want != "auto":
         return want
-    if component == "queries" and device_type == "cpu" and cpu_has_bf16():
-        return "bf16"
-    if component == "mask" and device_type == "cpu" and cpu_has_int8_dot():
+    if device_type != "cpu":
+        return "float32"
+    if component in INT8_COMPONENTS and cpu_has_int8_dot():
         return "int8"
-    return "float32"
+    return "bf16" if component == "queries" and cpu_has_bf16() else "float32"
+
+
+def torch_precision(component: str, device_type: str = "cpu") -> str:
+    """`precision` where torch runs `component`: torch has no int8, so there it runs what `auto`
+    picks without int8 (the query encoder in bf16 on a CPU with AVX512-BF16 or AMX), else float32."""
+    chosen = precision(component, device_type)
+    if chosen != "int8":
+        return chosen
+    auto_bf16 = requested() == "auto" and component == "queries" and cpu_has_bf16()
+    return "bf16" if auto_bf16 else "float32"
 
 
 def encoder_autocast(component: str, device_type: str = "cpu"):
-    """The context an encoder ("queries" or "views") runs under: bf16 autocast or nothing.
+    """The context an encoder ("queries" or "views") runs under in torch: bf16 autocast or nothing.
     Autocast state is per thread: enter it in the thread that runs the model (each pool worker)."""
-    if precision(component, device_type) != "bf16":
+    if torch_precision(component, device_type) != "bf16":
         return nullcontext()
     import torch
 

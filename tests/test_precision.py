@@ -45,6 +45,7 @@ def test_override_and_choice_per_component(monkeypatch):
     assert precision.precision("mask", "cuda") == "float32"
     assert precision.rerank_dtype() is None
     monkeypatch.setenv(precision.PRECISION_ENV, "auto")
+    monkeypatch.setattr(precision, "cpu_has_int8_dot", lambda: False)  # int8 dot products: below
     monkeypatch.setattr(precision, "cpu_has_bf16", lambda: True)  # AVX512-BF16 or AMX
     assert precision.precision("queries") == "bf16"
     assert precision.precision("views") == precision.precision("rerank") == "float32"  # measured: see RESULTS.md
@@ -52,11 +53,18 @@ def test_override_and_choice_per_component(monkeypatch):
     monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)  # e.g. an AVX2-only EPYC
     assert precision.precision("queries") == "float32"
     monkeypatch.setattr(precision, "cpu_has_int8_dot", lambda: True)  # AVX512-VNNI, AVX-VNNI or AMX
-    assert precision.precision("mask") == "int8"
-    assert precision.precision("mask", "cuda") == "float32"
-    assert {precision.precision(c) for c in ("queries", "views", "rerank")} == {"float32"}
+    assert precision.precision("mask") == precision.precision("queries") == "int8"
+    assert precision.precision("mask", "cuda") == precision.precision("queries", "cuda") == "float32"
+    assert {precision.precision(c) for c in ("views", "rerank")} == {"float32"}
+    assert precision.torch_precision("queries") == precision.torch_precision("mask") == "float32"  # torch: no int8
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: True)  # a Zen 4: VNNI and BF16
+    assert precision.precision("queries") == "int8" and precision.torch_precision("queries") == "bf16"
+    assert precision.torch_precision("mask") == "float32"  # the mask network has no bf16 path
+    monkeypatch.setenv(precision.PRECISION_ENV, "int8")
+    assert precision.torch_precision("queries") == "float32"  # asked for int8: torch runs the reference
+    monkeypatch.setenv(precision.PRECISION_ENV, "auto")
     monkeypatch.setattr(precision, "cpu_has_int8_dot", lambda: False)  # e.g. a Zen 3
-    assert precision.precision("mask") == "float32"
+    assert precision.precision("mask") == "float32" and precision.precision("queries") == "bf16"
     monkeypatch.setenv(precision.PRECISION_ENV, "fp8")
     with pytest.raises(IbsrError, match="IBSR_PRECISION"):
         precision.precision("queries")

@@ -199,14 +199,17 @@ def test_describe_says_what_runs_each_network(monkeypatch):
     monkeypatch.setattr(precision, "cpu_has_bf16", lambda: True)
     monkeypatch.setenv(runtime.RUNTIME_ENV, "auto")
     monkeypatch.setenv("IBSR_PRECISION", "auto")
-    assert [runtime.describe(c) for c in ("queries", "views", "mask")] == ["onnx float32", "onnx float32", "onnx int8"]
+    assert [runtime.describe(c) for c in ("queries", "views", "mask")] == ["onnx int8", "onnx float32", "onnx int8"]
     assert runtime.describe("queries", device_type="cuda") == "torch float32"
+    monkeypatch.setenv(runtime.RUNTIME_ENV, "torch")
+    assert [runtime.describe(c) for c in ("queries", "mask")] == ["torch bf16", "torch float32"]  # no int8 in torch
+    monkeypatch.setenv(runtime.RUNTIME_ENV, "auto")
     monkeypatch.setattr(precision, "cpu_has_int8_dot", lambda: False)
-    assert runtime.describe("mask") == "onnx float32"
+    assert [runtime.describe(c) for c in ("queries", "mask")] == ["onnx float32", "onnx float32"]
     monkeypatch.setenv(runtime.RUNTIME_ENV, "torch")
     assert [runtime.describe(c) for c in ("queries", "mask")] == ["torch bf16", "torch float32"]
     monkeypatch.setenv("IBSR_PRECISION", "int8")
-    assert runtime.describe("mask") == "torch float32"  # int8 exists only in ONNX Runtime
+    assert [runtime.describe(c) for c in ("queries", "mask")] == ["torch float32", "torch float32"]  # int8: ONNX only
 
 
 def test_an_empty_batch_exports_nothing(tiny_weights, cache):

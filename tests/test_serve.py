@@ -107,7 +107,7 @@ def test_health_reports_the_served_index(client, built_index):
     # what runs each network, so that an operator can tell why two machines differ slightly;
     # the tests run without the mask network (IBSR_MASK_WEIGHTS, conftest.py)
     assert health["networks"]["mask"] == "grabcut"
-    assert health["networks"]["queries"] in ("onnx float32", "torch float32", "torch bf16")
+    assert health["networks"]["queries"] in ("onnx float32", "onnx int8", "torch float32", "torch bf16")
 
 
 def test_search_answers_what_ibsr_search_json_prints(client, built_index, tiny_weights, photos, tmp_path, catalog):
@@ -298,9 +298,9 @@ def test_health_names_what_runs_the_mask_network_when_there_is_one(built_index, 
     service = make_service(built_index, tiny_weights)
     monkeypatch.setenv("IBSR_RUNTIME", "onnx")
     monkeypatch.setenv("IBSR_PRECISION", "int8")
-    assert service.health()["networks"] == {"queries": "onnx float32", "mask": "onnx int8"}
+    assert service.health()["networks"] == {"queries": "onnx int8", "mask": "onnx int8"}
     monkeypatch.setenv("IBSR_PRECISION", "float32")
-    assert service.health()["networks"]["mask"] == "onnx float32"
+    assert service.health()["networks"] == {"queries": "onnx float32", "mask": "onnx float32"}
     monkeypatch.setenv("IBSR_RUNTIME", "torch")
     assert service.health()["networks"] == {"queries": "torch float32", "mask": "torch float32"}
 
@@ -417,6 +417,7 @@ def test_hot_reload_during_a_build(index_copy, tiny_weights, tmp_path, monkeypat
     are computed from each version while it exists: the compaction at the end deletes every
     older version here (KEEP_OLD_VERSIONS 0; a real build keeps those under 5 minutes old, the
     old test's flake: the copied index's versions were older than that)."""
+    monkeypatch.setenv("IBSR_PRECISION", "float32")  # scores checked against float64's; int8: test_runtime.py
     write_catalog(tmp_path, CATEGORIES, 2 * SHAPES_PER_CATEGORY, seed=3)  # the 9 shapes + 9 new ones
     photo, mask = mesh_photo(tmp_path / "catalog" / "lamp" / "lamp_0004.obj")
     (tmp_path / "q.png").write_bytes(photo)

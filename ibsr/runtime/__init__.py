@@ -128,12 +128,11 @@ def onnx_encoder(module: torch.nn.Module, component: str, input_shape: tuple, ru
 def describe(component: str, runtime: str | None = None, device_type: str = "cpu") -> str:
     """How `component` runs here, as chosen: "onnx float32", "onnx int8", "torch bf16", ...
     (a failed export then falls back with a warning: see `onnx_encoder`)."""
-    from ibsr.precision import precision as wanted
+    from ibsr.precision import torch_precision
 
     if choose(component, runtime, device_type) == "onnx":
         return f"onnx {precision(component)}"
-    torch_precision = wanted(component, device_type)
-    return f"torch {'float32' if torch_precision == 'int8' else torch_precision}"  # int8: ONNX only
+    return f"torch {torch_precision(component, device_type)}"
 
 
 def _weights_version(module: torch.nn.Module) -> tuple:
