@@ -292,6 +292,12 @@ def test_the_query_encoder_in_int8(monkeypatch):
     q_int8 = embed(runtime="onnx")
     assert 0.99 <= (q_int8 * q_float).sum(-1).min() < 0.99999  # measured 0.994 min, 0.9985 mean on 480 photos
     assert torch.equal(inference.embed_queries(model, x, runtime="onnx"), q_float)  # no calibration: float32
+    loads = []
+    monkeypatch.setattr(runtime, "_load", lambda *args: loads.append(args) or pytest.fail("loaded again"))
+    assert torch.equal(embed(runtime="onnx"), q_int8)  # the int8 and float32 sessions are both kept
+    assert torch.equal(inference.embed_queries(model, x, runtime="onnx"), q_float) and not loads
+    monkeypatch.undo()
+    monkeypatch.setenv("IBSR_PRECISION", "int8")
     assert torch.equal(embed(runtime="torch"), inference.embed_queries(model, x, runtime="torch"))
 
     path = onnx_backend.cache_path(model.query_encoder, "queries", tuple(x.shape[1:]), int8=True)

@@ -38,7 +38,10 @@ RUNTIMES = ("auto", "torch", "onnx")
 COMPONENTS = ("queries", "views", "mask")
 
 _lock = threading.Lock()  # one export at a time; concurrent first calls (ibsr-serve) share it
-_loaded: "weakref.WeakKeyDictionary[torch.nn.Module, tuple]" = weakref.WeakKeyDictionary()
+# module -> {(component, input shape, int8): (weights version, encoder, failure)}: a module's float32
+# and int8 sessions live side by side (a caller without calibration gets float32), each replaced
+# when the weights change
+_loaded: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
 _warned: set[str] = set()
 
 
@@ -109,12 +112,13 @@ def onnx_encoder(module: torch.nn.Module, component: str, input_shape: tuple, ru
         return None
     explicit = requested(runtime) == "onnx"
     int8 = calibration is not None and precision(component) == "int8"
-    key = (component, tuple(input_shape), int8, _weights_version(module))
+    key, version = (component, tuple(input_shape), int8), _weights_version(module)
     with _lock:
-        entry = _loaded.get(module)
-        if entry is None or entry[0] != key:
-            entry = (key, *_load(module, component, tuple(input_shape), calibration if int8 else None))
-            _loaded[module] = entry
+        sessions = _loaded.setdefault(module, {})
+        entry = sessions.get(key)
+        if entry is None or entry[0] != version:
+            entry = (version, *_load(module, component, tuple(input_shape), calibration if int8 else None))
+            sessions[key] = entry
     encoder, failure = entry[1], entry[2]
     if failure:
         if explicit:

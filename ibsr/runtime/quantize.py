@@ -72,13 +72,17 @@ def int8_bytes(model: bytes, inputs: list[np.ndarray], float32_convs: int = 0) -
                                           QuantType, quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    import onnx
+
+    name = onnx.load_from_string(model).graph.input[0].name  # the network's one input, as exported
+
     class Inputs(CalibrationDataReader):
         def __init__(self):
             self.inputs = iter(inputs)
 
         def get_next(self):
             x = next(self.inputs, None)
-            return None if x is None else {"x": np.ascontiguousarray(x, dtype=np.float32)}
+            return None if x is None else {name: np.ascontiguousarray(x, dtype=np.float32)}
 
     with tempfile.TemporaryDirectory(prefix="ibsr-int8-") as tmp:
         source, prepared, out = (Path(tmp) / name for name in ("float32.onnx", "prepared.onnx", "int8.onnx"))
