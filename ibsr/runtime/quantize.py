@@ -53,7 +53,7 @@ def calibration_photos() -> list[tuple[np.ndarray, np.ndarray]]:
 
 def float32_nodes(model: bytes, first_convs: int) -> list[str]:
     """The nodes kept in float32: the first `first_convs` convolutions, and every node after the
-    last convolution (pooling, projection, normalization). None when `first_convs` is 0."""
+    last convolution (pooling, projection, normalization); none when `first_convs` is 0."""
     if first_convs == 0:
         return []
     import onnx
@@ -68,13 +68,12 @@ def int8_bytes(model: bytes, inputs: list[np.ndarray], float32_convs: int = 0) -
     """The float32 ONNX `model` quantized to int8 with activation ranges from `inputs` (arrays of
     its input's shape), its first `float32_convs` convolutions and its head left in float32
     (`float32_nodes`); its metadata (cache name, probe output) kept."""
+    import onnx
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
                                           QuantType, quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    import onnx
-
-    name = onnx.load_from_string(model).graph.input[0].name  # the network's one input, as exported
+    input_name = onnx.load_from_string(model).graph.input[0].name  # the network's one input, as exported
 
     class Inputs(CalibrationDataReader):
         def __init__(self):
@@ -82,7 +81,7 @@ def int8_bytes(model: bytes, inputs: list[np.ndarray], float32_convs: int = 0) -
 
         def get_next(self):
             x = next(self.inputs, None)
-            return None if x is None else {name: np.ascontiguousarray(x, dtype=np.float32)}
+            return None if x is None else {input_name: np.ascontiguousarray(x, dtype=np.float32)}
 
     with tempfile.TemporaryDirectory(prefix="ibsr-int8-") as tmp:
         source, prepared, out = (Path(tmp) / name for name in ("float32.onnx", "prepared.onnx", "int8.onnx"))
