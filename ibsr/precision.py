@@ -1,8 +1,9 @@
-"""Compute precision by CPU: bf16 where the CPU computes it natively and it pays, float32 elsewhere.
+"""Compute precision by CPU: int8 or bf16 where the CPU computes it natively and it pays, float32 elsewhere.
 
-This is the *torch* runtime's precision. Where `ibsr.runtime` runs an encoder in ONNX Runtime
-(IBSR_RUNTIME=auto on x86-64 CPUs), it runs in float32, faster than torch's bf16 was there;
-IBSR_PRECISION=bf16 makes `auto` pick torch, so that asking for bf16 still measures bf16.
+Where `ibsr.runtime` runs a network in ONNX Runtime (IBSR_RUNTIME=auto on x86-64 CPUs) it runs
+in float32, or in int8 where `precision` says so (the mask network and the query encoder);
+torch has no int8 and runs `torch_precision` (bf16 or float32). IBSR_PRECISION=bf16 makes
+`auto` pick torch, so that asking for bf16 still measures bf16.
 
 One place decides (`precision(component)`), from `$IBSR_PRECISION`:
 

@@ -145,9 +145,10 @@ class SearchService:
     def prepare(self) -> float:
         """Run the networks once on a blank photo, the automatic mask included; returns seconds.
 
-        A network's first use on a machine exports it to ONNX (and quantizes the mask network to
-        int8 on CPUs with VNNI): ~10-30 s each, once per weights, then cached. Done before the
-        server listens, that cost is not charged to the first request's --timeout."""
+        A network's first use on a machine exports it to ONNX (and quantizes the mask network and
+        the query encoder to int8 on CPUs with VNNI): ~60 s for both on a 2-core Zen 4, once per
+        weights, then cached. Done before the server listens, that cost is not charged to the
+        first request's --timeout."""
         from ibsr.photos.mask import automatic_mask
 
         started = time.perf_counter()
@@ -329,7 +330,7 @@ class SearchService:
     @staticmethod
     def _networks(searcher: Searcher) -> dict:
         """What runs each network (`ibsr.runtime.describe`): results differ slightly between a CPU
-        that runs the mask network in int8 and one that runs it in float32."""
+        that runs the networks in int8 and one that runs them in float32."""
         from ibsr import runtime
         from ibsr.photos.mask_model import load_mask_model
 
