@@ -94,18 +94,26 @@ class process_pool:
 # the GIL inside its ops). A descheduled worker holds up only its own chunk while the others
 # take the next ones. Results are combined in chunk order and each chunk is computed by one
 # thread, so they are the same bits for any number of workers.
+#
+# A call with a single item (one photo, one mask, a rerank of one chunk: what a lone search
+# makes) runs in the calling thread whenever a worker's slot is free, instead of being handed
+# to a worker: handed over, a lone search took 2-4 ms longer (of ~24 ms, on a 2-core VM), far
+# more than the hand-over itself (benchmarks/RESULTS.md, "A lone search in the calling
+# thread"). The slots (a semaphore of the pool's size, held by workers and such callers alike)
+# keep the heavy work to one thread per usable CPU, as before.
 
 TORCH_WORKERS_ENV = "IBSR_THREADS"  # overrides the pool size (e.g. 1 for a strictly serial run)
 
 _pool: ThreadPoolExecutor | None = None
+_slots: threading.Semaphore | None = None  # one per worker: who may compute now (see above)
 _pool_size: int | None = None
 _pool_lock = threading.Lock()
 _in_worker = threading.local()
 
 
 def _forget_pool_in_child() -> None:  # a forked child has none of the parent's threads
-    global _pool, _pool_lock
-    _pool, _pool_lock = None, threading.Lock()
+    global _pool, _slots, _pool_lock
+    _pool, _slots, _pool_lock = None, None, threading.Lock()
 
 
 os.register_at_fork(after_in_child=_forget_pool_in_child)
@@ -128,10 +136,10 @@ def torch_workers() -> int:
 
 def set_torch_workers(workers: int | None) -> None:
     """Size the pool (None: `torch_workers()`); ibsr-serve's --threads. Takes effect at once."""
-    global _pool, _pool_size
+    global _pool, _slots, _pool_size
     with _pool_lock:
         _pool_size = workers
-        old, _pool = _pool, None
+        old, _pool, _slots = _pool, None, None
     if old is not None:
         old.shutdown(wait=False)
 
@@ -143,13 +151,14 @@ def _single_threaded() -> None:
     _in_worker.active = True
 
 
-def _get_pool() -> ThreadPoolExecutor:
-    global _pool
+def _get_pool() -> tuple[ThreadPoolExecutor, threading.Semaphore]:
+    global _pool, _slots
     with _pool_lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(_pool_size or torch_workers(), thread_name_prefix="ibsr-torch",
-                                       initializer=_single_threaded)
-        return _pool
+            size = _pool_size or torch_workers()
+            _pool = ThreadPoolExecutor(size, thread_name_prefix="ibsr-torch", initializer=_single_threaded)
+            _slots = threading.Semaphore(size)
+        return _pool, _slots
 
 
 def pool_size() -> int:
@@ -161,11 +170,13 @@ def parallel_map(fn, items):
     that yields the results in item order as they are ready (consume it to the end).
 
     Each worker takes the next item when it finishes one (dynamic scheduling): give many more
-    items than workers so that a descheduled worker delays only the item it holds. Called from
-    a worker itself (nested), it runs the items inline, in that worker's single thread. The
-    caller's grad mode applies in the workers; autocast (also per thread) does not: enter it
-    inside `fn`. The calling thread is left with one intra-op thread for its own torch ops (the
-    workers hold the CPUs; an OpenMP team there would stall as described above)."""
+    items than workers so that a descheduled worker delays only the item it holds. A single
+    item runs in the calling thread when a worker's slot is free (see above: the hand-over
+    costs more than it gives). Called from a worker, or from such a call (nested), it runs the
+    items inline, in that thread. The caller's grad mode applies in the workers; autocast
+    (also per thread) does not: enter it inside `fn`. The calling thread is left with one
+    intra-op thread for its own torch ops (the workers hold the CPUs; an OpenMP team there
+    would stall as described above)."""
     import torch  # here, not at the top: render workers import this module without torch
 
     items = list(items)
@@ -173,10 +184,20 @@ def parallel_map(fn, items):
         return map(fn, items)
     if torch.get_num_threads() != 1:
         torch.set_num_threads(1)
+    pool, slots = _get_pool()
+    # (not under the caller's autocast: the workers never run under it, and the bits must not
+    # depend on where the item ran)
+    if len(items) == 1 and not torch.is_autocast_enabled("cpu") and slots.acquire(blocking=False):
+        try:
+            _in_worker.active = True  # its nested calls run here too: a worker would wait for this slot
+            return iter([fn(items[0])])
+        finally:
+            _in_worker.active = False
+            slots.release()
     grad = torch.is_grad_enabled()
 
     def run(item):  # grad mode is per thread: carry the caller's (e.g. torch.no_grad) over
-        with torch.set_grad_enabled(grad):
+        with slots, torch.set_grad_enabled(grad):
             return fn(item)
 
-    return _get_pool().map(run, items)
+    return pool.map(run, items)

@@ -42,6 +42,65 @@ def test_nested_calls_run_inline_in_the_worker(workers):
     assert all(len(set(names)) == 1 for names in outer)  # no deadlock, the worker did its own items
 
 
+def test_a_single_item_runs_in_the_calling_thread_while_a_slot_is_free(workers):
+    workers(1)
+
+    def item(_):
+        nested = [threading.current_thread().name for _ in cpus.parallel_map(str, range(3))]
+        return threading.current_thread().name, torch.get_num_threads(), nested
+
+    name, threads, nested = next(iter(cpus.parallel_map(item, [0])))
+    me = threading.current_thread().name
+    assert (name, threads, nested) == (me, 1, [me] * 3)  # its nested call ran here: no wait for the one slot
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the workers never run under the caller's autocast
+        name, autocast = next(iter(cpus.parallel_map(
+            lambda _: (threading.current_thread().name, torch.is_autocast_enabled("cpu")), [0])))
+    assert name.startswith("ibsr-torch") and not autocast
+
+
+def test_a_single_item_waits_for_a_worker_when_every_slot_is_taken(workers):
+    workers(1)
+    started, release = threading.Event(), threading.Event()
+
+    def hold(_):
+        started.set()
+        release.wait(60)
+        return threading.current_thread().name
+
+    holder = threading.Thread(target=lambda: list(cpus.parallel_map(hold, [0])))
+    holder.start()
+    assert started.wait(60)  # the holder thread runs its item itself and holds the only slot
+    pending = cpus.parallel_map(lambda _: threading.current_thread().name, [0])
+    release.set()
+    assert next(iter(pending)).startswith("ibsr-torch")  # handed to the worker, which waited for the slot
+    holder.join(60)
+
+
+def test_never_more_items_at_once_than_workers(workers):
+    workers(2)
+    lock, running, most = threading.Lock(), [0], [0]
+
+    def item(_):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        sum(range(20_000))  # some work, so that items overlap when they can
+        with lock:
+            running[0] -= 1
+
+    def caller():
+        for _ in range(30):
+            list(cpus.parallel_map(item, [0]))  # single items: inline while a slot is free
+            list(cpus.parallel_map(item, range(3)))  # several: the workers
+
+    callers = [threading.Thread(target=caller) for _ in range(6)]
+    for thread in callers:
+        thread.start()
+    for thread in callers:
+        thread.join(120)
+    assert 1 <= most[0] <= 2
+
+
 def test_torch_workers_env(monkeypatch):
     monkeypatch.setenv(cpus.TORCH_WORKERS_ENV, "3")
     assert cpus.torch_workers() == 3

@@ -3,8 +3,9 @@
 The photo is resized (INTER_AREA) to the network's `MaskConfig.size` square, whatever its
 aspect ratio (training crops with aspect ratios 1/2-2 and resizes them the same way), the
 probability map is resized back to the photo's size (bilinear) and thresholded at 0.5.
-The network runs on the CPU as one work item of the torch worker pool (`ibsr.cpus.parallel_map`):
-single-threaded, never an OpenMP team that stalls when another process takes a core (`ibsr.cpus`),
+The network runs on the CPU as one work item of the torch worker pool (`ibsr.cpus.parallel_map`:
+in the calling thread while a worker's slot is free), single-threaded, never an OpenMP team that
+stalls when another process takes a core (`ibsr.cpus`),
 and the calling thread's torch keeps one thread, as around the encoders. ONNX Runtime or torch
 runs it as `ibsr.runtime` picks (IBSR_RUNTIME, or `runtime=`), ONNX Runtime in int8 where
 `ibsr.precision` says so, calibrated on the packaged photos fed as a search feeds them.
@@ -47,15 +48,16 @@ def load_mask_model(path: str | Path | None = None, required: bool = False) -> M
         return _cache[key]
 
 
-def network_input(rgb: np.ndarray, size: int) -> torch.Tensor:
-    """1 x 3 x size x size: an H x W x 3 uint8 photo as the network sees it."""
+def network_input(rgb: np.ndarray, size: int) -> np.ndarray:
+    """1 x 3 x size x size float32, C-contiguous as ONNX Runtime takes it: an H x W x 3 uint8
+    photo as the network sees it (the channels moved while still uint8: a quarter of the bytes)."""
     x = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
-    return scale_pixels(torch.from_numpy(x).permute(2, 0, 1)[None])
+    return scale_pixels(np.ascontiguousarray(x.transpose(2, 0, 1))[None])
 
 
 def calibration_inputs(size: int) -> list[np.ndarray]:
     """The int8 network's calibration photos (`ibsr.runtime.quantize`), fed as searches feed it."""
-    return [network_input(rgb, size).numpy() for rgb, _ in quantize.calibration_photos()]
+    return [network_input(rgb, size) for rgb, _ in quantize.calibration_photos()]
 
 
 @torch.no_grad()
@@ -66,7 +68,7 @@ def network_probability(model: MaskNet, rgb: np.ndarray, runtime: str | None = N
     x = network_input(rgb, size)
     net = onnx_encoder(model, "mask", tuple(x.shape[1:]), runtime, calibration=lambda: calibration_inputs(size))
     if net is None:
-        net, x = model, x.contiguous(memory_format=torch.channels_last)  # torch: the model's layout
+        net, x = model, torch.from_numpy(x).contiguous(memory_format=torch.channels_last)  # torch: the model's layout
     logits = next(iter(parallel_map(lambda item: net(item)[0, 0], [x])))
     return torch.sigmoid(logits).numpy()
 

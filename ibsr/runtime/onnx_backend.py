@@ -78,14 +78,16 @@ def cache_path(module: torch.nn.Module, component: str, input_shape: tuple, int8
 
 
 class OnnxEncoder:
-    """`module(x)` through ONNX Runtime: B x C x H x W float32 torch tensor in, torch tensor out."""
+    """`module(x)` through ONNX Runtime: B x C x H x W float32 torch tensor (or numpy array) in,
+    torch tensor out."""
 
     def __init__(self, session):
         self.session = session
         self.input = session.get_inputs()[0].name
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        array = np.ascontiguousarray(x.detach().to(torch.float32).numpy())  # channels_last -> NCHW
+    def __call__(self, x: "torch.Tensor | np.ndarray") -> torch.Tensor:
+        array = x if isinstance(x, np.ndarray) else x.detach().to(torch.float32).numpy()
+        array = np.ascontiguousarray(array, np.float32)  # channels_last -> NCHW; a no-op when already so
         return torch.from_numpy(self.session.run(None, {self.input: array})[0])
 
 

@@ -64,8 +64,9 @@ def thread_budget(cpus: int, torch_threads: int | None = None, decode_threads: i
     """(torch workers, decode threads) for a process that may use `cpus` cores.
 
     The torch pool (`ibsr.cpus.parallel_map`: single-threaded workers, and FAISS's threads) gets
-    every core: it runs all the heavy work, the encoders, the rerank *and* the mask network,
-    whose calls come from the decode threads. A decode thread's own work is light (image decode,
+    every core: its slots bound all the heavy work, the encoders, the rerank *and* the mask
+    network, whose calls come from the decode threads (a single item runs in the calling thread
+    while a slot is free, else in a worker). A decode thread's own work is light (image decode,
     resizes) and it waits on the pool for the mask, so there are two per core: enough masks
     queued that the pool never idles while requests wait to be decoded. With the pool sized to
     the cores minus the decode threads, a 2-core server ran the networks of every request on one
