@@ -1,6 +1,6 @@
 """The ONNX Runtime backend: export a loaded module, cache the file, run it on a CPU.
 
-    load(module, component, input_shape) -> OnnxEncoder   (x: B x C x H x W float32 torch tensor)
+    load(module, component, input_shape) -> OnnxEncoder   (x: B x C x H x W float32 torch tensor or numpy array)
 
 Export: `torch.onnx.export(dynamo=True)` from the module in memory (never a download), batch
 dimension dynamic, spatial size fixed to `input_shape`, opset `OPSET`. The torch.export-based
