@@ -173,6 +173,34 @@ def other_model_file(shape) -> bytes:
     return onnx_backend.export_bytes(other, shape, "another network")
 
 
+def test_a_person_at_a_terminal_is_told_about_the_first_export(cache, float32, monkeypatch, capsys):
+    model = init_model(load_checkpoint_config(), seed=7)
+    x, _ = random_inputs(model.config)
+    inference.embed_queries(model, x, runtime="onnx")  # stderr is no terminal here: nothing said
+    assert capsys.readouterr().err == ""
+
+    class Terminal:
+        def __init__(self):
+            self.text = ""
+
+        def isatty(self):
+            return True
+
+        def write(self, text):
+            self.text += text
+
+        def flush(self):
+            pass
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    other = init_model(load_checkpoint_config(), seed=8)  # other weights: exported afresh
+    inference.embed_queries(other, x, runtime="onnx")
+    inference.embed_queries(other, x, runtime="onnx")  # loaded: nothing more
+    lines = terminal.text.strip().splitlines()
+    assert len(lines) == 1 and "preparing the query encoder" in lines[0] and str(cache) in lines[0]
+
+
 def test_the_auto_rule(monkeypatch):
     import platform
 

@@ -35,6 +35,7 @@ import base64
 import contextlib
 import logging
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -171,6 +172,16 @@ def _cached(path: Path, input_shape: tuple, threads: int, minimum: float) -> Onn
     return encoder if agrees(encoder, input_shape, path.stem, minimum) else None
 
 
+NETWORK_NAMES = {"queries": "query encoder", "views": "rendering encoder", "mask": "mask network"}
+
+
+def _notice_on_terminal(message: str) -> None:
+    """One line on a terminal's stderr, so that a first search's silent minute does not look like
+    a hang; nothing in logs, pipes and tests (a service says how long it prepared once it is ready)."""
+    if sys.stderr is not None and sys.stderr.isatty():
+        print(message, file=sys.stderr, flush=True)
+
+
 class ExportError(Exception):
     """The export failed or its model disagrees with torch (the caller decides: warn or fail);
     `int8`: it was the int8 file (float32 ONNX may still work)."""
@@ -191,6 +202,9 @@ def load(module: torch.nn.Module, component: str, input_shape: tuple, threads: i
     encoder = _cached(path, input_shape, threads, minimum)
     if encoder is not None:
         return encoder
+    _notice_on_terminal(f"ibsr: preparing the {NETWORK_NAMES.get(component, component)} for this machine "
+                   f"(ONNX Runtime{', int8' if int8 else ''}): once per weights, up to a minute; "
+                   f"cached in {path.parent}")
     try:
         data = export_bytes(module, input_shape, path.stem)
         if int8:
