@@ -203,8 +203,8 @@ def load(module: torch.nn.Module, component: str, input_shape: tuple, threads: i
     if encoder is not None:
         return encoder
     _notice_on_terminal(f"ibsr: preparing the {NETWORK_NAMES.get(component, component)} for this machine "
-                   f"(ONNX Runtime{', int8' if int8 else ''}): once per weights, up to a minute; "
-                   f"cached in {path.parent}")
+                        f"(ONNX Runtime{', int8' if int8 else ''}): once per weights, up to a minute; "
+                        f"cached in {path.parent}")
     try:
         data = export_bytes(module, input_shape, path.stem)
         if int8:
